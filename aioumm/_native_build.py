@@ -1,0 +1,56 @@
+"""cffi builder (out-of-line API mode) for ``aioumm._native``.
+
+The cdef is ``stub_src/stub_abi.h`` itself, with the parts marked C-only
+dropped and every ``#define`` turned into ``#define NAME ...`` so the C
+compiler, not a second copy, supplies each value.  The struct declarations
+are given in full: cffi then checks every field against the compiler's layout
+when the module is built, and a layout mismatch fails the build.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+ABI_HEADER = HERE / "stub_src" / "stub_abi.h"
+
+HELPERS_CDEF = """
+uint32_t aioumm_load_handoff(const struct stub_data *d);
+int aioumm_hand_back(struct stub_data *d, uint32_t command);
+void *aioumm_map_shared(int fd, size_t length);
+int aioumm_unmap(void *addr, size_t length);
+int aioumm_probe_mseal(void);
+"""
+
+_C_ONLY = re.compile(r"/\* STUB_ABI_C_ONLY_BEGIN \*/.*?/\* STUB_ABI_C_ONLY_END \*/", re.S)
+_DEFINE = re.compile(r"^#define[ \t]+(\w+)[ \t]+\S.*$", re.M)
+
+
+def abi_cdef(text: str) -> str:
+    """The ABI header as cffi cdef source."""
+    text = _C_ONLY.sub("", text)
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = _DEFINE.sub(lambda m: f"#define {m.group(1)} ...", text)
+    kept = [line for line in text.splitlines() if not re.match(r"\s*#\s*(if|endif|else|include|define\s+\w+\s*$)", line)]
+    return "\n".join(kept)
+
+
+def make_ffi() -> FFI:
+    ffibuilder = FFI()
+    ffibuilder.cdef(abi_cdef(ABI_HEADER.read_text()) + HELPERS_CDEF)
+    ffibuilder.set_source(
+        "aioumm._native",
+        (HERE / "_native.c").read_text(),
+        include_dirs=[str(HERE)],
+        extra_compile_args=["-O2", "-Wall"],
+    )
+    return ffibuilder
+
+
+ffibuilder = make_ffi()
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(HERE.parent / "build" / "cffi"), verbose=True)

@@ -1,0 +1,89 @@
+"""Passing descriptors to a stub (SCM_RIGHTS over its fd-0 socket).
+
+Facts, and what follows from them
+---------------------------------
+* The channel is one end of an ``AF_UNIX``/``SOCK_SEQPACKET`` socketpair whose
+  other end is the stub's fd 0.  SEQPACKET keeps message boundaries, so one
+  batch's descriptors can never be read together with the next batch's.
+* Descriptors go out **before** the page is handed back, in one
+  non-blocking ``sendmsg`` with one data byte (a message needs data to carry
+  ancillary data).  When the stub wakes, the message is already queued and
+  its non-blocking ``recvmsg`` finds it.
+* The socket can fill up only if the stub stops receiving (dead, or a
+  hostile guest jumped into the handler).  The controller then awaits
+  writability on the loop instead of blocking; the stub's death (watched
+  through its pidfd) cancels that wait.
+* SCM_RIGHTS duplicates: the controller keeps its descriptors; the stub
+  closes its copies after the batch, whatever the result.
+* A control message the stub could not take whole (``MSG_CTRUNC``: its fd
+  limit, or more descriptors than announced) fails that batch before any
+  record runs; the stub reports ``STUB_BATCH_EFDS`` and never maps a wrong
+  file.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import errno
+import socket
+from collections.abc import Sequence
+
+from aioumm.abi import MAX_FDS
+
+
+class FdChannel:
+    """The controller's end of one stub's FD-passing socket.
+
+    Owns the socket; ``close`` is idempotent and makes later sends fail with
+    ``EBADF`` rather than touching a reused descriptor number.
+    """
+
+    __slots__ = ("_loop", "_sock", "sent_fds", "sent_messages")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._loop = loop
+        self._sock: socket.socket | None = sock
+        self.sent_messages = 0
+        self.sent_fds = 0
+
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def send_init(self, payload: bytes) -> None:
+        """Queue the init message (the socket is empty, so this never blocks)."""
+        assert self._sock is not None
+        self._sock.send(payload)
+
+    async def send_fds(self, fds: Sequence[int]) -> None:
+        """Send ``fds`` as one SCM_RIGHTS message, awaiting writability if the socket is full."""
+        if not 0 < len(fds) <= MAX_FDS:
+            raise ValueError(f"send_fds: between 1 and {MAX_FDS} descriptors per message, got {len(fds)}")
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        while True:
+            sock = self._sock
+            if sock is None:
+                raise OSError(errno.EBADF, "FD channel closed")
+            try:
+                sock.sendmsg([b"\0"], ancillary)
+            except BlockingIOError:
+                await self._writable(sock)
+                continue
+            self.sent_messages += 1
+            self.sent_fds += len(fds)
+            return
+
+    async def _writable(self, sock: socket.socket) -> None:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        fd = sock.fileno()
+        self._loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            self._loop.remove_writer(fd)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,209 @@
+"""The controller: owns the loop integration, the stub code, the stubs, and shutdown.
+
+    async with Controller() as ctl:
+        stub = await ctl.spawn()
+        stub.mmap(0x10000, 4096, PROT_READ | PROT_WRITE, memfd, 0)
+        await stub.flush()
+        ...
+
+``run(main())`` runs a coroutine on uvloop when it is installed and on the
+default asyncio loop otherwise; the controller itself works on any asyncio
+loop, including anyio's asyncio backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import resource
+import struct
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aioumm.abi import CODE_SIZE, code_image_path, lib
+from aioumm.errors import ControllerClosed
+from aioumm.stub import Stub
+
+T = TypeVar("T")
+
+_AT_HWCAP2 = 26
+_HWCAP2_FSGSBASE = 1 << 1
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)  # type: ignore[no-any-return]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when installed, else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def _auxv(key: int) -> int | None:
+    with open("/proc/self/auxv", "rb") as f:
+        raw = f.read()
+    for k, v in struct.iter_unpack("<QQ", raw):
+        if k == key:
+            return int(v)
+        if k == 0:
+            break
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Kernel and CPU features the stubs use, probed once per process."""
+
+    fsgsbase: bool
+    mseal: bool
+
+    @property
+    def init_flags(self) -> int:
+        return (lib.STUB_INIT_FSGSBASE if self.fsgsbase else 0) | (lib.STUB_INIT_SEAL if self.mseal else 0)
+
+    @classmethod
+    def probe(cls) -> Features:
+        hwcap2 = _auxv(_AT_HWCAP2) or 0
+        return cls(fsgsbase=bool(hwcap2 & _HWCAP2_FSGSBASE), mseal=lib.aioumm_probe_mseal() == 0)
+
+
+_features: Features | None = None
+
+
+def features() -> Features:
+    """The probed features (cached: the mseal probe seals one page for good)."""
+    global _features
+    if _features is None:
+        _features = Features.probe()
+    return _features
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters over the controller's life."""
+
+    spawned: int = 0
+    round_trips: int = 0
+    flushes: int = 0
+    fds_passed: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Controller:
+    """Spawns and owns stubs on the running event loop.
+
+    Use as ``async with Controller() as ctl``.  On exit (normal, error or
+    cancellation) every stub is killed and reaped and every descriptor
+    closed.  ``spawn_timeout`` bounds the bootstrap; ``handler_timeout``
+    bounds how long a stub may take over a batch before it is woken again
+    and then killed.
+    """
+
+    def __init__(self, *, spawn_timeout: float = 10.0, handler_timeout: float = 5.0) -> None:
+        self.spawn_timeout = spawn_timeout
+        self.handler_timeout = handler_timeout
+        self.stats = Stats()
+        self._stubs: set[Stub] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._code_fd = -1
+        self.code_size = 0
+        self.features = features()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise ControllerClosed("the controller is not open: use `async with Controller() as ctl`")
+        return self._loop
+
+    @property
+    def code_fd(self) -> int:
+        return self._code_fd
+
+    @property
+    def stubs(self) -> frozenset[Stub]:
+        """The stubs alive now."""
+        return frozenset(self._stubs)
+
+    async def __aenter__(self) -> Controller:
+        self._loop = asyncio.get_running_loop()
+        _raise_fd_limit()
+        self._code_fd = _sealed_code_memfd()
+        self.code_size = os.fstat(self._code_fd).st_size
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def spawn(self) -> Stub:
+        """Start a stub and return it once ready.
+
+        A ready stub is stopped at its first report; its address space
+        holds nothing but the stub pages.  Raises ``SpawnError`` (with the
+        bootstrap's exit code explained) if it cannot start.
+        """
+        return await self._spawn()
+
+    async def _spawn(self, *, inject_exit: int = 0) -> Stub:
+        self.loop  # noqa: B018 - raises ControllerClosed outside the block
+        stub = await Stub.spawn(self, inject_exit=inject_exit)
+        self._stubs.add(stub)
+        self.stats.spawned += 1
+        return stub
+
+    def _forget(self, stub: Stub) -> None:
+        self._stubs.discard(stub)
+
+    async def aclose(self) -> None:
+        """Kill and reap every stub, close every descriptor (idempotent)."""
+        if self._loop is None:
+            return
+        stubs = list(self._stubs)
+        for stub in stubs:
+            stub.kill()
+        for stub in stubs:
+            with contextlib.suppress(Exception):
+                await stub.wait_exit()
+        if self._code_fd >= 0:
+            os.close(self._code_fd)
+            self._code_fd = -1
+        self._loop = None
+
+
+def _sealed_code_memfd() -> int:
+    """The stub code image in a memfd sealed against every change: shared by all stubs."""
+    image = code_image_path().read_bytes()
+    if not 0 < len(image) <= CODE_SIZE:
+        raise RuntimeError(f"{code_image_path()}: {len(image)} bytes, expected 1..{CODE_SIZE}: rebuild the stub")
+    fd = os.memfd_create("aioumm-stub-code", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, CODE_SIZE)
+        os.pwrite(fd, image, 0)
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
+        )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _raise_fd_limit() -> None:
+    """Each stub costs the controller three descriptors; allow as many as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,506 @@
+"""The stub: one child process, one guest address space, driven from the loop.
+
+A ``Stub`` is made by ``Controller.spawn`` and is either *stopped* (it has
+handed its data page over: a report is pending, registers can be read and
+edited, records can be queued and flushed), *running* (guest code, or the
+handler working through a batch), or *dead*.  Every wait is a coroutine; no
+thread is ever used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import fcntl
+import os
+import signal
+import socket
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aioumm.abi import (
+    BATCH_EFDS,
+    DATA_SIZE,
+    PAGE_SIZE,
+    STUB_END,
+    STUB_START,
+    TASK_TOP,
+    Command,
+    Op,
+    StubExit,
+    bootstrap_path,
+    ffi,
+    lib,
+)
+from aioumm.batch import Batch, Record
+from aioumm.errors import (
+    BadArgument,
+    BatchError,
+    FdPassingError,
+    SpawnError,
+    StubBusy,
+    StubCorrupt,
+    StubDied,
+    StubError,
+    StubTimeout,
+)
+from aioumm.fdchannel import FdChannel
+from aioumm.futex_bridge import HandoffBridge
+from aioumm.report import Registers, Report, read_report
+
+if TYPE_CHECKING:
+    from aioumm.loop import Controller
+
+_NR_GETPID = 39
+_PROT_ALL = 0x7  # PROT_READ | PROT_WRITE | PROT_EXEC
+
+# struct stub_record, packed straight into the page (checked against cffi below).
+_RECORD = struct.Struct("<IiIIQQQ")
+_RECORD_SIZE = ffi.sizeof("struct stub_record")
+_RECORDS_OFFSET = ffi.offsetof("struct stub_data", "records")
+if _RECORD.size != _RECORD_SIZE or [
+    ffi.offsetof("struct stub_record", f) for f in ("op", "fd_slot", "prot", "flags", "addr", "length", "offset")
+] != [0, 4, 8, 12, 16, 24, 32]:
+    raise ImportError("struct stub_record in stub_abi.h no longer matches aioumm.stub._RECORD")
+
+# Signals every stub starts with at their default action, whatever the controller ignores.
+_DEFAULT_SIGNALS = frozenset(s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
+_SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be targets (0..3)
+
+
+class State(enum.Enum):
+    """Life cycle of a stub."""
+
+    STARTING = "starting"
+    STOPPED = "stopped"
+    RUNNING = "running"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a stub process ended: exactly one of ``code`` and ``signal`` is set."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"killed by {name}"
+        assert self.code is not None
+        try:
+            reason = StubExit(self.code)
+        except ValueError:
+            return f"exited with status {self.code}"
+        return f"exited with status {self.code} ({reason.name}: {reason.explanation})"
+
+
+class Stub:
+    """One stub child process (see the module docstring for its states)."""
+
+    def __init__(self, controller: Controller, pid: int, pidfd: int, channel: FdChannel, data_fd: int) -> None:
+        loop = controller.loop
+        self.controller = controller
+        self.pid = pid
+        self._loop = loop
+        self._pidfd = pidfd
+        self._channel = channel
+        self._base = lib.aioumm_map_shared(data_fd, DATA_SIZE)
+        if self._base == ffi.NULL:
+            err = ffi.errno
+            raise OSError(err, f"mapping the stub data page: {os.strerror(err)}")
+        self._page = ffi.buffer(self._base, DATA_SIZE)
+        self._base_addr = int(ffi.cast("uintptr_t", self._base))
+        self._data = ffi.cast("struct stub_data *", self._base)
+        self._bridge: HandoffBridge | None = None
+        self._state = State.STARTING
+        self._report: Report | None = None
+        self._frame: Any = None
+        self._batches: list[Batch] = [Batch()]
+        self._exit: asyncio.Future[ExitStatus] = loop.create_future()
+        self._busy = False
+        self.regs = Registers(self, self._data)
+        loop.add_reader(pidfd, self._on_exit)
+
+    # ----------------------------------------------------------------- life cycle
+
+    @classmethod
+    async def spawn(cls, controller: Controller, *, inject_exit: int = 0) -> Stub:
+        """Start a stub and wait for it to be ready (see ``Controller.spawn``)."""
+        features = controller.features
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        temps: list[int] = []
+        data_fd = evfd = -1
+        try:
+            evfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            data_fd = os.memfd_create("aioumm-stub-data", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            os.ftruncate(data_fd, DATA_SIZE)
+            # The stub must never be able to shrink the page under the controller (SIGBUS here).
+            fcntl.fcntl(data_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            init = ffi.new(
+                "struct stub_init *",
+                {
+                    "magic": lib.STUB_INIT_MAGIC,
+                    "abi_version": lib.STUB_ABI_VERSION,
+                    "flags": features.init_flags,
+                    "inject_exit": inject_exit,
+                    "code_size": controller.code_size,
+                },
+            )
+            parent.send(bytes(ffi.buffer(init)))
+
+            def high(fd: int) -> int:
+                if fd >= _SPAWN_FD_SOURCES_MIN:
+                    return fd
+                new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _SPAWN_FD_SOURCES_MIN)
+                temps.append(new)
+                return new
+
+            actions = [
+                (os.POSIX_SPAWN_DUP2, high(child.fileno()), lib.STUB_FD_CHANNEL),
+                (os.POSIX_SPAWN_DUP2, high(evfd), lib.STUB_FD_EVENT),
+                (os.POSIX_SPAWN_DUP2, high(controller.code_fd), lib.STUB_FD_CODE),
+                (os.POSIX_SPAWN_DUP2, high(data_fd), lib.STUB_FD_DATA),
+            ]
+            pid = os.posix_spawn(
+                str(bootstrap_path()),
+                ["aioumm-stub"],
+                {},
+                file_actions=actions,
+                setpgroup=0,
+                setsigmask=(),
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        except BaseException:
+            parent.close()
+            if evfd >= 0:
+                os.close(evfd)
+            raise
+        finally:
+            child.close()
+            for fd in temps:
+                os.close(fd)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            parent.close()
+            os.close(evfd)
+            os.close(data_fd)
+            raise
+        try:
+            stub = cls(controller, pid, pidfd, FdChannel(controller.loop, parent), data_fd)
+        except BaseException:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+            os.close(pidfd)
+            parent.close()
+            os.close(evfd)
+            raise
+        finally:
+            os.close(data_fd)
+        stub._bridge = HandoffBridge(controller.loop, stub._data, evfd)
+        try:
+            await stub._await_ready(controller.spawn_timeout)
+        except BaseException:
+            stub.kill()
+            await asyncio.shield(stub._exit)
+            raise
+        return stub
+
+    async def _await_ready(self, timeout: float) -> None:
+        assert self._bridge is not None
+        try:
+            answered = await self._bridge.wait(timeout)
+        except StubDied as exc:
+            code = exc.status.code if isinstance(exc.status, ExitStatus) else None
+            raise SpawnError(self.pid, f"bootstrap failed: {exc.reason}", code) from None
+        if not answered:
+            raise SpawnError(self.pid, f"no ready report within {2 * timeout:g}s")
+        report = self._take_report()
+        if report.signal != signal.SIGSYS or report.syscall != _NR_GETPID:
+            raise SpawnError(self.pid, f"first report should be the bootstrap's trapped getpid, got {report}")
+        # The guest owns everything but the stub pages: drop the bootstrap image,
+        # its stack, the vDSO and vvar, wherever they were placed.
+        self._queue(Record(Op.MUNMAP, 0, STUB_START))
+        self._queue(Record(Op.MUNMAP, STUB_END, TASK_TOP - STUB_END))
+        await self.flush()
+
+    def _on_exit(self) -> None:
+        try:
+            res = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            res = None
+        if res is None:
+            return
+        if res.si_code == os.CLD_EXITED:
+            status = ExitStatus(code=res.si_status)
+        else:
+            status = ExitStatus(signal=res.si_status)
+        self._state = State.DEAD
+        self._frame = None
+        text = status.describe()
+        if status.code is not None and status.code >= StubExit.HANDLER_WAIT:
+            line = self._data.fatal_line
+            if 0 < line < 100000:
+                text += f", at stub_code.c:{line}"
+        exc = StubDied(self.pid, text, status)
+        if self._bridge is not None:
+            self._bridge.fail(exc)
+        self._release()
+        if not self._exit.done():
+            self._exit.set_result(status)
+
+    def _release(self) -> None:
+        """Free every resource of a dead stub (descriptors, the page mapping, loop watchers)."""
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._bridge is not None:
+            self._bridge.close()
+        self._channel.close()
+        for batch in self._batches:
+            batch.close()
+        self._batches = [Batch()]
+        if self._base is not None:
+            # Views (Registers, frames) check the state first, so nothing touches the page after this.
+            self._page = None
+            lib.aioumm_unmap(self._base, DATA_SIZE)
+            self._base = None
+            self._data = ffi.NULL
+            self.regs._data = ffi.NULL
+        self.controller._forget(self)
+
+    def kill(self) -> None:
+        """Kill the stub (SIGKILL through its pidfd); ``wait_exit`` reaps it."""
+        if self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def interrupt(self) -> None:
+        """Send SIGALRM: a running guest stops with a SIGALRM report.
+
+        A stopped stub gets it as soon as it is resumed (the handler runs
+        with every signal blocked).
+        """
+        self._require_alive("interrupt")
+        signal.pidfd_send_signal(self._pidfd, signal.SIGALRM)
+
+    async def wait_exit(self) -> ExitStatus:
+        """Wait until the stub process has ended and been reaped."""
+        return await asyncio.shield(self._exit)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def report(self) -> Report | None:
+        """The pending report while stopped, else None."""
+        return self._report if self._state is State.STOPPED else None
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        return self._exit.result() if self._exit.done() else None
+
+    # ----------------------------------------------------------------- reports
+
+    def _require_alive(self, call: str) -> None:
+        if self._state is State.DEAD:
+            status = self._exit.result() if self._exit.done() else None
+            raise StubDied(self.pid, f"{call}: stub is dead ({status.describe() if status else 'killed'})", status)
+
+    def _require_stopped(self, call: str) -> None:
+        self._require_alive(call)
+        if self._state is not State.STOPPED or self._busy:
+            raise StubBusy(self.pid, f"{call}: the stub is {self._state.value}; it must be stopped")
+
+    def _stopped_frame(self) -> Any:
+        self._require_stopped("registers")
+        return self._frame
+
+    def _take_report(self) -> Report:
+        try:
+            report, frame = read_report(self.pid, self._data, self._base_addr)
+        except StubCorrupt:
+            self.kill()
+            raise
+        self._report = report
+        self._frame = frame
+        self._state = State.STOPPED
+        return report
+
+    async def _wait_handover(self, call: str, timeout: float | None) -> None:
+        assert self._bridge is not None
+        if not await self._bridge.wait(timeout):
+            self.kill()
+            raise StubTimeout(self.pid, f"{call}: no answer within {2 * (timeout or 0):g}s (woken twice); killed")
+
+    async def resume(self) -> Report:
+        """Flush queued records, run the guest until it stops again, return the new report."""
+        self._require_stopped("resume")
+        if any(self._batches[-1].records) or len(self._batches) > 1:
+            await self.flush()
+        assert self._bridge is not None
+        self._state = State.RUNNING
+        self._report = None
+        self._frame = None
+        self._bridge.hand_back(Command.RESUME)
+        await self._wait_handover("resume", None)
+        report = self._take_report()
+        self.controller.stats.round_trips += 1
+        return report
+
+    # ----------------------------------------------------------------- batches
+
+    def mmap(self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True) -> None:
+        """Queue ``mmap(addr, length, prot, MAP_FIXED | MAP_SHARED or MAP_PRIVATE, fd, offset)``.
+
+        ``fd`` is a controller descriptor (-1: anonymous memory); it is
+        passed to the stub with the batch that needs it.  Arguments are
+        checked now; the record runs at the next ``flush`` or ``resume``.
+        """
+        self._check_range("mmap", addr, length)
+        if prot & ~_PROT_ALL:
+            raise BadArgument("mmap", "prot", f"{prot:#x} has bits other than PROT_READ|PROT_WRITE|PROT_EXEC")
+        if fd < -1:
+            raise BadArgument("mmap", "fd", f"{fd} is not a descriptor (use -1 for anonymous memory)")
+        if offset < 0 or offset % PAGE_SIZE:
+            raise BadArgument("mmap", "offset", f"{offset:#x} is not a non-negative multiple of {PAGE_SIZE}")
+        if fd >= 0 and offset + length > 1 << 63:
+            raise BadArgument("mmap", "offset", f"{offset:#x} + length overflows")
+        rec = Record(Op.MMAP, addr, length, prot, fd, offset if fd >= 0 else 0, shared)
+        try:
+            self._queue(rec)
+        except OSError as exc:
+            raise BadArgument("mmap", "fd", f"{fd} is closed or invalid ({errno.errorcode[exc.errno]})") from None
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Queue ``munmap(addr, length)``."""
+        self._check_range("munmap", addr, length)
+        self._queue(Record(Op.MUNMAP, addr, length))
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """Queue ``mprotect(addr, length, prot)``."""
+        self._check_range("mprotect", addr, length)
+        if prot & ~_PROT_ALL:
+            raise BadArgument("mprotect", "prot", f"{prot:#x} has bits other than PROT_READ|PROT_WRITE|PROT_EXEC")
+        self._queue(Record(Op.MPROTECT, addr, length, prot))
+
+    def _check_range(self, call: str, addr: int, length: int) -> None:
+        self._require_alive(call)
+        if addr < 0 or addr % PAGE_SIZE:
+            raise BadArgument(call, "addr", f"{addr:#x} is not page-aligned")
+        if length <= 0:
+            raise BadArgument(call, "length", f"{length} is not positive")
+        if length % PAGE_SIZE:
+            raise BadArgument(call, "length", f"{length:#x} is not a multiple of the page size")
+        if addr + length > TASK_TOP:
+            raise BadArgument(call, "addr", f"[{addr:#x}, {addr + length:#x}) reaches past the user address space")
+        if addr < STUB_END and STUB_START < addr + length:
+            raise BadArgument(
+                call, "addr", f"[{addr:#x}, {addr + length:#x}) overlaps the stub area [{STUB_START:#x}, {STUB_END:#x})"
+            )
+
+    def _queue(self, rec: Record) -> None:
+        batch = self._batches[-1]
+        if not batch.has_room(rec.fd if rec.op == Op.MMAP else -1):
+            batch = Batch()
+            self._batches.append(batch)
+        batch.add(rec)
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the next flush (after merging)."""
+        return sum(len(b) for b in self._batches)
+
+    async def flush(self) -> None:
+        """Run every queued record in the stub, in order.
+
+        Raises ``BatchError`` for the first record that fails (the rest are
+        dropped, the stub stays stopped and usable), ``FdPassingError`` if
+        the descriptors could not be passed (no record of that batch ran).
+        """
+        self._require_stopped("flush")
+        batches, self._batches = self._batches, [Batch()]
+        done_before = 0
+        try:
+            for batch in batches:
+                if batch.records:
+                    await self._run_batch(batch, done_before)
+                    done_before += sum(r.calls for r in batch.records)
+        finally:
+            for batch in batches:
+                batch.close()
+
+    async def _run_batch(self, batch: Batch, done_before: int) -> None:
+        assert self._bridge is not None
+        stats = self.controller.stats
+        self._busy = True
+        try:
+            if batch.dups:
+                try:
+                    await self._channel.send_fds(batch.dups)
+                except OSError as exc:
+                    self._require_alive("flush")
+                    raise FdPassingError(
+                        self.pid, f"flush: passing {len(batch.dups)} descriptor(s) failed: {exc}; no record ran"
+                    ) from exc
+                stats.fds_passed += len(batch.dups)
+            page = self._page
+            off = _RECORDS_OFFSET
+            for rec in batch.records:
+                _RECORD.pack_into(
+                    page,
+                    off,
+                    rec.op,
+                    rec.slot,
+                    rec.prot,
+                    lib.STUB_MAP_SHARED if rec.shared else lib.STUB_MAP_PRIVATE,
+                    rec.addr,
+                    rec.length,
+                    rec.offset,
+                )
+                off += _RECORD_SIZE
+            n = len(batch.records)
+            data = self._data
+            data.batch_len = n
+            data.batch_nfds = len(batch.dups)
+            self._state = State.RUNNING
+            self._bridge.hand_back(Command.BATCH)
+            await self._wait_handover("flush", self.controller.handler_timeout)
+            self._state = State.STOPPED
+            stats.flushes += 1
+            done, err = data.batch_done, data.batch_errno
+        finally:
+            self._busy = False
+        if done > n or (err == 0 and done != n) or (err != 0 and done >= n and err != BATCH_EFDS):
+            self.kill()
+            raise StubCorrupt(self.pid, f"flush: impossible batch result ({done} of {n} done, errno {err}); killed")
+        if err == BATCH_EFDS:
+            raise FdPassingError(
+                self.pid,
+                f"flush: the stub did not receive exactly the {len(batch.dups)} descriptor(s) sent "
+                "(truncated control message?); no record ran",
+            )
+        if err:
+            failed = batch.records[done]
+            op, args = failed.describe()
+            ran = done_before + sum(r.calls for r in batch.records[:done])
+            raise BatchError(self.pid, op, args, err, ran)
+
+    def __repr__(self) -> str:
+        return f"<Stub pid={self.pid} {self._state.value}>"
+
+
+__all__ = ["ExitStatus", "Report", "State", "Stub"]
