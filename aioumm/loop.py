@@ -19,7 +19,7 @@ import fcntl
 import os
 import resource
 import struct
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -155,9 +155,11 @@ class Controller:
         """
         return await self._spawn()
 
-    async def _spawn(self, *, inject_exit: int = 0) -> Stub:
+    async def _spawn(self, *, inject_exit: int = 0, mangle_init: Callable[[bytes], bytes] | None = None) -> Stub:
+        """``spawn`` with fault injection for tests: die at the step with exit code ``inject_exit``,
+        or send ``mangle_init(init message)`` instead of the init message."""
         self.loop  # noqa: B018 - raises ControllerClosed outside the block
-        stub = await Stub.spawn(self, inject_exit=inject_exit)
+        stub = await Stub.spawn(self, inject_exit=inject_exit, mangle_init=mangle_init)
         self._stubs.add(stub)
         self.stats.spawned += 1
         return stub

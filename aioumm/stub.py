@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +132,9 @@ class Stub:
     # ----------------------------------------------------------------- life cycle
 
     @classmethod
-    async def spawn(cls, controller: Controller, *, inject_exit: int = 0) -> Stub:
+    async def spawn(
+        cls, controller: Controller, *, inject_exit: int = 0, mangle_init: Callable[[bytes], bytes] | None = None
+    ) -> Stub:
         """Start a stub and wait for it to be ready (see ``Controller.spawn``)."""
         features = controller.features
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -153,7 +156,8 @@ class Stub:
                     "code_size": controller.code_size,
                 },
             )
-            parent.send(bytes(ffi.buffer(init)))
+            payload = bytes(ffi.buffer(init))
+            parent.send(mangle_init(payload) if mangle_init else payload)
 
             def high(fd: int) -> int:
                 if fd >= _SPAWN_FD_SOURCES_MIN:
@@ -341,8 +345,18 @@ class Stub:
         return report
 
     async def _wait_handover(self, call: str, timeout: float | None) -> None:
+        """Wait for the stub to hand the page over.
+
+        Cancelling this wait kills the stub: it is somewhere in guest code or
+        in a batch, and no later call could tell which report belongs to whom.
+        """
         assert self._bridge is not None
-        if not await self._bridge.wait(timeout):
+        try:
+            answered = await self._bridge.wait(timeout)
+        except asyncio.CancelledError:
+            self.kill()
+            raise
+        if not answered:
             self.kill()
             raise StubTimeout(self.pid, f"{call}: no answer within {2 * (timeout or 0):g}s (woken twice); killed")
 

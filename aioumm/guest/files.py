@@ -1,0 +1,461 @@
+"""Guest descriptors, open files and paths.
+
+A guest descriptor names an :class:`OpenFile` (Linux's "open file description"):
+one host descriptor the controller owns, shared by every guest descriptor
+``dup``'d from it, with the state the kernel keeps there (the directory cursor).
+Closing the last guest descriptor closes the host one.
+
+The controller is one thread serving every guest on one event loop, so no
+operation here may block: reading a pipe or a terminal first waits for readiness
+with the loop (``add_reader``), then reads what is there; writing a pipe goes
+through a second, non-blocking description of the same pipe (opened through
+``/proc/self/fd``) so that a full pipe makes the guest wait, never the loop.  The
+guest's own ``O_NONBLOCK`` (on the shared description, as on Linux) turns the
+waits off and the guest sees ``EAGAIN``.
+
+Paths are resolved inside a root directory.  With the root ``/`` a guest path is a
+host path.  Any other root is enforced by the kernel: every lookup is an
+``openat2(root, path, RESOLVE_IN_ROOT)``, so ``..`` and symlinks cannot leave it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import fcntl
+import os
+import select
+import stat
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .errors import SyscallError
+from .memory import AddressSpace, FileBacking
+
+__all__ = ["FdTable", "OpenFile", "Vfs", "wait_fd"]
+
+#: Linux's default soft RLIMIT_NOFILE.
+DEFAULT_FD_LIMIT = 1024
+PIPE_BUF = 4096
+
+DT_UNKNOWN = 0
+DT_FIFO = 1
+DT_CHR = 2
+DT_DIR = 4
+DT_BLK = 6
+DT_REG = 8
+DT_LNK = 10
+DT_SOCK = 12
+
+_DIRENT_HEAD = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type (then the name)
+
+_SYS_OPENAT2 = 437
+_RESOLVE_IN_ROOT = 0x10
+_OPEN_HOW = struct.Struct("<QQQ")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
+    """``openat2(2)``; raises :class:`OSError`."""
+    how = _OPEN_HOW.pack(flags, mode, resolve)
+    fd = int(_syscall(
+        ctypes.c_long(_SYS_OPENAT2), ctypes.c_long(dirfd), ctypes.c_char_p(path),
+        ctypes.c_char_p(how), ctypes.c_long(len(how)),
+    ))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def _mode_dtype(mode: int) -> int:
+    for test, dt in (
+        (stat.S_ISDIR, DT_DIR), (stat.S_ISREG, DT_REG), (stat.S_ISLNK, DT_LNK),
+        (stat.S_ISFIFO, DT_FIFO), (stat.S_ISCHR, DT_CHR), (stat.S_ISBLK, DT_BLK),
+        (stat.S_ISSOCK, DT_SOCK),
+    ):
+        if test(mode):
+            return dt
+    return DT_UNKNOWN
+
+
+def _ready(fd: int, events: int) -> bool:
+    p = select.poll()
+    p.register(fd, events)
+    return bool(p.poll(0))
+
+
+async def wait_fd(fd: int, *, write: bool = False) -> None:
+    """Wait, on the running loop, until ``fd`` is readable (or writable)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    if write:
+        loop.add_writer(fd, ready)
+    else:
+        loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+@dataclass
+class _DirEntry:
+    ino: int
+    dtype: int
+    name: bytes
+
+
+class OpenFile:
+    """One open file description: a host descriptor and the state shared by dups."""
+
+    def __init__(self, host_fd: int, path: str, *, flags: int = 0) -> None:
+        self.host_fd = host_fd
+        #: The guest path it was opened by (for ``*at`` calls relative to it).
+        self.path = path
+        #: The guest's open flags (access mode and the like, for strace and fcntl).
+        self.flags = flags
+        st = os.fstat(host_fd)
+        self.mode = st.st_mode
+        self.refs = 0
+        self._nb_write_fd = -1
+        self._dir: list[_DirEntry] | None = None
+        self._dir_pos = 0
+
+    # ---------------------------------------------------------------- kinds
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_regular(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def may_block(self) -> bool:
+        """Whether reading or writing it can wait (pipes, sockets, terminals...)."""
+        m = self.mode
+        return stat.S_ISFIFO(m) or stat.S_ISSOCK(m) or (stat.S_ISCHR(m) and os.isatty(self.host_fd))
+
+    def guest_nonblocking(self) -> bool:
+        """The guest set ``O_NONBLOCK`` on this description."""
+        return bool(fcntl.fcntl(self.host_fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+    # ---------------------------------------------------------------- I/O
+
+    async def readv(self, views: Sequence[memoryview], offset: int | None = None) -> int:
+        """Read into ``views`` (at ``offset`` if given), waiting without blocking the loop."""
+        fd = self.host_fd
+        if offset is not None:
+            return os.preadv(fd, views, offset)
+        if not self.may_block:
+            return os.readv(fd, views)
+        while True:
+            if self.guest_nonblocking() or _ready(fd, select.POLLIN | select.POLLHUP | select.POLLERR):
+                return os.readv(fd, views)
+            await wait_fd(fd)
+
+    async def writev(self, views: Sequence[memoryview], offset: int | None = None) -> int:
+        """Write ``views`` whole (at ``offset`` if given), as a blocking write would."""
+        fd = self.host_fd
+        if offset is not None:
+            return os.pwritev(fd, views, offset)
+        if not self.may_block or self.guest_nonblocking():
+            return os.writev(fd, views)
+        nb = self._nonblocking_writer()
+        data = memoryview(b"".join(views)) if len(views) != 1 else views[0]
+        done = 0
+        while done < len(data):
+            try:
+                if nb >= 0:
+                    done += os.write(nb, data[done:])
+                    continue
+                if _ready(fd, select.POLLOUT | select.POLLERR):
+                    # POLLOUT promises room for PIPE_BUF bytes; more could block.
+                    done += os.write(fd, data[done : done + PIPE_BUF])
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                if done:
+                    return done
+                raise
+            await wait_fd(nb if nb >= 0 else fd, write=True)
+        return done
+
+    def _nonblocking_writer(self) -> int:
+        # A second description of the same pipe, opened O_NONBLOCK, lets a big write
+        # go in as fast as the reader drains it without ever blocking the loop.
+        if self._nb_write_fd < 0 and stat.S_ISFIFO(self.mode):
+            try:
+                self._nb_write_fd = os.open(
+                    f"/proc/self/fd/{self.host_fd}",
+                    os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY,
+                )
+            except OSError:
+                self._nb_write_fd = -2  # not reopenable: fall back to PIPE_BUF chunks
+        return self._nb_write_fd
+
+    async def sendfile_to(self, out: OpenFile, offset: int | None, count: int) -> tuple[int, int | None]:
+        """``sendfile`` from this file to ``out``; returns (bytes, new offset or None)."""
+        if self.may_block:
+            while not _ready(self.host_fd, select.POLLIN | select.POLLHUP | select.POLLERR):
+                if self.guest_nonblocking():
+                    raise SyscallError(errno.EAGAIN)
+                await wait_fd(self.host_fd)
+        if not out.may_block or out.guest_nonblocking():
+            n = os.sendfile(out.host_fd, self.host_fd, offset, count)
+            return n, None if offset is None else offset + n
+        # A pipe or terminal on the out side: read a chunk here, write it whole.
+        chunk = min(count, 1 << 16)
+        data = os.pread(self.host_fd, chunk, offset) if offset is not None else os.read(self.host_fd, chunk)
+        if not data:
+            return 0, offset
+        n = await out.writev([memoryview(data)])
+        return n, None if offset is None else offset + n
+
+    # ----------------------------------------------------------- directories
+
+    def rewind(self) -> None:
+        """Start a directory listing again (``lseek`` to 0)."""
+        self._dir = None
+        self._dir_pos = 0
+
+    def _listing(self) -> list[_DirEntry]:
+        if self._dir is None:
+            entries = [
+                _DirEntry(os.fstat(self.host_fd).st_ino, DT_DIR, b"."),
+                _DirEntry(os.stat("..", dir_fd=self.host_fd).st_ino, DT_DIR, b".."),
+            ]
+            with os.scandir(self.host_fd) as it:
+                for e in it:
+                    try:
+                        dtype = _mode_dtype(e.stat(follow_symlinks=False).st_mode)
+                    except OSError:
+                        dtype = DT_UNKNOWN
+                    entries.append(_DirEntry(e.inode(), dtype, os.fsencode(e.name)))
+            self._dir = entries
+        return self._dir
+
+    def getdents64(self, size: int) -> bytes:
+        """The next ``linux_dirent64`` records that fit in ``size`` bytes."""
+        if not self.is_dir:
+            raise SyscallError(errno.ENOTDIR)
+        entries = self._listing()
+        out = bytearray()
+        while self._dir_pos < len(entries):
+            e = entries[self._dir_pos]
+            reclen = (_DIRENT_HEAD.size + len(e.name) + 1 + 7) & ~7
+            if len(out) + reclen > size:
+                if not out:
+                    raise SyscallError(errno.EINVAL)
+                break
+            rec = _DIRENT_HEAD.pack(e.ino, self._dir_pos + 1, reclen, e.dtype) + e.name
+            out += rec + bytes(reclen - len(rec))
+            self._dir_pos += 1
+        return bytes(out)
+
+    def seek_dir(self, pos: int) -> int:
+        """``lseek`` on a directory: positions are entry indexes (``d_off``)."""
+        if pos < 0:
+            raise SyscallError(errno.EINVAL)
+        if pos == 0:
+            self.rewind()
+        self._dir_pos = pos
+        return pos
+
+    # ------------------------------------------------------------- mapping
+
+    def map_into(
+        self, mm: AddressSpace, start: int, size: int, prot: int, shared: bool, offset: int
+    ) -> int:
+        """Map this file for ``mmap(2)`` (see :class:`aioumm.guest.memory.FileSource`)."""
+        acc = self.flags & os.O_ACCMODE
+        if stat.S_ISCHR(self.mode) and os.major(os.fstat(self.host_fd).st_rdev) == 1 and (
+            os.minor(os.fstat(self.host_fd).st_rdev) == 5
+        ):
+            mm.map_anon(start, size, prot, shared=shared)  # /dev/zero
+            return start
+        if not self.is_regular:
+            raise SyscallError(errno.ENODEV)
+        if acc == os.O_WRONLY or (shared and prot & 2 and acc != os.O_RDWR):
+            raise SyscallError(errno.EACCES)
+        if shared:
+            # Shared: both sides map the file itself, so writes meet in the page cache.
+            backing = FileBacking(self.host_fd, writable=acc == os.O_RDWR, stub_shared=True)
+            backing.acquire()
+            try:
+                mm.map_backing(start, size, prot, backing, offset, shared=True, name=self.path)
+            finally:
+                backing.drop()
+            return start
+        # Private: the guest gets its own copy of the file's bytes in physmem.
+        vma = mm.map_anon(start, size, prot, name=self.path)
+        view = mm.physmem.view[vma.offset : vma.offset + size]
+        try:
+            os.preadv(self.host_fd, [view], offset)
+        finally:
+            view.release()
+        return start
+
+    def close(self) -> None:
+        """Close the host descriptors (idempotent)."""
+        for fd in (self.host_fd, self._nb_write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.host_fd = self._nb_write_fd = -1
+
+
+@dataclass
+class _Slot:
+    file: OpenFile
+    cloexec: bool
+
+
+class FdTable:
+    """A guest's descriptor table: guest fd number -> (open file, close-on-exec)."""
+
+    def __init__(self, limit: int = DEFAULT_FD_LIMIT) -> None:
+        self.limit = limit
+        self._slots: dict[int, _Slot] = {}
+
+    def __contains__(self, fd: int) -> bool:
+        return fd in self._slots
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._slots))
+
+    def get(self, fd: int) -> OpenFile:
+        """The open file behind guest ``fd``; ``EBADF`` if there is none."""
+        slot = self._slots.get(fd)
+        if slot is None:
+            raise SyscallError(errno.EBADF)
+        return slot.file
+
+    def cloexec(self, fd: int) -> bool:
+        """The ``FD_CLOEXEC`` flag of guest ``fd``."""
+        self.get(fd)
+        return self._slots[fd].cloexec
+
+    def set_cloexec(self, fd: int, on: bool) -> None:
+        self.get(fd)
+        self._slots[fd].cloexec = on
+
+    def install(self, file: OpenFile, *, cloexec: bool = False, lowest: int = 0) -> int:
+        """Give ``file`` the lowest free number >= ``lowest``; ``EMFILE`` when full."""
+        fd = lowest
+        while fd in self._slots:
+            fd += 1
+        if fd >= self.limit:
+            raise SyscallError(errno.EMFILE)
+        self.install_at(fd, file, cloexec=cloexec)
+        return fd
+
+    def install_at(self, fd: int, file: OpenFile, *, cloexec: bool = False) -> None:
+        """Put ``file`` at number ``fd``, closing what was there (as ``dup2`` does)."""
+        if not 0 <= fd < self.limit:
+            raise SyscallError(errno.EBADF)
+        file.refs += 1
+        old = self._slots.get(fd)
+        self._slots[fd] = _Slot(file, cloexec)
+        if old is not None:
+            self._unref(old.file)
+
+    def close(self, fd: int) -> None:
+        """Close guest ``fd``; ``EBADF`` if it is not open."""
+        slot = self._slots.pop(fd, None)
+        if slot is None:
+            raise SyscallError(errno.EBADF)
+        self._unref(slot.file)
+
+    @staticmethod
+    def _unref(file: OpenFile) -> None:
+        file.refs -= 1
+        if file.refs <= 0:
+            file.close()
+
+    def close_all(self) -> None:
+        """Close every descriptor (the guest is gone)."""
+        for fd in list(self._slots):
+            self.close(fd)
+
+
+class Vfs:
+    """Path resolution for one guest: its root directory and working directory."""
+
+    def __init__(self, root: str = "/", cwd: str | None = None) -> None:
+        self.root = os.path.realpath(root)
+        self.confined = self.root != "/"
+        self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if cwd is None:
+            cwd = self.guest_path_of_host(os.getcwd()) or "/"
+        self.cwd = cwd
+        self.umask = 0o022
+
+    def close(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    def guest_path_of_host(self, host: str) -> str | None:
+        """The guest's name for a host path, or None if it lies outside the root."""
+        if not self.confined:
+            return host
+        if host == self.root:
+            return "/"
+        if host.startswith(self.root + "/"):
+            return host[len(self.root) :]
+        return None
+
+    @staticmethod
+    def join(base: str, path: str) -> str:
+        """Join a guest path to the directory it is relative to (no normalising:
+        ``..`` and symlinks are the kernel's to resolve)."""
+        if path.startswith("/"):
+            return path
+        return base.rstrip("/") + "/" + path if path else base
+
+    def open(self, gpath: str, flags: int, mode: int = 0) -> int:
+        """Open a guest path (absolute) on the host; raises :class:`OSError`."""
+        flags |= os.O_CLOEXEC | os.O_NOCTTY
+        if not self.confined:
+            return os.open(gpath, flags, mode)
+        return openat2(self.root_fd, os.fsencode(gpath), flags, mode, _RESOLVE_IN_ROOT)
+
+    def open_path(self, gpath: str, *, follow: bool = True, directory: bool = False) -> int:
+        """An ``O_PATH`` descriptor for a guest path (for stat, chdir, access...)."""
+        flags = os.O_PATH | (0 if follow else os.O_NOFOLLOW) | (os.O_DIRECTORY if directory else 0)
+        return self.open(gpath, flags)
+
+    @contextmanager
+    def parent(self, gpath: str) -> Iterator[tuple[int, str]]:
+        """``(dir fd, last component)`` for the ``*at`` calls that act on a name."""
+        path = gpath.rstrip("/") or "/"
+        head, _, name = path.rpartition("/")
+        if not name:
+            name = "."
+        dfd = self.open_path(head or "/", directory=True)
+        try:
+            yield dfd, name
+        finally:
+            os.close(dfd)
+
+    def host_path(self, fd: int) -> str:
+        """Where an open descriptor is, as a guest path (for getcwd)."""
+        host = os.readlink(f"/proc/self/fd/{fd}")
+        return self.guest_path_of_host(host) or "/"

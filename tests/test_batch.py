@@ -1,0 +1,213 @@
+"""Batches: merge rules, the FD map limit, failures mid-batch, files mapped through passed descriptors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from aioumm import abi
+from aioumm.abi import Op
+from aioumm.batch import Batch, Record
+from aioumm.errors import BatchError, FdPassingError
+from aioumm.loop import Controller
+from guestcode import Guest
+
+PAGE = abi.PAGE_SIZE
+
+
+@pytest.fixture
+def memfds() -> Iterator[list[int]]:
+    fds = [os.memfd_create(f"m{i}", os.MFD_CLOEXEC) for i in range(12)]
+    for i, fd in enumerate(fds):
+        os.ftruncate(fd, 4 * PAGE)
+        os.pwrite(fd, (0x1111 * (i + 1)).to_bytes(8, "little"), 0)
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+@pytest_asyncio.fixture
+async def ctl() -> AsyncIterator[Controller]:
+    async with Controller() as ctl:
+        yield ctl
+
+
+def test_contiguous_records_of_one_descriptor_merge(memfds: list[int]) -> None:
+    b = Batch()
+    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, memfds[0], 0))
+    b.add(Record(Op.MMAP, 0x11000, PAGE, 3, memfds[0], PAGE))
+    assert len(b) == 1 and b.records[0].length == 2 * PAGE and b.records[0].calls == 2
+    b.close()
+
+
+def test_no_merge_across_descriptors_even_in_the_same_slot_position(memfds: list[int]) -> None:
+    # Two batches both put their first descriptor in slot 0; only the descriptor decides.
+    b = Batch()
+    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, memfds[0], 0))
+    b.add(Record(Op.MMAP, 0x11000, PAGE, 3, memfds[1], PAGE))
+    assert len(b) == 2
+    assert [r.slot for r in b.records] == [0, 1]
+    b.close()
+
+
+def test_no_merge_on_gap_offset_prot_or_sharing(memfds: list[int]) -> None:
+    fd = memfds[0]
+    b = Batch()
+    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, fd, 0))
+    b.add(Record(Op.MMAP, 0x12000, PAGE, 3, fd, 2 * PAGE))  # address gap
+    b.add(Record(Op.MMAP, 0x13000, PAGE, 3, fd, 0))  # offset not contiguous
+    b.add(Record(Op.MMAP, 0x14000, PAGE, 1, fd, PAGE))  # other protection
+    b.add(Record(Op.MMAP, 0x15000, PAGE, 1, fd, 2 * PAGE, shared=False))  # other sharing
+    assert len(b) == 5
+    assert {r.slot for r in b.records} == {0}  # one descriptor, one slot
+    b.close()
+
+
+def test_anonymous_munmap_and_mprotect_merge() -> None:
+    b = Batch()
+    b.add(Record(Op.MMAP, 0x10000, PAGE, 3))
+    b.add(Record(Op.MMAP, 0x11000, PAGE, 3))
+    b.add(Record(Op.MUNMAP, 0x20000, PAGE))
+    b.add(Record(Op.MUNMAP, 0x21000, PAGE))
+    b.add(Record(Op.MPROTECT, 0x30000, PAGE, 1))
+    b.add(Record(Op.MPROTECT, 0x31000, PAGE, 1))
+    b.add(Record(Op.MPROTECT, 0x32000, PAGE, 3))
+    assert [(r.op, r.length) for r in b.records] == [
+        (Op.MMAP, 2 * PAGE),
+        (Op.MUNMAP, 2 * PAGE),
+        (Op.MPROTECT, 2 * PAGE),
+        (Op.MPROTECT, PAGE),
+    ]
+
+
+def test_fd_map_is_bounded(memfds: list[int]) -> None:
+    b = Batch()
+    for i in range(abi.MAX_FDS):
+        assert b.has_room(memfds[i])
+        b.add(Record(Op.MMAP, 0x10000 + 2 * i * PAGE, PAGE, 3, memfds[i], 0))
+    assert b.has_room(memfds[0])  # reuses its slot
+    assert not b.has_room(memfds[abi.MAX_FDS])
+    assert b.has_room(-1)
+    b.close()
+
+
+def test_batch_holds_its_own_duplicates(memfds: list[int]) -> None:
+    fd = os.dup(memfds[0])
+    b = Batch()
+    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, fd, 0))
+    os.close(fd)  # the caller lets go before the flush
+    assert os.fstat(b.dups[0]).st_ino == os.fstat(memfds[0]).st_ino
+    b.close()
+
+
+SUM_PAGES = """
+    xor %eax, %eax
+    mov $0x10000000, %rsi
+    mov %rdi, %rcx
+1:  add (%rsi), %rax
+    add $0x2000, %rsi
+    loop 1b
+    mov %rax, %r12
+    mov $500, %eax
+    syscall
+    ud2
+"""
+
+
+@pytest.mark.asyncio
+async def test_more_descriptors_than_the_fd_map_in_one_logical_batch(ctl: Controller, memfds: list[int]) -> None:
+    stub = await ctl.spawn()
+    g = Guest(stub, SUM_PAGES)
+    flushes, passed = ctl.stats.flushes, ctl.stats.fds_passed
+    n = 10  # > STUB_MAX_FDS: the batch splits by itself
+    for i in range(n):
+        stub.mmap(0x10000000 + 2 * i * PAGE, PAGE, 1, memfds[i], 0)
+    stub.regs.rdi = n
+    await stub.resume()
+    assert stub.regs.r12 == sum(0x1111 * (i + 1) for i in range(n))
+    assert ctl.stats.fds_passed - passed == n + 1  # plus the guest's own memfd
+    assert ctl.stats.flushes - flushes >= 3
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_more_records_than_the_batch_capacity(ctl: Controller) -> None:
+    stub = await ctl.spawn()
+    g = Guest(stub, SUM_PAGES)
+    n = abi.BATCH_CAPACITY + 50
+    for i in range(n):  # every other page: nothing merges
+        stub.mmap(0x10000000 + 2 * i * PAGE, PAGE, 3)
+    assert stub.queued > abi.BATCH_CAPACITY
+    await stub.flush()
+    with open(f"/proc/{stub.pid}/maps") as f:
+        anon = [line for line in f if line.startswith("1")]
+    assert len(anon) == n
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_record_mid_batch(ctl: Controller, memfds: list[int]) -> None:
+    stub = await ctl.spawn()
+    g = Guest(stub, SUM_PAGES)
+    await stub.flush()
+    base = 0x10000000
+    stub.mmap(base, PAGE, 1, memfds[0], 0)
+    stub.mmap(base + 2 * PAGE, PAGE, 1, memfds[1], 0)
+    stub.mmap(base + 4 * PAGE, PAGE, 1, memfds[2], 0)
+    stub.mprotect(0x70000000, PAGE, 1)  # nothing mapped there: ENOMEM
+    stub.mmap(base + 6 * PAGE, PAGE, 1, memfds[3], 0)
+    with pytest.raises(BatchError) as info:
+        await stub.flush()
+    err = info.value
+    assert (err.op, err.errno, err.done) == ("mprotect", errno.ENOMEM, 3)
+    assert err.args_ == {"addr": 0x70000000, "length": PAGE, "prot": 1}
+    assert "mprotect(addr=0x70000000" in str(err) and "ENOMEM" in str(err) and "3 earlier" in str(err)
+    # The three records before it ran, the one after it did not, and the stub is still usable.
+    stub.regs.rdi = 3
+    await stub.resume()
+    assert stub.regs.r12 == 0x1111 + 0x2222 + 0x3333
+    with open(f"/proc/{stub.pid}/maps") as f:
+        assert f"{base + 6 * PAGE:x}" not in f.read()
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_file_mapped_through_a_passed_descriptor(ctl: Controller, tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"FILEBYTE" + bytes(PAGE - 8))
+    stub = await ctl.spawn()
+    g = Guest(stub, "movabs $0x20000000, %rsi\nmov (%rsi), %r12\nmov $500, %eax\nsyscall\nud2")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    stub.mmap(0x20000000, PAGE, 1, fd, 0, shared=False)
+    passed = ctl.stats.fds_passed
+    await stub.resume()
+    assert stub.regs.r12.to_bytes(8, "little") == b"FILEBYTE"
+    assert ctl.stats.fds_passed > passed
+    # The controller keeps its descriptor; the stub closed its copy after the batch.
+    os.fstat(fd)
+    assert sorted(os.listdir(f"/proc/{stub.pid}/fd")) == ["0", "1"]
+    os.close(fd)
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_truncated_control_message_fails_the_batch_cleanly(ctl: Controller, memfds: list[int]) -> None:
+    stub = await ctl.spawn()
+    # The stub holds fds 0 and 1; with a limit of 3 it can take one descriptor, not two.
+    resource.prlimit(stub.pid, resource.RLIMIT_NOFILE, (3, 3))
+    stub.mmap(0x10000000, PAGE, 1, memfds[0], 0)
+    stub.mmap(0x10002000, PAGE, 1, memfds[1], 0)
+    with pytest.raises(FdPassingError, match="did not receive exactly the 2"):
+        await stub.flush()
+    # Nothing was mapped, nothing is left open in the stub, and it still works.
+    with open(f"/proc/{stub.pid}/maps") as f:
+        assert "1000" not in f.read().split("7e00")[0]
+    assert sorted(os.listdir(f"/proc/{stub.pid}/fd")) == ["0", "1"]
+    stub.mmap(0x10000000, PAGE, 1, memfds[0], 0)
+    await stub.flush()
