@@ -466,6 +466,9 @@ class Stub:
                 try:
                     await self._channel.send_fds(batch.dups)
                 except OSError as exc:
+                    if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED):
+                        # The stub is gone or going: say so once its exit has been reaped.
+                        await asyncio.wait({self._exit}, timeout=self.controller.handler_timeout)
                     self._require_alive("flush")
                     raise FdPassingError(
                         self.pid, f"flush: passing {len(batch.dups)} descriptor(s) failed: {exc}; no record ran"

@@ -33,9 +33,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import SyscallError
-from .memory import AddressSpace, FileBacking
+from .memory import PROT_WRITE, AddressSpace, FileBacking
 
-__all__ = ["FdTable", "OpenFile", "Vfs", "wait_fd"]
+__all__ = ["FdTable", "Loc", "OpenFile", "Vfs", "wait_fd"]
 
 #: Linux's default soft RLIMIT_NOFILE.
 DEFAULT_FD_LIMIT = 1024
@@ -293,7 +293,7 @@ class OpenFile:
             return start
         if not self.is_regular:
             raise SyscallError(errno.ENODEV)
-        if acc == os.O_WRONLY or (shared and prot & 2 and acc != os.O_RDWR):
+        if acc == os.O_WRONLY or (shared and prot & PROT_WRITE and acc != os.O_RDWR):
             raise SyscallError(errno.EACCES)
         if shared:
             # Shared: both sides map the file itself, so writes meet in the page cache.
@@ -395,22 +395,43 @@ class FdTable:
             self.close(fd)
 
 
+@dataclass(frozen=True)
+class Loc:
+    """A guest path ready for the host's ``*at`` calls: ``(dirfd, path)``."""
+
+    dirfd: int
+    path: str
+
+
 class Vfs:
-    """Path resolution for one guest: its root directory and working directory."""
+    """Path resolution for one guest: its root directory and working directory.
+
+    Not confined (root ``/``): a guest lookup is the host lookup, relative to the
+    guest's own working-directory descriptor (the controller's cwd is never
+    changed: many guests share it).  Confined: every lookup goes through
+    ``openat2(root, path, RESOLVE_IN_ROOT)`` with the path made absolute in guest
+    terms, so the kernel keeps ``..`` and symlinks inside the root.
+    """
 
     def __init__(self, root: str = "/", cwd: str | None = None) -> None:
         self.root = os.path.realpath(root)
         self.confined = self.root != "/"
         self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        if cwd is None:
-            cwd = self.guest_path_of_host(os.getcwd()) or "/"
-        self.cwd = cwd
+        self.cwd = "/"
+        self.cwd_fd = -1
         self.umask = 0o022
+        try:
+            start = cwd if cwd is not None else (self.guest_path_of_host(os.getcwd()) or "/")
+            self.chdir(Loc(self.root_fd, start) if self.confined else Loc(-1, start))
+        except OSError:
+            self.chdir(Loc(self.root_fd, "/"))
 
     def close(self) -> None:
-        if self.root_fd >= 0:
-            os.close(self.root_fd)
-            self.root_fd = -1
+        """Close the root and working-directory descriptors."""
+        for fd in (self.root_fd, self.cwd_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.root_fd = self.cwd_fd = -1
 
     def guest_path_of_host(self, host: str) -> str | None:
         """The guest's name for a host path, or None if it lies outside the root."""
@@ -422,40 +443,61 @@ class Vfs:
             return host[len(self.root) :]
         return None
 
-    @staticmethod
-    def join(base: str, path: str) -> str:
-        """Join a guest path to the directory it is relative to (no normalising:
-        ``..`` and symlinks are the kernel's to resolve)."""
+    def locate(self, path: str, base: OpenFile | None = None) -> Loc:
+        """Where ``path`` is, relative to ``base`` (a directory) or the cwd."""
+        if not self.confined:
+            if path.startswith("/"):
+                return Loc(-1, path)
+            return Loc(base.host_fd if base is not None else self.cwd_fd, path)
         if path.startswith("/"):
-            return path
-        return base.rstrip("/") + "/" + path if path else base
+            return Loc(self.root_fd, path)
+        top = base.path if base is not None else self.cwd
+        # No normalising here: ".." and symlinks are the kernel's to resolve.
+        return Loc(self.root_fd, top.rstrip("/") + "/" + path)
 
-    def open(self, gpath: str, flags: int, mode: int = 0) -> int:
-        """Open a guest path (absolute) on the host; raises :class:`OSError`."""
+    def open(self, loc: Loc, flags: int, mode: int = 0) -> int:
+        """Open on the host (always close-on-exec, never a controlling tty)."""
         flags |= os.O_CLOEXEC | os.O_NOCTTY
         if not self.confined:
-            return os.open(gpath, flags, mode)
-        return openat2(self.root_fd, os.fsencode(gpath), flags, mode, _RESOLVE_IN_ROOT)
+            return os.open(loc.path, flags, mode, dir_fd=loc.dirfd if loc.dirfd >= 0 else None)
+        return openat2(self.root_fd, os.fsencode(loc.path), flags, mode, _RESOLVE_IN_ROOT)
 
-    def open_path(self, gpath: str, *, follow: bool = True, directory: bool = False) -> int:
-        """An ``O_PATH`` descriptor for a guest path (for stat, chdir, access...)."""
-        flags = os.O_PATH | (0 if follow else os.O_NOFOLLOW) | (os.O_DIRECTORY if directory else 0)
-        return self.open(gpath, flags)
+    def stat(self, loc: Loc, *, follow: bool = True) -> os.stat_result:
+        """``stat``/``lstat`` of a located path."""
+        if not self.confined:
+            return os.stat(loc.path, dir_fd=loc.dirfd if loc.dirfd >= 0 else None,
+                           follow_symlinks=follow)
+        fd = self.open(loc, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
     @contextmanager
-    def parent(self, gpath: str) -> Iterator[tuple[int, str]]:
-        """``(dir fd, last component)`` for the ``*at`` calls that act on a name."""
-        path = gpath.rstrip("/") or "/"
+    def at(self, loc: Loc) -> Iterator[tuple[int | None, str]]:
+        """``(dir_fd, name)`` for the host calls that act on a name (unlink, rename...)."""
+        if not self.confined:
+            yield (loc.dirfd if loc.dirfd >= 0 else None), loc.path
+            return
+        path = loc.path.rstrip("/") or "/"
         head, _, name = path.rpartition("/")
-        if not name:
-            name = "."
-        dfd = self.open_path(head or "/", directory=True)
+        if name in ("", ".", ".."):
+            raise SyscallError(errno.EINVAL)
+        dfd = self.open(Loc(self.root_fd, head or "/"), os.O_PATH | os.O_DIRECTORY)
         try:
             yield dfd, name
         finally:
             os.close(dfd)
 
-    def host_path(self, fd: int) -> str:
-        """Where an open descriptor is, as a guest path (for getcwd)."""
+    def chdir(self, loc: Loc) -> None:
+        """Make a located directory the working directory; raises :class:`OSError`."""
+        fd = self.open(loc, os.O_PATH | os.O_DIRECTORY)
+        if self.cwd_fd >= 0:
+            os.close(self.cwd_fd)
+        self.cwd_fd = fd
+        self.cwd = self.path_of(fd)
+
+    def path_of(self, fd: int) -> str:
+        """The guest path of an open host descriptor."""
         host = os.readlink(f"/proc/self/fd/{fd}")
         return self.guest_path_of_host(host) or "/"

@@ -204,6 +204,9 @@ static void bootstrap(unsigned long *sp)
 	}
 
 	build_filter(hdr);
+	/* Past this point exit_group itself traps: injected failures must happen first. */
+	step(0, STUB_EXIT_SECCOMP);
+	step(0, STUB_EXIT_NOT_TRAPPED);
 	{
 		struct sock_fprog prog = { .len = (unsigned short)filter_len, .filter = filter };
 

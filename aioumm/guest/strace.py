@@ -1,0 +1,219 @@
+"""``--strace``: one line per trapped syscall, the way strace prints it.
+
+``openat(AT_FDCWD, "/etc/x", O_RDONLY) = -1 ENOENT (No such file or directory)``
+
+Formatting reads guest memory for strings and buffers; a bad pointer is shown as
+a number, never an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from .errors import SyscallError
+from .memory import AddressSpace
+from .table import ARGS, HEX_RESULT, NAMES
+
+__all__ = ["Strace", "errno_text", "format_call"]
+
+#: Like strace's default ``-s 32``: buffers are shown up to this many bytes.
+STRING_LIMIT = 32
+AT_FDCWD = -100
+
+_OPEN_FLAGS = [
+    (0o100, "O_CREAT"), (0o200, "O_EXCL"), (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"), (0o10000, "O_DSYNC"),
+    (0o20000, "O_ASYNC"), (0o40000, "O_DIRECT"), (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"), (0o1000000, "O_NOATIME"), (0o2000000, "O_CLOEXEC"),
+    (0o4000000, "O_SYNC"), (0o10000000, "O_PATH"), (0o20000000, "O_TMPFILE"),
+    (0o100000, "O_LARGEFILE"),
+]
+_PROT = [(1, "PROT_READ"), (2, "PROT_WRITE"), (4, "PROT_EXEC"), (8, "PROT_SEM"),
+         (0x01000000, "PROT_GROWSDOWN"), (0x02000000, "PROT_GROWSUP")]
+_MAP = [(0x10, "MAP_FIXED"), (0x20, "MAP_ANONYMOUS"), (0x100, "MAP_GROWSDOWN"),
+        (0x800, "MAP_DENYWRITE"), (0x1000, "MAP_EXECUTABLE"), (0x2000, "MAP_LOCKED"),
+        (0x4000, "MAP_NORESERVE"), (0x8000, "MAP_POPULATE"), (0x10000, "MAP_NONBLOCK"),
+        (0x20000, "MAP_STACK"), (0x40000, "MAP_HUGETLB"), (0x80000, "MAP_SYNC"),
+        (0x100000, "MAP_FIXED_NOREPLACE")]
+_AT = [(0x100, "AT_SYMLINK_NOFOLLOW"), (0x200, "AT_REMOVEDIR"), (0x400, "AT_SYMLINK_FOLLOW"),
+       (0x800, "AT_NO_AUTOMOUNT"), (0x1000, "AT_EMPTY_PATH")]
+_MAP_TYPES = {1: "MAP_SHARED", 2: "MAP_PRIVATE", 3: "MAP_SHARED_VALIDATE"}
+_WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
+_CLOCKS = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 2: "CLOCK_PROCESS_CPUTIME_ID",
+           3: "CLOCK_THREAD_CPUTIME_ID", 4: "CLOCK_MONOTONIC_RAW", 5: "CLOCK_REALTIME_COARSE",
+           6: "CLOCK_MONOTONIC_COARSE", 7: "CLOCK_BOOTTIME", 8: "CLOCK_REALTIME_ALARM",
+           9: "CLOCK_BOOTTIME_ALARM", 11: "CLOCK_TAI"}
+_ARCH_PRCTL = {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS",
+               0x1004: "ARCH_GET_GS", 0x1011: "ARCH_GET_CPUID", 0x1012: "ARCH_SET_CPUID"}
+_RLIMITS = ["RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
+            "RLIMIT_RSS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS",
+            "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
+            "RLIMIT_RTPRIO", "RLIMIT_RTTIME"]
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def _s64(v: int) -> int:
+    v &= 0xFFFFFFFFFFFFFFFF
+    return v - (1 << 64) if v >> 63 else v
+
+
+def _flags(value: int, table: Sequence[tuple[int, str]], zero: str) -> str:
+    parts = []
+    for bit, name in table:
+        if value & bit:
+            parts.append(name)
+            value &= ~bit
+    if value:
+        parts.append(hex(value))
+    return "|".join(parts) or zero
+
+
+def quote(data: bytes, limit: int | None = STRING_LIMIT) -> str:
+    """``data`` as a C string literal (cut at ``limit`` bytes with ``...``)."""
+    cut = limit is not None and len(data) > limit
+    out = ['"']
+    for b in data[:limit] if limit is not None else data:
+        c = chr(b)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\t":
+            out.append("\\t")
+        elif c == "\r":
+            out.append("\\r")
+        elif 0x20 <= b < 0x7F:
+            out.append(c)
+        else:
+            out.append(f"\\x{b:02x}")
+    out.append('"')
+    if cut:
+        out.append("...")
+    return "".join(out)
+
+
+def errno_text(err: int) -> str:
+    """``ENOENT (No such file or directory)``."""
+    return f"{errno.errorcode.get(err, str(err))} ({os.strerror(err)})"
+
+
+def _signame(v: int) -> str:
+    try:
+        return signal.Signals(v).name
+    except ValueError:
+        return str(v)
+
+
+def format_arg(kind: str, value: int, mm: AddressSpace | None, nxt: int, result: int) -> str:
+    """One argument, by its kind letter (see :mod:`aioumm.guest.table`)."""
+    try:
+        return _format_arg(kind, value, mm, nxt, result)
+    except SyscallError:
+        return hex(value)
+
+
+def _format_arg(kind: str, value: int, mm: AddressSpace | None, nxt: int, result: int) -> str:
+    if kind == "d":
+        return str(_s64(value))
+    if kind == "i":
+        return str(_s32(value))
+    if kind == "u":
+        return str(value)
+    if kind == "p":
+        return "NULL" if value == 0 else hex(value)
+    if kind == "F":
+        return "AT_FDCWD" if _s32(value) == AT_FDCWD else str(_s32(value))
+    if kind in "sbB":
+        if value == 0:
+            return "NULL"
+        if mm is None:
+            return hex(value)
+        if kind == "s":
+            return quote(mm.read_cstr(value, 4096), None)
+        n = nxt if kind == "b" else result
+        if n < 0 or (kind == "B" and result < 0):
+            return hex(value)
+        return quote(mm.read(value, min(n, STRING_LIMIT + 1)))
+    if kind == "o":
+        acc = {0: "O_RDONLY", 1: "O_WRONLY", 2: "O_RDWR"}.get(value & 3, "O_ACCMODE")
+        rest = _flags(value & ~3, _OPEN_FLAGS, "")
+        return acc + ("|" + rest if rest else "")
+    if kind == "m":
+        return f"0{value & 0o7777:o}" if value else "000"
+    if kind == "P":
+        return _flags(value, _PROT, "PROT_NONE")
+    if kind == "M":
+        kind_name = _MAP_TYPES.get(value & 0xF, hex(value & 0xF))
+        rest = _flags(value & ~0xF, _MAP, "")
+        return kind_name + ("|" + rest if rest else "")
+    if kind == "S":
+        return _signame(_s32(value))
+    if kind == "w":
+        return _WHENCE.get(value, str(value))
+    if kind == "c":
+        return _CLOCKS.get(_s32(value), str(_s32(value)))
+    if kind == "a":
+        return _ARCH_PRCTL.get(value, hex(value))
+    if kind == "r":
+        return _RLIMITS[value] if value < len(_RLIMITS) else str(value)
+    if kind == "t":
+        return _flags(value, _AT, "0")
+    return hex(value)
+
+
+def format_call(
+    nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None, *,
+    unknown: bool = False,
+) -> str:
+    """The whole strace line (without the newline); ``result`` None shows ``?``."""
+    name = NAMES.get(nr, f"syscall_{nr:#x}")
+    kinds = ARGS.get(name)
+    res = 0 if result is None else result
+    if kinds is None:
+        shown = ", ".join(hex(a) for a in args)
+    else:
+        shown = ", ".join(
+            format_arg(k, args[i], mm, args[i + 1] if i + 1 < len(args) else 0, res)
+            for i, k in enumerate(kinds)
+        )
+    line = f"{name}({shown}) = "
+    if result is None:
+        line += "?"
+    elif -4096 < result < 0:
+        line += f"-1 {errno_text(-result)}"
+    elif name in HEX_RESULT:
+        line += hex(result)
+    else:
+        line += str(result)
+    if unknown:
+        line += " (syscall not implemented by aioumm)"
+    return line
+
+
+class Strace:
+    """Writes strace lines for one guest to a text stream."""
+
+    def __init__(self, out: TextIO, prefix: Callable[[], str] | None = None) -> None:
+        self.out = out
+        self.prefix = prefix
+
+    def call(
+        self, nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None,
+        *, unknown: bool = False,
+    ) -> None:
+        """Print one finished call."""
+        self.emit(format_call(nr, args, result, mm, unknown=unknown))
+
+    def emit(self, text: str) -> None:
+        """Print one line (with the optional per-process prefix), flushed at once."""
+        head = self.prefix() if self.prefix is not None else ""
+        self.out.write(f"{head}{text}\n")
+        self.out.flush()

@@ -1,0 +1,135 @@
+"""Bad input is refused with a clear error naming the call and the argument, and loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from aioumm import abi
+from aioumm.errors import BadArgument, ControllerClosed, StubBusy, StubDied
+from aioumm.loop import Controller
+from guestcode import Guest
+
+PAGE = abi.PAGE_SIZE
+
+
+@pytest_asyncio.fixture
+async def ctl() -> AsyncIterator[Controller]:
+    async with Controller() as ctl:
+        yield ctl
+
+
+def _closed_fd() -> int:
+    fd = os.memfd_create("closed", os.MFD_CLOEXEC)
+    os.close(fd)
+    return fd
+
+
+BAD_CALLS = [
+    ("mmap", "addr", lambda s: s.mmap(0x10001, PAGE, 3)),
+    ("mmap", "length", lambda s: s.mmap(0x10000, 0, 3)),
+    ("mmap", "length", lambda s: s.mmap(0x10000, 100, 3)),
+    ("mmap", "addr", lambda s: s.mmap(abi.STUB_START, PAGE, 3)),
+    ("mmap", "addr", lambda s: s.mmap(abi.STUB_START - PAGE, 2 * PAGE, 3)),
+    ("mmap", "addr", lambda s: s.mmap(abi.STUB_END - PAGE, PAGE, 3)),
+    ("mmap", "addr", lambda s: s.mmap(abi.TASK_TOP - PAGE, 2 * PAGE, 3)),
+    ("mmap", "prot", lambda s: s.mmap(0x10000, PAGE, 0x10)),
+    ("mmap", "offset", lambda s: s.mmap(0x10000, PAGE, 3, -1, 5)),
+    ("mmap", "fd", lambda s: s.mmap(0x10000, PAGE, 3, _closed_fd(), 0)),
+    ("mmap", "fd", lambda s: s.mmap(0x10000, PAGE, 3, 987654, 0)),
+    ("mmap", "fd", lambda s: s.mmap(0x10000, PAGE, 3, -7, 0)),
+    ("munmap", "addr", lambda s: s.munmap(0x10800, PAGE)),
+    ("munmap", "length", lambda s: s.munmap(0x10000, 0)),
+    ("munmap", "addr", lambda s: s.munmap(abi.STUB_START + PAGE, PAGE)),
+    ("mprotect", "addr", lambda s: s.mprotect(abi.STUB_START, PAGE, 1)),
+    ("mprotect", "prot", lambda s: s.mprotect(0x10000, PAGE, 0xFF)),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("call, argument, bad", BAD_CALLS, ids=[f"{c}-{a}-{i}" for i, (c, a, _) in enumerate(BAD_CALLS)])
+async def test_bad_arguments_are_refused_before_anything_is_sent(ctl: Controller, call: str, argument: str, bad) -> None:  # type: ignore[no-untyped-def]
+    stub = await ctl.spawn()
+    g = Guest(stub, "mov $500, %eax\nsyscall\nud2")
+    queued = stub.queued
+    with pytest.raises(BadArgument) as info:
+        bad(stub)
+    assert (info.value.call, info.value.argument) == (call, argument)
+    assert str(info.value).startswith(f"{call}: {argument}: ")
+    assert stub.queued == queued  # nothing was queued, the earlier records are intact
+    assert (await stub.resume()).syscall == 500
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_stub_that_dies_mid_batch(ctl: Controller) -> None:
+    bystander = await ctl.spawn()
+    stub = await ctl.spawn()
+    fd = os.memfd_create("m", os.MFD_CLOEXEC)
+    os.ftruncate(fd, 64 * PAGE)
+    for i in range(200):
+        stub.mmap(0x10000000 + 2 * i * PAGE, PAGE, 3, fd, (i % 32) * PAGE)
+    task = asyncio.ensure_future(stub.flush())
+    stub.kill()
+    with pytest.raises(StubDied, match="SIGKILL"):
+        await task
+    with pytest.raises(StubDied):
+        stub.mmap(0x10000, PAGE, 3)
+    with pytest.raises(StubDied):
+        await stub.resume()
+    # The caller's descriptor, the controller and the other stub are untouched.
+    os.fstat(fd)
+    os.close(fd)
+    g = Guest(bystander, "mov $500, %eax\nsyscall\nud2")
+    assert (await bystander.resume()).syscall == 500
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_calls_need_the_right_state(ctl: Controller) -> None:
+    stub = await ctl.spawn()
+    g = Guest(stub, "1: jmp 1b")
+    task = asyncio.ensure_future(stub.resume())
+    await asyncio.sleep(0.01)
+    with pytest.raises(StubBusy, match="resume: the stub is running"):
+        await stub.resume()
+    with pytest.raises(StubBusy, match="registers"):
+        stub.regs.rax = 1
+    with pytest.raises(StubBusy, match="flush"):
+        await stub.flush()
+    stub.interrupt()
+    assert (await task).signal == signal.SIGALRM
+    stub.kill()
+    await stub.wait_exit()
+    with pytest.raises(StubDied, match="dead"):
+        _ = stub.regs.rip
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_controller_outside_its_block() -> None:
+    ctl = Controller()
+    with pytest.raises(ControllerClosed):
+        await ctl.spawn()
+    async with ctl:
+        stub = await ctl.spawn()
+    assert (await stub.wait_exit()).signal == signal.SIGKILL
+    with pytest.raises(ControllerClosed):
+        await ctl.spawn()
+
+
+@pytest.mark.asyncio
+async def test_controller_exit_on_error_kills_and_reaps_everything() -> None:
+    pids = []
+    with pytest.raises(RuntimeError, match="boom"):
+        async with Controller() as ctl:
+            for _ in range(5):
+                pids.append((await ctl.spawn()).pid)
+            raise RuntimeError("boom")
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}")
