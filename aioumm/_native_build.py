@@ -34,7 +34,9 @@ def abi_cdef(text: str) -> str:
     text = _C_ONLY.sub("", text)
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     text = _DEFINE.sub(lambda m: f"#define {m.group(1)} ...", text)
-    kept = [line for line in text.splitlines() if not re.match(r"\s*#\s*(if|endif|else|include|define\s+\w+\s*$)", line)]
+    kept = [
+        line for line in text.splitlines() if not re.match(r"\s*#\s*(if|endif|else|include|define\s+\w+\s*$)", line)
+    ]
     return "\n".join(kept)
 
 

@@ -77,7 +77,12 @@ class FdChannel:
     async def _writable(self, sock: socket.socket) -> None:
         fut: asyncio.Future[None] = self._loop.create_future()
         fd = sock.fileno()
-        self._loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self._loop.add_writer(fd, ready)
         try:
             await fut
         finally:

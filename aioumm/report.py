@@ -56,7 +56,7 @@ class Report:
 
 
 def _in_altstack(addr: int, size: int, align: int) -> bool:
-    return ALTSTACK_START <= addr and addr + size <= _DATA_END and addr % align == 0
+    return addr >= ALTSTACK_START and addr + size <= _DATA_END and addr % align == 0
 
 
 def read_report(pid: int, data: Any, base: int) -> tuple[Report, Any]:
@@ -80,7 +80,12 @@ def read_report(pid: int, data: Any, base: int) -> tuple[Report, Any]:
         raise StubCorrupt(pid, f"siginfo says signal {info.si_signo}, the page says {sig}")
     if sig == signal.SIGSYS:
         report = Report(
-            sig, info.si_code, info.si_errno, addr=info.u.sys.call_addr, syscall=info.u.sys.syscall, arch=info.u.sys.arch
+            sig,
+            info.si_code,
+            info.si_errno,
+            addr=info.u.sys.call_addr,
+            syscall=info.u.sys.syscall,
+            arch=info.u.sys.arch,
         )
     elif sig == signal.SIGALRM:
         report = Report(sig, info.si_code, info.si_errno, pid=info.u.kill.pid)
@@ -89,9 +94,26 @@ def read_report(pid: int, data: Any, base: int) -> tuple[Report, Any]:
     return report, uc.mcontext
 
 
-_GPRS = (
-    "r8 r9 r10 r11 r12 r13 r14 r15 rdi rsi rbp rbx rdx rax rcx rsp rip eflags".split()
-)
+_GPRS = [
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+    "rdi",
+    "rsi",
+    "rbp",
+    "rbx",
+    "rdx",
+    "rax",
+    "rcx",
+    "rsp",
+    "rip",
+    "eflags",
+]
 
 
 class _Reg:

@@ -10,6 +10,7 @@ thread is ever used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import fcntl
@@ -44,7 +45,6 @@ from aioumm.errors import (
     StubBusy,
     StubCorrupt,
     StubDied,
-    StubError,
     StubTimeout,
 )
 from aioumm.fdchannel import FdChannel
@@ -244,10 +244,8 @@ class Stub:
             res = None
         if res is None:
             return
-        if res.si_code == os.CLD_EXITED:
-            status = ExitStatus(code=res.si_status)
-        else:
-            status = ExitStatus(signal=res.si_status)
+        exited = res.si_code == os.CLD_EXITED
+        status = ExitStatus(code=res.si_status) if exited else ExitStatus(signal=res.si_status)
         self._state = State.DEAD
         self._frame = None
         text = status.describe()
@@ -286,10 +284,8 @@ class Stub:
     def kill(self) -> None:
         """Kill the stub (SIGKILL through its pidfd); ``wait_exit`` reaps it."""
         if self._pidfd >= 0:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def interrupt(self) -> None:
         """Send SIGALRM: a running guest stops with a SIGALRM report.
@@ -397,7 +393,9 @@ class Stub:
         try:
             self._queue(rec)
         except OSError as exc:
-            raise BadArgument("mmap", "fd", f"{fd} is closed or invalid ({errno.errorcode[exc.errno]})") from None
+            raise BadArgument(
+                "mmap", "fd", f"{fd} is closed or invalid ({errno.errorcode.get(exc.errno or 0, exc.strerror)})"
+            ) from None
 
     def munmap(self, addr: int, length: int) -> None:
         """Queue ``munmap(addr, length)``."""
@@ -421,7 +419,7 @@ class Stub:
             raise BadArgument(call, "length", f"{length:#x} is not a multiple of the page size")
         if addr + length > TASK_TOP:
             raise BadArgument(call, "addr", f"[{addr:#x}, {addr + length:#x}) reaches past the user address space")
-        if addr < STUB_END and STUB_START < addr + length:
+        if addr < STUB_END and addr + length > STUB_START:
             raise BadArgument(
                 call, "addr", f"[{addr:#x}, {addr + length:#x}) overlaps the stub area [{STUB_START:#x}, {STUB_END:#x})"
             )

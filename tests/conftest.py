@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -33,10 +34,8 @@ _warm_up_loops()
 def _open_fds() -> dict[int, str]:
     fds = {}
     for name in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # the directory's own descriptor
             fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:  # the directory's own descriptor
-            pass
     return fds
 
 

@@ -75,11 +75,9 @@ def test_constants_agree(c_layout: dict[str, int]) -> None:
 
 def test_python_names_come_from_the_header(c_layout: dict[str, int]) -> None:
     assert abi.MAX_FDS == c_layout["const STUB_MAX_FDS"] == 4
-    assert abi.STUB_START == c_layout["const STUB_AREA_START"]
-    assert abi.STUB_END == c_layout["const STUB_AREA_END"]
-    assert {e.value for e in abi.StubExit} == {
-        v for k, v in c_layout.items() if k.startswith("const STUB_EXIT_")
-    }
+    assert c_layout["const STUB_AREA_START"] == abi.STUB_START
+    assert c_layout["const STUB_AREA_END"] == abi.STUB_END
+    assert {e.value for e in abi.StubExit} == {v for k, v in c_layout.items() if k.startswith("const STUB_EXIT_")}
     for code in abi.StubExit:
         assert code.explanation
 

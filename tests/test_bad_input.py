@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from guestcode import Guest
 
 from aioumm import abi
 from aioumm.errors import BadArgument, ControllerClosed, StubBusy, StubDied
 from aioumm.loop import Controller
-from guestcode import Guest
 
 PAGE = abi.PAGE_SIZE
 
@@ -52,8 +52,12 @@ BAD_CALLS = [
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("call, argument, bad", BAD_CALLS, ids=[f"{c}-{a}-{i}" for i, (c, a, _) in enumerate(BAD_CALLS)])
-async def test_bad_arguments_are_refused_before_anything_is_sent(ctl: Controller, call: str, argument: str, bad) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "call, argument, bad", BAD_CALLS, ids=[f"{c}-{a}-{i}" for i, (c, a, _) in enumerate(BAD_CALLS)]
+)
+async def test_bad_arguments_are_refused_before_anything_is_sent(
+    ctl: Controller, call: str, argument: str, bad
+) -> None:  # type: ignore[no-untyped-def]
     stub = await ctl.spawn()
     g = Guest(stub, "mov $500, %eax\nsyscall\nud2")
     queued = stub.queued

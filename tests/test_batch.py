@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from guestcode import Guest
 
 from aioumm import abi
 from aioumm.abi import Op
 from aioumm.batch import Batch, Record
 from aioumm.errors import BatchError, FdPassingError
 from aioumm.loop import Controller
-from guestcode import Guest
 
 PAGE = abi.PAGE_SIZE
 

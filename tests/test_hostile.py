@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from guestcode import Guest
 
 from aioumm import abi
 from aioumm.abi import ffi
 from aioumm.errors import StubCorrupt, StubDied
 from aioumm.loop import Controller
 from aioumm.stub import Stub
-from guestcode import Guest
 
 DATA = abi.DATA_ADDR
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 import uvloop
+from guestcode import CODE_ADDR, Guest
 
 from aioumm.loop import Controller
 from aioumm.stub import State, Stub
-from guestcode import CODE_ADDR, Guest
 
 
 @pytest_asyncio.fixture

@@ -6,11 +6,11 @@ import asyncio
 import time
 
 import pytest
+from guestcode import Guest
 
 from aioumm.errors import StubTimeout
 from aioumm.loop import Controller
 from aioumm.stub import Stub
-from guestcode import Guest
 
 # The guest asks with syscall 500 (rdi = its counter) and checks the answer is 3*counter+1;
 # a wrong answer ends in ud2 (SIGILL), which the controller would see as a non-SIGSYS report.
@@ -79,7 +79,7 @@ async def test_a_stub_that_never_answers_is_killed_not_waited_for_forever() -> N
         os.kill(stub.pid, signal.SIGSTOP)
         stub.mmap(0x10000, 4096, 3)
         t0 = time.monotonic()
-        with pytest.raises(StubTimeout, match="flush: no answer within 0.2s"):
+        with pytest.raises(StubTimeout, match=r"flush: no answer within 0\.2s"):
             await stub.flush()
         assert time.monotonic() - t0 < 5
         assert (await stub.wait_exit()).signal == signal.SIGKILL
