@@ -52,7 +52,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def _auxv(key: int) -> int | None:
+def auxv_value(key: int) -> int | None:
     with open("/proc/self/auxv", "rb") as f:
         raw = f.read()
     for k, v in struct.iter_unpack("<QQ", raw):
@@ -76,7 +76,7 @@ class Features:
 
     @classmethod
     def probe(cls) -> Features:
-        hwcap2 = _auxv(_AT_HWCAP2) or 0
+        hwcap2 = auxv_value(_AT_HWCAP2) or 0
         return cls(fsgsbase=bool(hwcap2 & _HWCAP2_FSGSBASE), mseal=lib.aioumm_probe_mseal() == 0)
 
 
