@@ -57,7 +57,7 @@ def test_close_range_probe_reports_failure(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_small_alt_stack_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "_auxv", lambda key: 1 << 20)
+    monkeypatch.setattr(doctor, "auxv_value", lambda key: 1 << 20)
     with pytest.raises(doctor.Missing, match="needs 1048576 bytes"):
         doctor.probe_minsigstksz()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .errors import GuestError
 from .layout import PAGE_MASK, Layout, page_down, page_up
 
-__all__ = ["ElfImage", "Segment", "open_program", "parse_elf"]
+__all__ = ["ElfImage", "Segment", "check_program", "open_program", "parse_elf"]
 
 # e_ident and header values (System V ABI / the x86-64 supplement).
 ELFMAG = b"\x7fELF"
@@ -277,18 +277,22 @@ def open_program(path: str, host_path: str | None = None) -> tuple[ElfImage, int
     except OSError as exc:
         raise _fail(path, os.strerror(exc.errno or 0).lower()) from exc
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise _fail(path, "is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise _fail(path, "not a regular file")
-        if not st.st_mode & 0o111 or not os.access(f"/proc/self/fd/{fd}", os.X_OK):
-            raise _fail(path, "permission denied (not executable)")
-        if st.st_size == 0:
-            raise _fail(path, "empty file (not an ELF file)")
-        with mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ) as data:
-            image = parse_elf(path, data)
-        return image, fd
+        return check_program(path, fd), fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_program(path: str, fd: int) -> ElfImage:
+    """Check the program open on ``fd`` (a regular, executable, static x86-64 ELF)."""
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise _fail(path, "is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise _fail(path, "not a regular file")
+    if not st.st_mode & 0o111 or not os.access(f"/proc/self/fd/{fd}", os.X_OK):
+        raise _fail(path, "permission denied (not executable)")
+    if st.st_size == 0:
+        raise _fail(path, "empty file (not an ELF file)")
+    with mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ) as data:
+        return parse_elf(path, data)

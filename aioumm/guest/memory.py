@@ -107,7 +107,7 @@ class StubMapper(Protocol):
     """The part of the core's stub the address space drives: queued map records."""
 
     def mmap(
-        self, addr: int, length: int, prot: int, fd: int, offset: int, shared: bool = True
+        self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True
     ) -> None: ...
 
     def munmap(self, addr: int, length: int) -> None: ...
@@ -266,9 +266,8 @@ class PhysMem(Backing):
         """Unmap and close (every view of it must be released first)."""
         if self.fd < 0:
             return
-        self.view.release()
-        if self.map is not None:
-            self.map.close()
+        _unmap(self.view, self.map)
+        self.map = None
         os.close(self.fd)
         self.fd = -1
 
@@ -307,9 +306,8 @@ class FileBacking(Backing):
         """Unmap and close now."""
         if self.fd < 0:
             return
-        self.view.release()
-        if self.map is not None:
-            self.map.close()
+        _unmap(self.view, self.map)
+        self.map = None
         os.close(self.fd)
         self.fd = -1
 
@@ -887,6 +885,17 @@ class AddressSpace:
         """Release every backing, then the physmem file."""
         self.clear()
         self.physmem.close()
+
+
+def _unmap(view: memoryview, mapping: mmap.mmap | None) -> None:
+    view.release()
+    if mapping is not None:
+        try:
+            mapping.close()
+        except BufferError:
+            # A view of it is still alive somewhere (a traceback, a caller's slice):
+            # the mapping goes when the last one is released; the file is closed now.
+            pass
 
 
 class FileSource(Protocol):

@@ -176,6 +176,10 @@ def format_call(
     """The whole strace line (without the newline); ``result`` None shows ``?``."""
     name = NAMES.get(nr, f"syscall_{nr:#x}")
     kinds = ARGS.get(name)
+    if kinds is not None and name in ("open", "openat"):
+        flags = args[kinds.index("o")]
+        if not flags & (0o100 | 0o20000000):  # O_CREAT, O_TMPFILE: only then is there a mode
+            kinds = kinds[:-1]
     res = 0 if result is None else result
     if kinds is None:
         shown = ", ".join(hex(a) for a in args)
