@@ -20,13 +20,28 @@ considered (design §4):
 (b) one native helper thread waits on up to 128 words at once with
     ``futex_waitv`` and signals one eventfd the loop watches.
 
-Measured on this kind of machine (2 vCPUs, ``benchmarks/refs/bridge_choice``,
-same work, every answer checked), (a) needs two wake-ups per round trip
-(stub -> loop, loop -> stub) where (b) needs about four (stub -> helper,
-helper -> loop, loop -> stub, plus re-arming the helper), and (a) was
-roughly twice as fast at 1 and at 64 stubs.  (a) also keeps every stub
-independent: no shared helper whose word list must be rebuilt as stubs come
-and go.  So this module implements (a).
+Measured on this kind of machine (2 vCPUs, kernel 6.18;
+``benchmarks/refs/bridge_choice.c``, 100 000 checked round trips per child,
+both sides pinned to one core):
+
+=========  =====================  =====================
+children   (a) eventfd per child  (b) futex_waitv helper
+=========  =====================  =====================
+1          ~330 k rt/s, 2.6 us    ~175 k rt/s, 5.1 us
+16         ~315 k rt/s            ~318 k rt/s
+64         ~300 k rt/s            ~335 k rt/s
+=========  =====================  =====================
+
+(a) needs two wake-ups per round trip (stub -> loop, loop -> stub); (b)
+needs four (stub -> helper, helper -> loop, loop -> stub, and the loop
+re-arming the helper), which halves single-stub speed and, unpinned, puts a
+cross-CPU wake-up on every round trip as the helper drifts to the other
+core.  (b) gains 5-12 % only at 64 busy stubs on one core, where one scan
+answers many stubs - a saving of one cheap syscall per round trip, small
+next to the several microseconds a Python controller spends per answer.
+(b) also needs a thread, a re-arm protocol (waiting on a word with a stale
+expected value loses hand-overs: the helper must wait only on words the
+children hold) and one helper per 128 stubs.  So this module implements (a).
 
 Why no wake-up is lost
 ----------------------
