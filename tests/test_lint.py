@@ -11,7 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ruff_is_clean() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "aioumm", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "ruff", "check", "aioumm", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -52,6 +52,15 @@ DT_SOCK = 12
 
 _DIRENT_HEAD = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type (then the name)
 
+_O_TMPFILE = 0o20200000
+#: Every flag open(2) knows (it ignores others; openat2 would refuse them).
+_VALID_OPEN_FLAGS = (
+    os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
+    | os.O_NONBLOCK | os.O_DSYNC | os.O_ASYNC | os.O_DIRECT | os.O_LARGEFILE | os.O_DIRECTORY
+    | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC | os.O_SYNC | os.O_PATH | _O_TMPFILE
+)
+_PATH_OPEN_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
 _SYS_OPENAT2 = 437
 _RESOLVE_IN_ROOT = 0x10
 _OPEN_HOW = struct.Struct("<QQQ")
@@ -131,6 +140,10 @@ class OpenFile:
         self.flags = flags
         st = os.fstat(host_fd)
         self.mode = st.st_mode
+        m = st.st_mode
+        self._may_block = (
+            stat.S_ISFIFO(m) or stat.S_ISSOCK(m) or (stat.S_ISCHR(m) and os.isatty(host_fd))
+        )
         self.refs = 0
         self._nb_write_fd = -1
         self._dir: list[_DirEntry] | None = None
@@ -149,8 +162,7 @@ class OpenFile:
     @property
     def may_block(self) -> bool:
         """Whether reading or writing it can wait (pipes, sockets, terminals...)."""
-        m = self.mode
-        return stat.S_ISFIFO(m) or stat.S_ISSOCK(m) or (stat.S_ISCHR(m) and os.isatty(self.host_fd))
+        return self._may_block
 
     def guest_nonblocking(self) -> bool:
         """The guest set ``O_NONBLOCK`` on this description."""
@@ -457,10 +469,26 @@ class Vfs:
 
     def open(self, loc: Loc, flags: int, mode: int = 0) -> int:
         """Open on the host (always close-on-exec, never a controlling tty)."""
-        flags |= os.O_CLOEXEC | os.O_NOCTTY
+        flags = (flags & _VALID_OPEN_FLAGS) | os.O_CLOEXEC
+        if flags & os.O_PATH:
+            flags &= _PATH_OPEN_FLAGS  # what O_PATH allows (openat2 refuses the rest)
+        else:
+            flags |= os.O_NOCTTY
+        if not flags & (os.O_CREAT | _O_TMPFILE):
+            mode = 0
+        # Opening a FIFO waits for its other end: open non-blocking so the loop never
+        # waits, then give the description the blocking mode the guest asked for.
+        # (A FIFO opened for writing with no reader fails with ENXIO instead of waiting.)
+        wanted_nb = flags & os.O_NONBLOCK
+        if not flags & os.O_PATH:
+            flags |= os.O_NONBLOCK
         if not self.confined:
-            return os.open(loc.path, flags, mode, dir_fd=loc.dirfd if loc.dirfd >= 0 else None)
-        return openat2(self.root_fd, os.fsencode(loc.path), flags, mode, _RESOLVE_IN_ROOT)
+            fd = os.open(loc.path, flags, mode, dir_fd=loc.dirfd if loc.dirfd >= 0 else None)
+        else:
+            fd = openat2(self.root_fd, os.fsencode(loc.path), flags, mode, _RESOLVE_IN_ROOT)
+        if not wanted_nb and not flags & os.O_PATH:
+            os.set_blocking(fd, True)
+        return fd
 
     def stat(self, loc: Loc, *, follow: bool = True) -> os.stat_result:
         """``stat``/``lstat`` of a located path."""

@@ -29,6 +29,7 @@ raise :class:`SyscallError` with the errno Linux gives.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import itertools
 import mmap
@@ -602,7 +603,7 @@ class AddressSpace:
             if addr < self.layout.mmap_min:
                 raise SyscallError(errno.EPERM)
             if not self.layout.user_range_ok(addr, end):
-                # The stub pages are never the guest's: as if outside the task.
+                # The stub pages are never the guest's: as if they lay beyond TASK_SIZE.
                 raise SyscallError(errno.ENOMEM)
             if flags & MAP_FIXED_NOREPLACE and not self.is_free(addr, end):
                 raise SyscallError(errno.EEXIST)
@@ -620,10 +621,10 @@ class AddressSpace:
 
     def sys_munmap(self, addr: int, length: int) -> int:
         """``munmap(2)``."""
-        if length == 0:
+        if length == 0 or addr & PAGE_MASK:
             raise SyscallError(errno.EINVAL)
-        end = self._check_range(addr, length)
-        if self.layout.touches_stub(addr, end):
+        end = addr + page_up(length)
+        if end > self.layout.task_top or end < addr or self.layout.touches_stub(addr, end):
             raise SyscallError(errno.EINVAL)
         self.unmap(addr, end)
         return 0
@@ -890,12 +891,10 @@ class AddressSpace:
 def _unmap(view: memoryview, mapping: mmap.mmap | None) -> None:
     view.release()
     if mapping is not None:
-        try:
+        # A view of it may still be alive somewhere (a traceback, a caller's slice):
+        # then the mapping goes when the last one is released.
+        with contextlib.suppress(BufferError):
             mapping.close()
-        except BufferError:
-            # A view of it is still alive somewhere (a traceback, a caller's slice):
-            # the mapping goes when the last one is released; the file is closed now.
-            pass
 
 
 class FileSource(Protocol):

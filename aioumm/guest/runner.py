@@ -1,0 +1,132 @@
+"""Run one static program in a fresh stub: ``run_program``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Protocol, TextIO
+
+from aioumm.errors import BatchError
+
+from . import syscalls  # noqa: F401  (importing it registers every handler)
+from .elf import check_program
+from .errors import GuestError, SyscallError
+from .files import Vfs
+from .layout import Layout
+from .process import GuestProcess, StubLike
+
+__all__ = ["run_program"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class _Stub(StubLike, Protocol):
+    def kill(self) -> None: ...
+    async def wait_exit(self) -> object: ...
+
+
+class ControllerLike(Protocol):
+    """What ``run_program`` needs from the core's ``Controller``."""
+
+    async def spawn(self) -> _Stub: ...
+
+
+def _env_list(env: Mapping[str, str] | Sequence[str | bytes]) -> list[bytes]:
+    if isinstance(env, Mapping):
+        return [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+    return [os.fsencode(e) for e in env]
+
+
+def _search(vfs: Vfs, name: str, env: list[bytes]) -> str:
+    """A name without a slash is looked up in the guest's ``$PATH``, as a shell does."""
+    if "/" in name:
+        return name
+    path = DEFAULT_PATH
+    for e in env:
+        if e.startswith(b"PATH="):
+            path = os.fsdecode(e[5:])
+    for d in path.split(":"):
+        cand = f"{d or '.'}/{name}"
+        try:
+            st = vfs.stat(vfs.locate(cand))
+        except OSError:
+            continue
+        if st.st_mode & 0o111 and not os.path.isdir(cand):
+            return cand
+    raise GuestError(f"{name}: command not found")
+
+
+def _open(vfs: Vfs, path: str) -> int:
+    if not path:
+        raise GuestError("'': no such file or directory")
+    try:
+        return vfs.open(vfs.locate(path), os.O_RDONLY)
+    except OSError as exc:
+        raise GuestError(f"{path}: {os.strerror(exc.errno or 0).lower()}") from exc
+
+
+async def run_program(
+    ctl: ControllerLike,
+    path: str,
+    argv: Sequence[str | bytes],
+    env: Mapping[str, str] | Sequence[str | bytes],
+    *,
+    root: str = "/",
+    strace: TextIO | bool | None = None,
+    layout: Layout | None = None,
+) -> int:
+    """Run the static x86-64 program ``path`` in a new stub until it is over.
+
+    ``path`` is the guest's name for the program (resolved inside ``root``; a name
+    without a slash is searched in the guest's ``PATH``), ``argv`` its arguments
+    (``argv[0]`` included) and ``env`` its environment.  The guest shares the
+    controller's standard input, output and error.  ``strace`` (a text stream, or
+    True for stderr) gets one line per syscall.
+
+    Returns the status a shell would show: the exit code, or ``128 + N`` when the
+    guest died of signal N.  A program that cannot be loaded (missing, not
+    executable, not a static x86-64 ELF) raises :class:`GuestError` naming the path
+    and the reason.
+    """
+    trace: TextIO | None = sys.stderr if strace is True else (strace or None)
+    envp = _env_list(env)
+    args = [os.fsencode(a) for a in argv]
+    vfs = Vfs(root)
+    try:
+        path = _search(vfs, path, envp)
+        fd = _open(vfs, path)
+    except BaseException:
+        vfs.close()
+        raise
+    proc: GuestProcess | None = None
+    stub: _Stub | None = None
+    try:
+        image = check_program(path, fd)
+        exe = vfs.path_of(fd)
+        stub = await ctl.spawn()
+        proc = GuestProcess(stub, layout=layout, vfs=vfs, strace=trace)
+        proc.inherit_stdio()
+        try:
+            proc.exec_image(image, fd, args, envp, os.fsencode(path), exe)
+        except SyscallError as exc:  # E2BIG, ENOMEM: what execve would have failed with
+            raise GuestError(f"{path}: {os.strerror(exc.errno).lower()}") from exc
+        os.close(fd)
+        fd = -1
+        try:
+            status = await proc.serve()
+        except BatchError as exc:
+            raise GuestError(f"{path}: the stub could not map the guest's memory: {exc}") from exc
+        return 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if stub is not None:
+            stub.kill()
+            with contextlib.suppress(Exception):
+                await stub.wait_exit()
+        if proc is not None:
+            proc.close()
+        else:
+            vfs.close()

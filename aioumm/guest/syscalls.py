@@ -1,0 +1,1278 @@
+"""The syscalls a guest can make, served from Python.
+
+Each handler takes the :class:`~aioumm.guest.process.GuestProcess` and the raw
+argument registers (unsigned 64-bit values, exactly as the guest left them) and
+returns the result, or an awaitable of it when it has to wait (a pipe, a sleep).
+Failures are raised as :class:`SyscallError` (or come from a host ``OSError``)
+and become ``-errno``; a bad guest pointer is a :class:`GuestFault`, ``EFAULT``.
+Every argument is checked the way Linux checks it, because guest code is not
+trusted: nothing a guest passes can make a handler touch memory or descriptors
+that are not the guest's own.
+
+Anything not listed here answers ``-ENOSYS`` (see ``GuestProcess.syscall``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import stat
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from .errors import GuestExit, SyscallError
+from .files import Loc, OpenFile
+from .process import HANDLERS, GuestProcess, Handler
+from .signals import (
+    MINSIGSTKSZ,
+    NSIG,
+    SIGACTION,
+    SS_AUTODISARM,
+    SS_DISABLE,
+    SS_ONSTACK,
+    STACK_T,
+    UNBLOCKABLE,
+    SigAction,
+)
+from .table import NUMBERS
+
+__all__ = ["syscall"]
+
+F = TypeVar("F", bound=Handler)
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_REMOVEDIR = 0x200
+AT_EACCESS = 0x200
+AT_SYMLINK_FOLLOW = 0x400
+AT_NO_AUTOMOUNT = 0x800
+AT_EMPTY_PATH = 0x1000
+AT_STATX_SYNC_TYPE = 0x6000
+
+PATH_MAX = 4096
+#: Linux caps one read or write at this many bytes.
+MAX_RW_COUNT = 0x7FFFF000
+UIO_MAXIOV = 1024
+
+_TIMESPEC = struct.Struct("<qq")
+_IOVEC = struct.Struct("<QQ")
+_RLIMIT = struct.Struct("<QQ")
+_U64 = struct.Struct("<Q")
+_I32 = struct.Struct("<i")
+_PIPEFDS = struct.Struct("<ii")
+_STAT = struct.Struct("<QQQIIIiQqqqqqqqqq24x")
+_STATX_HEAD = struct.Struct("<IIQIIIHHQQQQ")
+_STATX_TS = struct.Struct("<qIi")
+_UTSNAME_FIELD = 65
+
+STATX_BASIC_STATS = 0x7FF
+STATX_RESERVED = 0x80000000
+
+
+def syscall(*names: str) -> Callable[[F], F]:
+    """Register the decorated function as the handler of the named syscalls."""
+
+    def register(fn: F) -> F:
+        for name in names:
+            HANDLERS[NUMBERS[name]] = fn
+        return fn
+
+    return register
+
+
+def s32(v: int) -> int:
+    """The low 32 bits as a signed int (descriptors, pids, ints in C prototypes)."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def s64(v: int) -> int:
+    """The register as a signed 64-bit value (offsets, lengths declared signed)."""
+    v &= 0xFFFFFFFFFFFFFFFF
+    return v - (1 << 64) if v & (1 << 63) else v
+
+
+def _fail(err: int) -> SyscallError:
+    return SyscallError(err)
+
+
+def _path(p: GuestProcess, addr: int) -> str:
+    if addr == 0:
+        raise _fail(errno.EFAULT)
+    raw = p.mm.read_cstr(addr, PATH_MAX)
+    return os.fsdecode(raw)
+
+
+def _locate(p: GuestProcess, dirfd: int, path: str, *, empty_ok: bool = False) -> Loc:
+    """Where ``path`` names, relative to guest ``dirfd`` (``AT_FDCWD``: the cwd)."""
+    if not path and not empty_ok:
+        raise _fail(errno.ENOENT)
+    if path.startswith("/"):
+        return p.vfs.locate(path)
+    fd = s32(dirfd)
+    if fd == AT_FDCWD:
+        return p.vfs.locate(path)
+    base = p.fds.get(fd)
+    if path and not base.is_dir:
+        raise _fail(errno.ENOTDIR)
+    return p.vfs.locate(path, base)
+
+
+# ----------------------------------------------------------------- memory
+
+
+@syscall("brk")
+def sys_brk(p: GuestProcess, addr: int, *_: int) -> int:
+    return p.mm.sys_brk(addr)
+
+
+@syscall("mmap")
+def sys_mmap(p: GuestProcess, addr: int, length: int, prot: int, flags: int, fd: int, off: int) -> int:
+    file = None
+    if not flags & 0x20:  # MAP_ANONYMOUS
+        file = p.fds.get(s32(fd))
+    return p.mm.sys_mmap(addr, length, prot, flags & 0xFFFFFFFF, file, off)
+
+
+@syscall("munmap")
+def sys_munmap(p: GuestProcess, addr: int, length: int, *_: int) -> int:
+    return p.mm.sys_munmap(addr, length)
+
+
+@syscall("mprotect")
+def sys_mprotect(p: GuestProcess, addr: int, length: int, prot: int, *_: int) -> int:
+    return p.mm.sys_mprotect(addr, length, prot)
+
+
+@syscall("mremap")
+def sys_mremap(p: GuestProcess, old: int, old_size: int, new_size: int, flags: int, new: int, *_: int) -> int:
+    return p.mm.sys_mremap(old, old_size, new_size, flags, new)
+
+
+@syscall("madvise")
+def sys_madvise(p: GuestProcess, addr: int, length: int, advice: int, *_: int) -> int:
+    return p.mm.sys_madvise(addr, length, s32(advice))
+
+
+# -------------------------------------------------------- TLS and threads
+
+ARCH_SET_GS = 0x1001
+ARCH_SET_FS = 0x1002
+ARCH_GET_FS = 0x1003
+ARCH_GET_GS = 0x1004
+
+
+@syscall("arch_prctl")
+def sys_arch_prctl(p: GuestProcess, code: int, addr: int, *_: int) -> int:
+    if code == ARCH_SET_FS:
+        if addr >= p.layout.task_top:
+            raise _fail(errno.EPERM)  # not a canonical user address
+        p.stub.regs.fs_base = addr
+        return 0
+    if code == ARCH_GET_FS:
+        p.mm.write_u64(addr, p.stub.regs.fs_base)
+        return 0
+    # GS belongs to the stub's handler; CET and CPUID faulting are not offered.
+    raise _fail(errno.EINVAL)
+
+
+@syscall("set_tid_address")
+def sys_set_tid_address(p: GuestProcess, tidptr: int, *_: int) -> int:
+    p.clear_child_tid = tidptr
+    return p.pid
+
+
+@syscall("set_robust_list")
+def sys_set_robust_list(p: GuestProcess, head: int, length: int, *_: int) -> int:
+    if length != 24:  # sizeof(struct robust_list_head)
+        raise _fail(errno.EINVAL)
+    p.robust_list = (head, length)
+    return 0
+
+
+@syscall("rseq")
+def sys_rseq(p: GuestProcess, *_: int) -> int:
+    # Restartable sequences need the kernel to fix up the guest on preemption;
+    # glibc runs fine without them when registration fails.
+    raise _fail(errno.ENOSYS)
+
+
+@syscall("futex")
+def sys_futex(p: GuestProcess, uaddr: int, op: int, val: int, *_: int) -> int:
+    # One thread per guest: a wake finds no waiter, and a wait could never end.
+    cmd = op & 0x7F
+    if cmd in (1, 10):  # FUTEX_WAKE, FUTEX_WAKE_BITSET
+        return 0
+    if cmd in (0, 9):  # FUTEX_WAIT, FUTEX_WAIT_BITSET
+        cur = struct.unpack("<I", p.mm.read(uaddr, 4))[0]
+        raise _fail(errno.EAGAIN if cur != val & 0xFFFFFFFF else errno.EDEADLK)
+    raise _fail(errno.ENOSYS)
+
+
+# -------------------------------------------------------------- identity
+
+
+@syscall("getpid", "gettid", "getpgrp", "setsid")
+def sys_getpid(p: GuestProcess, *_: int) -> int:
+    return p.pid
+
+
+@syscall("getpgid", "getsid")
+def sys_getpgid(p: GuestProcess, pid: int, *_: int) -> int:
+    if s32(pid) not in (0, p.pid):
+        raise _fail(errno.ESRCH)
+    return p.pid
+
+
+@syscall("setpgid")
+def sys_setpgid(p: GuestProcess, pid: int, pgid: int, *_: int) -> int:
+    if s32(pid) not in (0, p.pid):
+        raise _fail(errno.ESRCH)
+    if s32(pgid) < 0:
+        raise _fail(errno.EINVAL)
+    return 0
+
+
+@syscall("getppid")
+def sys_getppid(p: GuestProcess, *_: int) -> int:
+    return p.ppid
+
+
+@syscall("getuid")
+def sys_getuid(p: GuestProcess, *_: int) -> int:
+    return p.uid
+
+
+@syscall("geteuid")
+def sys_geteuid(p: GuestProcess, *_: int) -> int:
+    return p.euid
+
+
+@syscall("getgid")
+def sys_getgid(p: GuestProcess, *_: int) -> int:
+    return p.gid
+
+
+@syscall("getegid")
+def sys_getegid(p: GuestProcess, *_: int) -> int:
+    return p.egid
+
+
+def _put_ids(p: GuestProcess, addrs: tuple[int, int, int], ids: tuple[int, int, int]) -> int:
+    for addr in addrs:
+        p.mm.views(addr, 4, write=True)
+    for addr, v in zip(addrs, ids, strict=True):
+        p.mm.write(addr, struct.pack("<I", v))
+    return 0
+
+
+@syscall("getresuid")
+def sys_getresuid(p: GuestProcess, r: int, e: int, s: int, *_: int) -> int:
+    return _put_ids(p, (r, e, s), (p.uid, p.euid, p.euid))
+
+
+@syscall("getresgid")
+def sys_getresgid(p: GuestProcess, r: int, e: int, s: int, *_: int) -> int:
+    return _put_ids(p, (r, e, s), (p.gid, p.egid, p.egid))
+
+
+@syscall("getgroups")
+def sys_getgroups(p: GuestProcess, size: int, lst: int, *_: int) -> int:
+    if s32(size) < 0:
+        raise _fail(errno.EINVAL)
+    return 0
+
+
+@syscall("uname")
+def sys_uname(p: GuestProcess, buf: int, *_: int) -> int:
+    host = os.uname()
+    fields = ("Linux", host.nodename, host.release, host.version, "x86_64", "(none)")
+    blob = b"".join(os.fsencode(f)[: _UTSNAME_FIELD - 1].ljust(_UTSNAME_FIELD, b"\0") for f in fields)
+    p.mm.write(buf, blob)
+    return 0
+
+
+@syscall("prctl")
+def sys_prctl(p: GuestProcess, option: int, a2: int, *_: int) -> int:
+    option = s32(option)
+    if option == 15:  # PR_SET_NAME: at most 15 bytes are kept
+        try:
+            name = p.mm.read_cstr(a2, 16)
+        except SyscallError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            name = p.mm.read(a2, 15)
+        p.comm = name[:15]
+        return 0
+    if option == 16:  # PR_GET_NAME
+        p.mm.write(a2, p.comm[:15].ljust(16, b"\0"))
+        return 0
+    if option == 3:  # PR_GET_DUMPABLE
+        return 1
+    if option in (1, 4):  # PR_SET_PDEATHSIG, PR_SET_DUMPABLE: accepted, nothing to do
+        return 0
+    raise _fail(errno.EINVAL)
+
+
+@syscall("prlimit64")
+def sys_prlimit64(p: GuestProcess, pid: int, res: int, new: int, old: int, *_: int) -> int:
+    if s32(pid) not in (0, p.pid):
+        raise _fail(errno.ESRCH)
+    if res >= 16:
+        raise _fail(errno.EINVAL)
+    cur = p.rlimits[res]
+    want = None
+    if new:
+        want = _RLIMIT.unpack(p.mm.read(new, 16))
+        if want[0] > want[1]:
+            raise _fail(errno.EINVAL)
+        if want[1] > cur[1] and p.euid != 0:
+            raise _fail(errno.EPERM)
+    if old:
+        p.mm.write(old, _RLIMIT.pack(*cur))
+    if want is not None:
+        p.rlimits[res] = (want[0], want[1])
+    return 0
+
+
+@syscall("getrlimit")
+def sys_getrlimit(p: GuestProcess, res: int, out: int, *_: int) -> int:
+    return sys_prlimit64(p, 0, res, 0, out)
+
+
+@syscall("setrlimit")
+def sys_setrlimit(p: GuestProcess, res: int, new: int, *_: int) -> int:
+    return sys_prlimit64(p, 0, res, new, 0)
+
+
+@syscall("getrandom")
+def sys_getrandom(p: GuestProcess, buf: int, count: int, flags: int, *_: int) -> int:
+    if flags & ~0x7:  # GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE
+        raise _fail(errno.EINVAL)
+    if flags & 0x6 == 0x6:
+        raise _fail(errno.EINVAL)
+    n = min(count, 1 << 25)
+    p.mm.write(buf, os.urandom(n))
+    return n
+
+
+@syscall("sched_getaffinity")
+def sys_sched_getaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: int) -> int:
+    if s32(pid) not in (0, p.pid):
+        raise _fail(errno.ESRCH)
+    cpus = os.sched_getaffinity(0)
+    nbytes = ((max(cpus) // 64) + 1) * 8
+    if size < nbytes or size & 7:
+        raise _fail(errno.EINVAL)
+    bits = sum(1 << c for c in cpus)
+    p.mm.write(mask, bits.to_bytes(nbytes, "little"))
+    return nbytes
+
+
+@syscall("sched_yield")
+def sys_sched_yield(p: GuestProcess, *_: int) -> int:
+    return 0
+
+
+@syscall("umask")
+def sys_umask(p: GuestProcess, mask: int, *_: int) -> int:
+    old = p.vfs.umask
+    p.vfs.umask = mask & 0o777
+    return old
+
+
+# ------------------------------------------------------------------ time
+
+_CLOCKS = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11})
+CLOCK_PROCESS_CPUTIME_ID = 2
+CLOCK_THREAD_CPUTIME_ID = 3
+
+
+def _host_clock(p: GuestProcess, clk: int) -> int:
+    clk = s32(clk)
+    if clk not in _CLOCKS:
+        raise _fail(errno.EINVAL)
+    # The guest's own CPU clocks are the stub's (a CPU-time clock id names a pid).
+    if clk == CLOCK_PROCESS_CPUTIME_ID:
+        return ((~p.pid) << 3) | 2
+    if clk == CLOCK_THREAD_CPUTIME_ID:
+        return ((~p.pid) << 3) | 6
+    return clk
+
+
+def _clock_ns(p: GuestProcess, clk: int) -> int:
+    try:
+        return time.clock_gettime_ns(_host_clock(p, clk))
+    except OSError:
+        return time.clock_gettime_ns(s32(clk) if s32(clk) not in (2, 3) else time.CLOCK_PROCESS_CPUTIME_ID)
+
+
+@syscall("clock_gettime")
+def sys_clock_gettime(p: GuestProcess, clk: int, tp: int, *_: int) -> int:
+    ns = _clock_ns(p, clk)
+    p.mm.write(tp, _TIMESPEC.pack(*divmod(ns, 1_000_000_000)))
+    return 0
+
+
+@syscall("clock_getres")
+def sys_clock_getres(p: GuestProcess, clk: int, tp: int, *_: int) -> int:
+    res = time.clock_getres(_host_clock(p, clk)) if s32(clk) not in (2, 3) else 1e-9
+    if tp:
+        ns = max(1, round(res * 1e9))
+        p.mm.write(tp, _TIMESPEC.pack(*divmod(ns, 1_000_000_000)))
+    return 0
+
+
+@syscall("gettimeofday")
+def sys_gettimeofday(p: GuestProcess, tv: int, tz: int, *_: int) -> int:
+    ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    if tv:
+        sec, rem = divmod(ns, 1_000_000_000)
+        p.mm.write(tv, _TIMESPEC.pack(sec, rem // 1000))
+    if tz:
+        p.mm.write(tz, bytes(8))  # struct timezone: UTC, no DST
+    return 0
+
+
+@syscall("time")
+def sys_time(p: GuestProcess, tloc: int, *_: int) -> int:
+    now = time.clock_gettime_ns(time.CLOCK_REALTIME) // 1_000_000_000
+    if tloc:
+        p.mm.write(tloc, _U64.pack(now))
+    return now
+
+
+def _timespec(p: GuestProcess, addr: int) -> float:
+    sec, nsec = _TIMESPEC.unpack(p.mm.read(addr, 16))
+    if sec < 0 or not 0 <= nsec < 1_000_000_000:
+        raise _fail(errno.EINVAL)
+    return float(sec + nsec / 1e9)
+
+
+#: Longest single wait handed to the loop (event-loop timers overflow past some limit).
+_MAX_SLEEP = float(1 << 30)
+
+
+async def _sleep(seconds: float) -> int:
+    # The guest waits; the loop (and every other guest) goes on.
+    remaining = seconds
+    while remaining > 0:
+        step = min(remaining, _MAX_SLEEP)
+        await asyncio.sleep(step)
+        remaining -= step
+    return 0
+
+
+@syscall("nanosleep")
+def sys_nanosleep(p: GuestProcess, req: int, rem: int, *_: int) -> int | Awaitable[int]:
+    return (_sleep(_timespec(p, req)))
+
+
+@syscall("clock_nanosleep")
+def sys_clock_nanosleep(
+    p: GuestProcess, clk: int, flags: int, req: int, rem: int, *_: int
+) -> int | Awaitable[int]:
+    clk = s32(clk)
+    if clk not in (0, 1, 7, 11):  # REALTIME, MONOTONIC, BOOTTIME, TAI
+        raise _fail(errno.EINVAL)
+    delay = _timespec(p, req)
+    if flags & 1:  # TIMER_ABSTIME
+        delay -= time.clock_gettime_ns(clk) / 1e9
+    return (_sleep(max(delay, 0.0)))
+
+
+# --------------------------------------------------------------- signals
+
+
+def _check_sig(sig: int) -> int:
+    sig = s32(sig)
+    if not 1 <= sig <= NSIG:
+        raise _fail(errno.EINVAL)
+    return sig
+
+
+@syscall("rt_sigaction")
+def sys_rt_sigaction(p: GuestProcess, sig: int, act: int, oact: int, size: int, *_: int) -> int:
+    if size != 8:
+        raise _fail(errno.EINVAL)
+    signo = _check_sig(sig)
+    new = SigAction.unpack(p.mm.read(act, SIGACTION.size)) if act else None
+    if new is not None and signo in (9, 19):  # SIGKILL, SIGSTOP
+        raise _fail(errno.EINVAL)
+    if oact:
+        p.mm.write(oact, p.signals.action(signo).pack())
+    if new is not None:
+        new.mask &= ~UNBLOCKABLE
+        p.signals.actions[signo] = new
+        if new.handler == 1 or (new.handler == 0 and signo in (17, 23, 28, 18)):
+            p.signals.pending &= ~(1 << (signo - 1))  # now ignored: dropped
+    return 0
+
+
+@syscall("rt_sigprocmask")
+def sys_rt_sigprocmask(p: GuestProcess, how: int, set_: int, oset: int, size: int, *_: int) -> int:
+    if size != 8:
+        raise _fail(errno.EINVAL)
+    how = s32(how)
+    new = _U64.unpack(p.mm.read(set_, 8))[0] if set_ else None
+    if new is not None and how not in (0, 1, 2):  # SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK
+        raise _fail(errno.EINVAL)
+    if oset:
+        p.mm.write(oset, _U64.pack(p.signals.blocked))
+    if new is not None:
+        cur = p.signals.blocked
+        mask = cur | new if how == 0 else cur & ~new if how == 1 else new
+        p.signals.blocked = mask & ~UNBLOCKABLE
+    return 0
+
+
+@syscall("rt_sigpending")
+def sys_rt_sigpending(p: GuestProcess, set_: int, size: int, *_: int) -> int:
+    if size > 8:
+        raise _fail(errno.EINVAL)
+    p.mm.write(set_, _U64.pack(p.signals.pending & p.signals.blocked)[:size])
+    return 0
+
+
+@syscall("sigaltstack")
+def sys_sigaltstack(p: GuestProcess, ss: int, oss: int, *_: int) -> int:
+    new = STACK_T.unpack(p.mm.read(ss, STACK_T.size)) if ss else None
+    if new is not None:
+        sp, flags, size = new
+        if flags & ~(SS_DISABLE | SS_ONSTACK | SS_AUTODISARM) & 0xFFFFFFFF:
+            raise _fail(errno.EINVAL)
+        if not flags & SS_DISABLE and size < MINSIGSTKSZ:
+            raise _fail(errno.ENOMEM)
+    if oss:
+        p.mm.write(oss, STACK_T.pack(*p.signals.altstack))
+    if new is not None:
+        sp, flags, size = new
+        p.signals.altstack = (0, SS_DISABLE, 0) if flags & SS_DISABLE else (sp, flags & ~SS_ONSTACK, size)
+    return 0
+
+
+def _signal_self(p: GuestProcess, sig: int) -> int:
+    signo = s32(sig)
+    if signo == 0:
+        return 0
+    _check_sig(signo)
+    p.signals.send(signo)
+    return 0
+
+
+@syscall("kill")
+def sys_kill(p: GuestProcess, pid: int, sig: int, *_: int) -> int:
+    target = s32(pid)
+    if target not in (p.pid, 0, -1, -p.pid):
+        raise _fail(errno.ESRCH)  # no other guest processes exist yet
+    return _signal_self(p, sig)
+
+
+@syscall("tgkill")
+def sys_tgkill(p: GuestProcess, tgid: int, tid: int, sig: int, *_: int) -> int:
+    if s32(tgid) <= 0 or s32(tid) <= 0:
+        raise _fail(errno.EINVAL)
+    if (s32(tgid), s32(tid)) != (p.pid, p.pid):
+        raise _fail(errno.ESRCH)
+    return _signal_self(p, sig)
+
+
+@syscall("tkill")
+def sys_tkill(p: GuestProcess, tid: int, sig: int, *_: int) -> int:
+    if s32(tid) <= 0:
+        raise _fail(errno.EINVAL)
+    if s32(tid) != p.pid:
+        raise _fail(errno.ESRCH)
+    return _signal_self(p, sig)
+
+
+@syscall("exit", "exit_group")
+def sys_exit_group(p: GuestProcess, code: int, *_: int) -> int:
+    raise GuestExit.exited(code & 0xFF)
+
+
+@syscall("wait4", "waitid")
+def sys_wait4(p: GuestProcess, *_: int) -> int:
+    raise _fail(errno.ECHILD)  # no child processes yet
+
+
+# ------------------------------------------------------------ file system
+
+
+def _new_fd(p: GuestProcess, host: int, path: str, flags: int) -> int:
+    try:
+        file = OpenFile(host, path, flags=flags)
+    except BaseException:
+        os.close(host)
+        raise
+    try:
+        return p.fds.install(file, cloexec=bool(flags & os.O_CLOEXEC))
+    except SyscallError:
+        file.close()
+        raise
+
+
+def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
+    path = _path(p, path_addr)
+    loc = _locate(p, dirfd, path)
+    flags = s32(flags) & 0xFFFFFFFF
+    create_mode = (mode & 0o7777) & ~p.vfs.umask
+    host = p.vfs.open(loc, flags & ~os.O_CLOEXEC, create_mode)
+    return _new_fd(p, host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags)
+
+
+def _guest_name(p: GuestProcess, host: int) -> str:
+    try:
+        return p.vfs.path_of(host)
+    except OSError:
+        return ""
+
+
+@syscall("openat")
+def sys_openat(p: GuestProcess, dirfd: int, path: int, flags: int, mode: int, *_: int) -> int:
+    return _open(p, dirfd, path, flags, mode)
+
+
+@syscall("open")
+def sys_open(p: GuestProcess, path: int, flags: int, mode: int, *_: int) -> int:
+    return _open(p, AT_FDCWD, path, flags, mode)
+
+
+@syscall("creat")
+def sys_creat(p: GuestProcess, path: int, mode: int, *_: int) -> int:
+    return _open(p, AT_FDCWD, path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
+
+
+@syscall("close")
+def sys_close(p: GuestProcess, fd: int, *_: int) -> int:
+    p.fds.close(s32(fd))
+    return 0
+
+
+@syscall("close_range")
+def sys_close_range(p: GuestProcess, first: int, last: int, flags: int, *_: int) -> int:
+    first, last = first & 0xFFFFFFFF, last & 0xFFFFFFFF
+    if flags & ~0x6 or first > last:  # CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC
+        raise _fail(errno.EINVAL)
+    for fd in [fd for fd in p.fds if first <= fd <= last]:
+        if flags & 0x4:
+            p.fds.set_cloexec(fd, True)
+        else:
+            p.fds.close(fd)
+    return 0
+
+
+def _count(n: int) -> int:
+    return min(n, MAX_RW_COUNT)
+
+
+@syscall("read")
+def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    if s64(count) < 0:
+        raise _fail(errno.EINVAL)
+    if file.is_dir:
+        raise _fail(errno.EISDIR)
+    views = p.mm.views(buf, _count(count), write=True)
+    if not views:
+        return 0
+    return (file.readv(views))
+
+
+@syscall("write")
+def sys_write(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    if s64(count) < 0:
+        raise _fail(errno.EINVAL)
+    views = p.mm.views(buf, _count(count))
+    if not views:
+        return 0
+    return (_write(p, file, views))
+
+
+async def _write(p: GuestProcess, file: OpenFile, views: list[memoryview], offset: int | None = None) -> int:
+    try:
+        return await file.writev(views, offset)
+    except BrokenPipeError:
+        p.signals.send(13)  # SIGPIPE: by default the guest dies of it
+        raise
+
+
+@syscall("pread64")
+def sys_pread64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    if s64(off) < 0 or s64(count) < 0:
+        raise _fail(errno.EINVAL)
+    if not file.is_regular and not file.is_dir:
+        raise _fail(errno.ESPIPE)
+    views = p.mm.views(buf, _count(count), write=True)
+    if not views:
+        return 0
+    return (file.readv(views, s64(off)))
+
+
+@syscall("pwrite64")
+def sys_pwrite64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    if s64(off) < 0 or s64(count) < 0:
+        raise _fail(errno.EINVAL)
+    if not file.is_regular:
+        raise _fail(errno.ESPIPE)
+    views = p.mm.views(buf, _count(count))
+    if not views:
+        return 0
+    return (_write(p, file, views, s64(off)))
+
+
+def _iovecs(p: GuestProcess, iov: int, cnt: int, *, write: bool) -> list[memoryview]:
+    n = s32(cnt)
+    if n < 0 or n > UIO_MAXIOV:
+        raise _fail(errno.EINVAL)
+    raw = p.mm.read(iov, n * _IOVEC.size)
+    out: list[memoryview] = []
+    total = 0
+    for base, length in _IOVEC.iter_unpack(raw):
+        if s64(length) < 0:
+            raise _fail(errno.EINVAL)
+        total += length
+        if total > MAX_RW_COUNT:
+            length -= total - MAX_RW_COUNT
+        if length:
+            out.extend(p.mm.views(base, length, write=write))
+        if total >= MAX_RW_COUNT:
+            break
+    return out
+
+
+@syscall("readv")
+def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    views = _iovecs(p, iov, cnt, write=True)
+    if not views:
+        return 0
+    return (file.readv(views))
+
+
+@syscall("writev")
+def sys_writev(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    views = _iovecs(p, iov, cnt, write=False)
+    if not views:
+        return 0
+    return (_write(p, file, views))
+
+
+@syscall("preadv")
+def sys_preadv(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    if s64(off) < 0:
+        raise _fail(errno.EINVAL)
+    views = _iovecs(p, iov, cnt, write=True)
+    if not views:
+        return 0
+    return (file.readv(views, s64(off)))
+
+
+@syscall("pwritev")
+def sys_pwritev(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) -> int | Awaitable[int]:
+    file = p.fds.get(s32(fd))
+    if s64(off) < 0:
+        raise _fail(errno.EINVAL)
+    views = _iovecs(p, iov, cnt, write=False)
+    if not views:
+        return 0
+    return (_write(p, file, views, s64(off)))
+
+
+@syscall("sendfile")
+def sys_sendfile(
+    p: GuestProcess, out_fd: int, in_fd: int, offp: int, count: int, *_: int
+) -> int | Awaitable[int]:
+    out, src = p.fds.get(s32(out_fd)), p.fds.get(s32(in_fd))
+    if s64(count) < 0:
+        raise _fail(errno.EINVAL)
+    offset = None
+    if offp:
+        offset = s64(p.mm.read_u64(offp))
+        if offset < 0:
+            raise _fail(errno.EINVAL)
+    if count == 0:
+        return 0
+
+    async def run() -> int:
+        try:
+            n, new = await src.sendfile_to(out, offset, _count(count))
+        except BrokenPipeError:
+            p.signals.send(13)
+            raise
+        if offp and new is not None:
+            p.mm.write_u64(offp, new)
+        return n
+
+    return (run())
+
+
+@syscall("lseek")
+def sys_lseek(p: GuestProcess, fd: int, off: int, whence: int, *_: int) -> int:
+    file = p.fds.get(s32(fd))
+    whence = s32(whence)
+    if not 0 <= whence <= 4:
+        raise _fail(errno.EINVAL)
+    if file.is_dir:
+        if whence != 0:
+            raise _fail(errno.EINVAL)
+        return file.seek_dir(s64(off))
+    return os.lseek(file.host_fd, s64(off), whence)
+
+
+def _pack_stat(st: os.stat_result) -> bytes:
+    a, m, c = (divmod(t, 1_000_000_000) for t in (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns))
+    return _STAT.pack(
+        st.st_dev, st.st_ino, st.st_nlink, st.st_mode, st.st_uid, st.st_gid, 0, st.st_rdev,
+        st.st_size, st.st_blksize, st.st_blocks, a[0], a[1], m[0], m[1], c[0], c[1],
+    )
+
+
+def _stat_at(p: GuestProcess, dirfd: int, path_addr: int, flags: int) -> os.stat_result:
+    if flags & ~(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE):
+        raise _fail(errno.EINVAL)
+    path = _path(p, path_addr)
+    if not path and flags & AT_EMPTY_PATH:
+        if s32(dirfd) == AT_FDCWD:
+            return os.stat(".", dir_fd=p.vfs.cwd_fd)
+        return os.fstat(p.fds.get(s32(dirfd)).host_fd)
+    loc = _locate(p, dirfd, path)
+    return p.vfs.stat(loc, follow=not flags & AT_SYMLINK_NOFOLLOW)
+
+
+@syscall("fstat")
+def sys_fstat(p: GuestProcess, fd: int, buf: int, *_: int) -> int:
+    st = os.fstat(p.fds.get(s32(fd)).host_fd)
+    p.mm.write(buf, _pack_stat(st))
+    return 0
+
+
+@syscall("newfstatat")
+def sys_newfstatat(p: GuestProcess, dirfd: int, path: int, buf: int, flags: int, *_: int) -> int:
+    p.mm.views(buf, _STAT.size, write=True)  # EFAULT before any work
+    p.mm.write(buf, _pack_stat(_stat_at(p, dirfd, path, flags)))
+    return 0
+
+
+@syscall("stat")
+def sys_stat(p: GuestProcess, path: int, buf: int, *_: int) -> int:
+    return sys_newfstatat(p, AT_FDCWD & 0xFFFFFFFF, path, buf, 0)
+
+
+@syscall("lstat")
+def sys_lstat(p: GuestProcess, path: int, buf: int, *_: int) -> int:
+    return sys_newfstatat(p, AT_FDCWD & 0xFFFFFFFF, path, buf, AT_SYMLINK_NOFOLLOW)
+
+
+def _pack_statx(st: os.stat_result) -> bytes:
+    head = _STATX_HEAD.pack(
+        STATX_BASIC_STATS, st.st_blksize, 0, st.st_nlink, st.st_uid, st.st_gid,
+        st.st_mode & 0xFFFF, 0, st.st_ino, st.st_size, st.st_blocks, 0,
+    )
+
+    def ts(ns: int) -> bytes:
+        sec, nsec = divmod(ns, 1_000_000_000)
+        return _STATX_TS.pack(sec, nsec, 0)
+
+    body = ts(st.st_atime_ns) + bytes(16) + ts(st.st_ctime_ns) + ts(st.st_mtime_ns)
+    devs = struct.pack(
+        "<IIII", os.major(st.st_rdev), os.minor(st.st_rdev), os.major(st.st_dev), os.minor(st.st_dev)
+    )
+    return (head + body + devs).ljust(256, b"\0")
+
+
+@syscall("statx")
+def sys_statx(p: GuestProcess, dirfd: int, path: int, flags: int, mask: int, buf: int, *_: int) -> int:
+    if mask & STATX_RESERVED or flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE:
+        raise _fail(errno.EINVAL)
+    p.mm.views(buf, 256, write=True)
+    p.mm.write(buf, _pack_statx(_stat_at(p, dirfd, path, flags & 0xFFFFFFFF)))
+    return 0
+
+
+# ioctl requests passed through to the host descriptor: request -> (bytes, direction).
+_IOCTLS: dict[int, tuple[int, str]] = {
+    0x5401: (36, "out"),  # TCGETS
+    0x5402: (36, "in"),  # TCSETS
+    0x5403: (36, "in"),  # TCSETSW
+    0x5404: (36, "in"),  # TCSETSF
+    0x540F: (4, "out"),  # TIOCGPGRP
+    0x5413: (8, "out"),  # TIOCGWINSZ
+    0x5414: (8, "in"),  # TIOCSWINSZ
+    0x541B: (4, "out"),  # FIONREAD
+}
+
+
+@syscall("ioctl")
+def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
+    file = p.fds.get(s32(fd))
+    req &= 0xFFFFFFFF
+    if req == 0x5451:  # FIOCLEX
+        p.fds.set_cloexec(s32(fd), True)
+        return 0
+    if req == 0x5450:  # FIONCLEX
+        p.fds.set_cloexec(s32(fd), False)
+        return 0
+    if req == 0x5421:  # FIONBIO
+        on = _I32.unpack(p.mm.read(arg, 4))[0]
+        fl = fcntl.fcntl(file.host_fd, fcntl.F_GETFL)
+        fcntl.fcntl(file.host_fd, fcntl.F_SETFL, fl | os.O_NONBLOCK if on else fl & ~os.O_NONBLOCK)
+        return 0
+    spec = _IOCTLS.get(req)
+    if spec is None:
+        raise _fail(errno.ENOTTY)
+    size, direction = spec
+    if direction == "out":
+        p.mm.views(arg, size, write=True)
+        got = fcntl.ioctl(file.host_fd, req, bytes(size))
+        p.mm.write(arg, got)
+    else:
+        fcntl.ioctl(file.host_fd, req, p.mm.read(arg, size))
+    return 0
+
+
+_F_DUPFD = 0
+_F_GETFD = 1
+_F_SETFD = 2
+_F_GETFL = 3
+_F_SETFL = 4
+_F_GETLK = 5
+_F_SETLK = 6
+_F_SETLKW = 7
+_F_DUPFD_CLOEXEC = 1030
+_F_SETPIPE_SZ = 1031
+_F_GETPIPE_SZ = 1032
+_SETFL_MASK = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | os.O_DIRECT | os.O_NOATIME
+
+
+@syscall("fcntl")
+def sys_fcntl(p: GuestProcess, fd: int, cmd: int, arg: int, *_: int) -> int:
+    gfd = s32(fd)
+    file = p.fds.get(gfd)
+    cmd = s32(cmd)
+    if cmd in (_F_DUPFD, _F_DUPFD_CLOEXEC):
+        low = s32(arg)
+        if not 0 <= low < p.fds.limit:
+            raise _fail(errno.EINVAL)
+        return p.fds.install(file, cloexec=cmd == _F_DUPFD_CLOEXEC, lowest=low)
+    if cmd == _F_GETFD:
+        return 1 if p.fds.cloexec(gfd) else 0
+    if cmd == _F_SETFD:
+        p.fds.set_cloexec(gfd, bool(arg & 1))
+        return 0
+    if cmd == _F_GETFL:
+        return fcntl.fcntl(file.host_fd, fcntl.F_GETFL)
+    if cmd == _F_SETFL:
+        cur = fcntl.fcntl(file.host_fd, fcntl.F_GETFL)
+        fcntl.fcntl(file.host_fd, fcntl.F_SETFL, (cur & ~_SETFL_MASK) | (arg & _SETFL_MASK))
+        return 0
+    if cmd in (_F_SETLK, _F_SETLKW):
+        # Record locks would all belong to the controller process; with one guest
+        # process per file they can never conflict, so granting them is exact.
+        p.mm.read(arg, 32)
+        return 0
+    if cmd == _F_GETLK:
+        raw = bytearray(p.mm.read(arg, 32))
+        raw[0:2] = struct.pack("<h", 2)  # F_UNLCK: nothing would block it
+        p.mm.write(arg, raw)
+        return 0
+    if cmd in (_F_GETPIPE_SZ, _F_SETPIPE_SZ):
+        return fcntl.fcntl(file.host_fd, cmd, s32(arg))
+    raise _fail(errno.EINVAL)
+
+
+@syscall("dup")
+def sys_dup(p: GuestProcess, fd: int, *_: int) -> int:
+    return p.fds.install(p.fds.get(s32(fd)))
+
+
+@syscall("dup2")
+def sys_dup2(p: GuestProcess, old: int, new: int, *_: int) -> int:
+    file = p.fds.get(s32(old))
+    if s32(old) == s32(new):
+        return s32(new)
+    p.fds.install_at(s32(new), file)
+    return s32(new)
+
+
+@syscall("dup3")
+def sys_dup3(p: GuestProcess, old: int, new: int, flags: int, *_: int) -> int:
+    if flags & ~os.O_CLOEXEC:
+        raise _fail(errno.EINVAL)
+    if s32(old) == s32(new):
+        raise _fail(errno.EINVAL)
+    file = p.fds.get(s32(old))
+    p.fds.install_at(s32(new), file, cloexec=bool(flags & os.O_CLOEXEC))
+    return s32(new)
+
+
+@syscall("pipe2")
+def sys_pipe2(p: GuestProcess, fds: int, flags: int, *_: int) -> int:
+    if flags & ~(os.O_CLOEXEC | os.O_NONBLOCK | os.O_DIRECT):
+        raise _fail(errno.EINVAL)
+    p.mm.views(fds, 8, write=True)  # EFAULT before any descriptor exists
+    r, w = os.pipe2(os.O_CLOEXEC | (flags & (os.O_NONBLOCK | os.O_DIRECT)))
+    rfd = _new_fd(p, r, "pipe:", os.O_RDONLY | (flags & os.O_CLOEXEC))
+    try:
+        wfd = _new_fd(p, w, "pipe:", os.O_WRONLY | (flags & os.O_CLOEXEC))
+    except SyscallError:
+        p.fds.close(rfd)
+        raise
+    p.mm.write(fds, _PIPEFDS.pack(rfd, wfd))
+    return 0
+
+
+@syscall("pipe")
+def sys_pipe(p: GuestProcess, fds: int, *_: int) -> int:
+    return sys_pipe2(p, fds, 0)
+
+
+def _access(p: GuestProcess, dirfd: int, path_addr: int, mode: int, flags: int) -> int:
+    if mode & ~0o7 or flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+        raise _fail(errno.EINVAL)
+    follow = not flags & AT_SYMLINK_NOFOLLOW
+    path = _path(p, path_addr)
+    if not path and flags & AT_EMPTY_PATH:
+        if s32(dirfd) != AT_FDCWD:
+            p.fds.get(s32(dirfd))  # EBADF
+        return 0
+    loc = _locate(p, dirfd, path)
+    fd = p.vfs.open(loc, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
+    try:
+        if mode and not os.access(f"/proc/self/fd/{fd}", mode, effective_ids=bool(flags & AT_EACCESS)):
+            raise _fail(errno.EACCES)
+    finally:
+        os.close(fd)
+    return 0
+
+
+@syscall("access")
+def sys_access(p: GuestProcess, path: int, mode: int, *_: int) -> int:
+    return _access(p, AT_FDCWD, path, mode, 0)
+
+
+@syscall("faccessat")
+def sys_faccessat(p: GuestProcess, dirfd: int, path: int, mode: int, *_: int) -> int:
+    return _access(p, dirfd, path, mode, 0)
+
+
+@syscall("faccessat2")
+def sys_faccessat2(p: GuestProcess, dirfd: int, path: int, mode: int, flags: int, *_: int) -> int:
+    return _access(p, dirfd, path, mode, flags)
+
+
+@syscall("getcwd")
+def sys_getcwd(p: GuestProcess, buf: int, size: int, *_: int) -> int:
+    raw = os.fsencode(p.vfs.cwd) + b"\0"
+    if size < len(raw):
+        raise _fail(errno.ERANGE)
+    p.mm.write(buf, raw)
+    return len(raw)
+
+
+@syscall("chdir")
+def sys_chdir(p: GuestProcess, path: int, *_: int) -> int:
+    p.vfs.chdir(_locate(p, AT_FDCWD, _path(p, path)))
+    return 0
+
+
+@syscall("fchdir")
+def sys_fchdir(p: GuestProcess, fd: int, *_: int) -> int:
+    file = p.fds.get(s32(fd))
+    if not file.is_dir:
+        raise _fail(errno.ENOTDIR)
+    p.vfs.chdir(p.vfs.locate(".", file))
+    return 0
+
+
+@syscall("getdents64")
+def sys_getdents64(p: GuestProcess, fd: int, dirp: int, count: int, *_: int) -> int:
+    file = p.fds.get(s32(fd))
+    p.mm.views(dirp, min(count & 0xFFFFFFFF, MAX_RW_COUNT), write=True)
+    data = file.getdents64(count & 0xFFFFFFFF)
+    p.mm.write(dirp, data)
+    return len(data)
+
+
+def _readlink(p: GuestProcess, dirfd: int, path_addr: int, buf: int, size: int) -> int:
+    if s32(size) <= 0:
+        raise _fail(errno.EINVAL)
+    path = _path(p, path_addr)
+    if path in ("/proc/self/exe", f"/proc/{p.pid}/exe", "/proc/thread-self/exe"):
+        target = os.fsencode(p.exe)
+    else:
+        loc = _locate(p, dirfd, path)
+        with p.vfs.at(loc) as (dfd, name):
+            target = os.fsencode(os.readlink(name, dir_fd=dfd))
+    out = target[: s32(size)]
+    p.mm.write(buf, out)
+    return len(out)
+
+
+@syscall("readlink")
+def sys_readlink(p: GuestProcess, path: int, buf: int, size: int, *_: int) -> int:
+    return _readlink(p, AT_FDCWD, path, buf, size)
+
+
+@syscall("readlinkat")
+def sys_readlinkat(p: GuestProcess, dirfd: int, path: int, buf: int, size: int, *_: int) -> int:
+    return _readlink(p, dirfd, path, buf, size)
+
+
+@syscall("unlinkat")
+def sys_unlinkat(p: GuestProcess, dirfd: int, path: int, flags: int, *_: int) -> int:
+    if flags & ~AT_REMOVEDIR:
+        raise _fail(errno.EINVAL)
+    loc = _locate(p, dirfd, _path(p, path))
+    with p.vfs.at(loc) as (dfd, name):
+        if flags & AT_REMOVEDIR:
+            os.rmdir(name, dir_fd=dfd)
+        else:
+            os.unlink(name, dir_fd=dfd)
+    return 0
+
+
+@syscall("unlink")
+def sys_unlink(p: GuestProcess, path: int, *_: int) -> int:
+    return sys_unlinkat(p, AT_FDCWD & 0xFFFFFFFF, path, 0)
+
+
+@syscall("rmdir")
+def sys_rmdir(p: GuestProcess, path: int, *_: int) -> int:
+    return sys_unlinkat(p, AT_FDCWD & 0xFFFFFFFF, path, AT_REMOVEDIR)
+
+
+@syscall("renameat2")
+def sys_renameat2(p: GuestProcess, olddir: int, old: int, newdir: int, new: int, flags: int, *_: int) -> int:
+    if flags:
+        raise _fail(errno.EINVAL)  # RENAME_NOREPLACE and friends: not offered yet
+    src = _locate(p, olddir, _path(p, old))
+    dst = _locate(p, newdir, _path(p, new))
+    with p.vfs.at(src) as (sfd, sname), p.vfs.at(dst) as (dfd, dname):
+        os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+    return 0
+
+
+@syscall("renameat")
+def sys_renameat(p: GuestProcess, olddir: int, old: int, newdir: int, new: int, *_: int) -> int:
+    return sys_renameat2(p, olddir, old, newdir, new, 0)
+
+
+@syscall("rename")
+def sys_rename(p: GuestProcess, old: int, new: int, *_: int) -> int:
+    cwd = AT_FDCWD & 0xFFFFFFFF
+    return sys_renameat2(p, cwd, old, cwd, new, 0)
+
+
+@syscall("mkdirat")
+def sys_mkdirat(p: GuestProcess, dirfd: int, path: int, mode: int, *_: int) -> int:
+    loc = _locate(p, dirfd, _path(p, path))
+    with p.vfs.at(loc) as (dfd, name):
+        os.mkdir(name, (mode & 0o7777) & ~p.vfs.umask, dir_fd=dfd)
+    return 0
+
+
+@syscall("mkdir")
+def sys_mkdir(p: GuestProcess, path: int, mode: int, *_: int) -> int:
+    return sys_mkdirat(p, AT_FDCWD & 0xFFFFFFFF, path, mode)
+
+
+@syscall("fchmodat")
+def sys_fchmodat(p: GuestProcess, dirfd: int, path: int, mode: int, *_: int) -> int:
+    loc = _locate(p, dirfd, _path(p, path))
+    with p.vfs.at(loc) as (dfd, name):
+        os.chmod(name, mode & 0o7777, dir_fd=dfd)
+    return 0
+
+
+@syscall("chmod")
+def sys_chmod(p: GuestProcess, path: int, mode: int, *_: int) -> int:
+    return sys_fchmodat(p, AT_FDCWD & 0xFFFFFFFF, path, mode)
+
+
+@syscall("fchmod")
+def sys_fchmod(p: GuestProcess, fd: int, mode: int, *_: int) -> int:
+    os.fchmod(p.fds.get(s32(fd)).host_fd, mode & 0o7777)
+    return 0
+
+
+@syscall("ftruncate")
+def sys_ftruncate(p: GuestProcess, fd: int, length: int, *_: int) -> int:
+    file = p.fds.get(s32(fd))
+    if s64(length) < 0:
+        raise _fail(errno.EINVAL)
+    if not file.is_regular:
+        raise _fail(errno.EINVAL)
+    os.ftruncate(file.host_fd, s64(length))
+    return 0
+
+
+@syscall("truncate")
+def sys_truncate(p: GuestProcess, path: int, length: int, *_: int) -> int:
+    if s64(length) < 0:
+        raise _fail(errno.EINVAL)
+    fd = p.vfs.open(_locate(p, AT_FDCWD, _path(p, path)), os.O_WRONLY)
+    try:
+        os.ftruncate(fd, s64(length))
+    finally:
+        os.close(fd)
+    return 0
+
+
+@syscall("fsync", "fdatasync")
+def sys_fsync(p: GuestProcess, fd: int, *_: int) -> int:
+    file = p.fds.get(s32(fd))
+    if file.is_regular:
+        os.fsync(file.host_fd)
+    return 0
+
+
+@syscall("fadvise64")
+def sys_fadvise64(p: GuestProcess, fd: int, *_: int) -> int:
+    file = p.fds.get(s32(fd))
+    if stat.S_ISFIFO(file.mode):
+        raise _fail(errno.ESPIPE)
+    return 0
+
+
+@syscall("getrusage")
+def sys_getrusage(p: GuestProcess, who: int, usage: int, *_: int) -> int:
+    if s32(who) not in (0, -1, 1):  # RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD
+        raise _fail(errno.EINVAL)
+    ns = _clock_ns(p, CLOCK_PROCESS_CPUTIME_ID) if s32(who) != -1 else 0
+    sec, rem = divmod(ns, 1_000_000_000)
+    p.mm.write(usage, struct.pack("<qq", sec, rem // 1000).ljust(144, b"\0"))
+    return 0
+
+
+@syscall("times")
+def sys_times(p: GuestProcess, buf: int, *_: int) -> int:
+    ticks = _clock_ns(p, CLOCK_PROCESS_CPUTIME_ID) // 10_000_000
+    if buf:
+        p.mm.write(buf, struct.pack("<qqqq", ticks, 0, 0, 0))
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 10_000_000
+
+
+@syscall("sysinfo")
+def sys_sysinfo(p: GuestProcess, info: int, *_: int) -> int:
+    up = time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000_000
+    load = os.getloadavg()
+    pages = os.sysconf("SC_PHYS_PAGES")
+    avail = os.sysconf("SC_AVPHYS_PAGES")
+    size = os.sysconf("SC_PAGE_SIZE")
+    raw = struct.pack(
+        "<q3Q6QHH4xQQI", up, *(int(x * 65536) for x in load), pages * size, avail * size,
+        0, 0, 0, 0, 1, 0, 0, 0, 1,
+    )
+    p.mm.write(info, raw.ljust(112, b"\0"))
+    return 0
+

@@ -1,0 +1,132 @@
+"""Real static programs run end to end in stubs, compared with native runs."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import compile_prog
+
+from aioumm.guest.errors import GuestError
+from aioumm.guest.runner import run_program
+from aioumm.loop import Controller
+
+RUN = [sys.executable, "-m", "aioumm", "run", "--"]
+
+
+def native(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+def guest(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(RUN + cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+def same_as_native(
+    cmd: list[str], stdin_path: Path | None = None, **kw: object
+) -> subprocess.CompletedProcess[bytes]:
+    if stdin_path is not None:
+        with stdin_path.open("rb") as a, stdin_path.open("rb") as b:
+            want, got = native(cmd, stdin=a, **kw), guest(cmd, stdin=b, **kw)
+    else:
+        want, got = native(cmd, **kw), guest(cmd, **kw)
+    assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
+    return got
+
+
+@pytest.mark.asyncio
+async def test_hello_in_process(hello: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    trace = io.StringIO()
+    async with Controller() as ctl:
+        status = await run_program(ctl, str(hello), [str(hello)], {"A": "b"}, strace=trace)
+    assert status == 0
+    assert capfd.readouterr().out == "hello world\n"
+    lines = trace.getvalue().splitlines()
+    assert 'write(1, "hello world\\n", 12) = 12' in lines
+    assert lines[-2:] == ["exit_group(0) = ?", "+++ exited with 0 +++"]
+    assert any(line.startswith("arch_prctl(ARCH_SET_FS, ") for line in lines)
+
+
+@pytest.mark.asyncio
+async def test_busybox_in_process(busybox: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "f.txt"
+    f.write_text("line one\nline two\n")
+    async with Controller() as ctl:
+        assert await run_program(ctl, busybox, ["busybox", "echo", "hi"], {}) == 0
+        assert await run_program(ctl, busybox, ["busybox", "true"], {}) == 0
+        assert await run_program(ctl, busybox, ["busybox", "false"], {}) == 1
+        assert await run_program(ctl, busybox, ["busybox", "cat", str(f)], {}) == 0
+    assert capfd.readouterr().out == "hi\nline one\nline two\n"
+
+
+@pytest.mark.asyncio
+async def test_load_errors_name_path_and_reason(hello: Path, tmp_path: Path) -> None:
+    text = tmp_path / "text"
+    text.write_text("not a program\n")
+    text.chmod(0o755)
+    dyn = tmp_path / "dyn"
+    subprocess.run(["gcc", "-O1", "-o", str(dyn), str(Path(__file__).parent / "progs" / "hello.c")], check=True)
+    async with Controller() as ctl:
+        for path, why in (
+            (tmp_path / "missing", "no such file or directory"),
+            (text, "not an ELF file"),
+            (dyn, "dynamically linked"),
+            (tmp_path, "is a directory"),
+        ):
+            with pytest.raises(GuestError, match=f"{path}: {why}"):
+                await run_program(ctl, str(path), [str(path)], {})
+        with pytest.raises(GuestError, match=f"{hello}: argument list too long"):
+            await run_program(ctl, str(hello), [str(hello), "x" * 200_000], {})
+    assert ctl.stubs == frozenset()
+
+
+def test_hello_and_static_pie_match_native(hello: Path, hello_pie: Path) -> None:
+    same_as_native([str(hello)])
+    same_as_native([str(hello_pie)])
+
+
+def test_busybox_matches_native(busybox: str, tmp_path: Path) -> None:
+    f = tmp_path / "data.txt"
+    f.write_bytes(b"".join(b"%d\n" % i for i in range(20000)))
+    assert same_as_native([busybox, "echo", "hi"]).stdout == b"hi\n"
+    assert same_as_native([busybox, "true"]).returncode == 0
+    assert same_as_native([busybox, "false"]).returncode == 1
+    assert same_as_native([busybox, "cat", str(f)]).stdout == f.read_bytes()
+    same_as_native([busybox, "cat", str(tmp_path / "nope")])  # its error message and status
+    same_as_native([busybox, "ls", str(tmp_path)])
+    same_as_native([busybox, "sha256sum", str(f)])
+    assert same_as_native([busybox, "wc", "-l"], stdin_path=f).stdout.strip() == b"20000"
+    same_as_native([busybox, "cat"], input=b"from a pipe\n")  # stdin is a pipe: no blocking
+
+
+def test_fault_kills_with_the_signal(prog_dir: Path) -> None:
+    segv = compile_prog("segv", prog_dir)
+    want, got = native([str(segv)]), guest([str(segv)])
+    assert want.returncode == -11 and want.stdout == b"about to fault\n"
+    assert (got.returncode, got.stdout, got.stderr) == (128 + 11, want.stdout, b"")
+
+
+def test_memory_syscalls_match_native(prog_dir: Path) -> None:
+    memops = compile_prog("memops", prog_dir)
+    got = same_as_native([str(memops)])
+    assert b": 0" not in got.stdout and got.stdout.count(b"\n") == 11
+
+
+def test_confined_root(busybox: str, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(busybox, root / "bin" / "busybox")
+    (root / "hello.txt").write_text("inside\n")
+    (tmp_path / "secret.txt").write_text("outside\n")
+    os.symlink("/../../secret.txt", root / "link")
+    run = [sys.executable, "-m", "aioumm", "run", "--root", str(root), "--"]
+    res = subprocess.run([*run, "/bin/busybox", "cat", "/hello.txt"], capture_output=True, timeout=60)
+    assert (res.returncode, res.stdout) == (0, b"inside\n")
+    for escape in ("/../secret.txt", "/link", "../../secret.txt"):
+        res = subprocess.run([*run, "/bin/busybox", "cat", escape], capture_output=True, timeout=60)
+        assert res.returncode == 1 and b"outside" not in res.stdout, escape
