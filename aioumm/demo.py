@@ -5,14 +5,9 @@ The programs are the C sources in ``examples/`` (compiled with
 source) and, where ``/bin/busybox`` is a static busybox, a few of its applets.
 Every program is first run natively, then all of them are started together
 under one :class:`~aioumm.loop.Controller` with ``asyncio.gather``; each
-guest's stdout and stderr go to files of its own, and each result is
-compared with the native run: same exit status, same stdout, same stderr.
-
-Giving each guest files of its own needs a guest runner that takes the
-guest's stdio (``run_program(..., stdio=(in, out, err))``).  With a runner
-whose guests share the controller's descriptors, the demo instead points
-those descriptors at each guest's files in turn, so the guests run one
-after another (still on one loop, one stub each) and the summary says so.
+guest's stdout and stderr go to files of its own
+(``run_program(..., stdio=(in, out, err))``), and each result is compared
+with the native run: same exit status, same stdout, same stderr.
 
 The exit status is 0 when every guest behaved exactly as natively.
 """
@@ -21,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import shlex
 import subprocess
@@ -31,7 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from aioumm.errors import AioummError
 from aioumm.loop import Controller, Stats, run
@@ -242,39 +236,8 @@ def run_native(prog: DemoProgram, env: dict[str, str], cwd: Path) -> Outcome:
     return Outcome(_shell_status(done.returncode), done.stdout, done.stderr, time.perf_counter() - started)
 
 
-def _runner_takes_stdio() -> bool:
-    from aioumm.guest.runner import run_program
-
-    return "stdio" in inspect.signature(run_program).parameters
-
-
-@contextlib.contextmanager
-def _controller_stdio(fds: tuple[int, int, int]) -> Iterator[None]:
-    """Point the controller's own descriptors 0, 1 and 2 at ``fds`` for a while.
-
-    Only for a guest runner that gives each guest duplicates of the
-    controller's standard descriptors: then this is the one way to capture a
-    guest's output, and guests must run one at a time.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(fd) for fd in (0, 1, 2)]
-    try:
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        yield
-    finally:
-        for target, fd in enumerate(saved):
-            os.dup2(fd, target)
-            os.close(fd)
-
-
-async def run_guest(ctl: Controller, prog: DemoProgram, env: dict[str, str], *, own_stdio: bool) -> Outcome:
-    """Run ``prog`` in a stub of ``ctl``, its stdout and stderr captured in files of its own.
-
-    With ``own_stdio`` the runner is handed the guest's descriptors;
-    otherwise the controller's own are redirected around the run.
-    """
+async def run_guest(ctl: Controller, prog: DemoProgram, env: dict[str, str]) -> Outcome:
+    """Run ``prog`` in a stub of ``ctl``, its stdout and stderr captured in files of its own."""
     from aioumm.guest.runner import run_program
 
     with contextlib.ExitStack() as stack:
@@ -282,12 +245,9 @@ async def run_guest(ctl: Controller, prog: DemoProgram, env: dict[str, str], *, 
         stack.callback(os.close, stdin)
         out, err = (stack.enter_context(tempfile.TemporaryFile()) for _ in range(2))
         fds = (stdin, out.fileno(), err.fileno())
-        extra: dict[str, Any] = {"stdio": fds} if own_stdio else {}
-        if not own_stdio:
-            stack.enter_context(_controller_stdio(fds))
         started = time.perf_counter()
         try:
-            status = await asyncio.wait_for(run_program(ctl, prog.path, list(prog.argv), env, **extra), TIMEOUT_S)
+            status = await asyncio.wait_for(run_program(ctl, prog.path, list(prog.argv), env, stdio=fds), TIMEOUT_S)
             error = None
         except AioummError as exc:
             status, error = None, f"the guest runner failed: {exc}"
@@ -299,23 +259,15 @@ async def run_guest(ctl: Controller, prog: DemoProgram, env: dict[str, str], *, 
         return Outcome(status, out.read(), err.read(), seconds, error)
 
 
-async def run_guests(
-    programs: Sequence[DemoProgram], env: dict[str, str]
-) -> tuple[list[Outcome], Stats, str, bool]:
-    """Run every program in a stub of its own on the running loop.
+async def run_guests(programs: Sequence[DemoProgram], env: dict[str, str]) -> tuple[list[Outcome], Stats, str]:
+    """Run every program at once, each in a stub of its own, on the running loop.
 
-    Returns the outcomes, the controller's counters, the loop's name and
-    whether the guests ran all at once (``asyncio.gather``), which needs a
-    guest runner that takes each guest's stdio.
+    Returns the outcomes, the controller's counters and the loop's name.
     """
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    at_once = _runner_takes_stdio()
     async with Controller() as ctl:
-        if at_once:
-            outcomes = await asyncio.gather(*(run_guest(ctl, p, env, own_stdio=True) for p in programs))
-        else:
-            outcomes = [await run_guest(ctl, p, env, own_stdio=False) for p in programs]
-        return list(outcomes), ctl.stats, loop_name, at_once
+        outcomes = await asyncio.gather(*(run_guest(ctl, p, env) for p in programs))
+        return list(outcomes), ctl.stats, loop_name
 
 
 @contextlib.contextmanager
@@ -347,7 +299,6 @@ def report(
     natives: Sequence[Outcome],
     stats: Stats,
     loop_name: str,
-    at_once: bool,
     wall: float,
     out: TextIO,
 ) -> int:
@@ -365,9 +316,8 @@ def report(
             print(f"    ! {problem}", file=out)
     same = len(programs) - different
     print(file=out)
-    how = "at once" if at_once else "one after another (this guest runner cannot give each guest its own stdio)"
     print(
-        f"summary: {len(programs)} programs {how} on one {loop_name} loop: "
+        f"summary: {len(programs)} programs at once on one {loop_name} loop: "
         f"{same} same as native, {different} DIFFERENT",
         file=out,
     )
@@ -377,8 +327,7 @@ def report(
         file=out,
     )
     print(
-        f"wall time: {wall:.2f} s under aioumm; "
-        f"natively {sum(n.seconds for n in natives):.2f} s (one after another)",
+        f"wall time: {wall:.2f} s under aioumm; natively {sum(n.seconds for n in natives):.2f} s (one after another)",
         file=out,
     )
     return 0 if different == 0 else 1
@@ -411,6 +360,6 @@ def main(
         natives = [run_native(p, env, workdir) for p in programs]
         with _working_directory(workdir):
             started = time.perf_counter()
-            guests, stats, loop_name, at_once = run(run_guests(programs, env))
+            guests, stats, loop_name = run(run_guests(programs, env))
             wall = time.perf_counter() - started
-    return report(programs, guests, natives, stats, loop_name, at_once, wall, out)
+    return report(programs, guests, natives, stats, loop_name, wall, out)

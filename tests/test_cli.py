@@ -168,7 +168,7 @@ def test_demo_marks_a_difference() -> None:
     progs = [demo.DemoProgram("same", "/x", ("x",)), demo.DemoProgram("other", "/y", ("y",))]
     guests = [native, demo.Outcome(1, b"a\nc\n", b"", 0.02)]
     out = io.StringIO()
-    assert demo.report(progs, guests, [native, native], Stats(spawned=2), "asyncio", True, 0.5, out) == 1
+    assert demo.report(progs, guests, [native, native], Stats(spawned=2), "asyncio", 0.5, out) == 1
     text = out.getvalue()
     assert "[same] exit 0, same as native" in text
     assert "[other] exit 1, DIFFERENT" in text

@@ -10,6 +10,7 @@ would natively with no handler).
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import resource
@@ -140,14 +141,18 @@ class GuestProcess:
 
     # -------------------------------------------------------------- set-up
 
-    def inherit_stdio(self) -> None:
-        """Guest descriptors 0, 1 and 2 are duplicates of the controller's own."""
-        for fd in (0, 1, 2):
+    def inherit_stdio(self, stdio: tuple[int, int, int] = (0, 1, 2)) -> None:
+        """Guest descriptors 0, 1 and 2 become duplicates of the host descriptors ``stdio``."""
+        for guest_fd, fd in enumerate(stdio):
             try:
                 host = os.dup(fd)
             except OSError:
                 continue  # the controller has no such descriptor: neither has the guest
-            self.fds.install_at(fd, OpenFile(host, f"/proc/self/fd/{fd}", flags=os.O_RDWR))
+            try:
+                flags = fcntl.fcntl(host, fcntl.F_GETFL) & (os.O_ACCMODE | os.O_APPEND)
+            except OSError:
+                flags = os.O_RDWR
+            self.fds.install_at(guest_fd, OpenFile(host, f"/proc/self/fd/{fd}", flags=flags))
 
     def exec_image(
         self, image: ElfImage, fd: int, argv: list[bytes], envp: list[bytes], execfn: bytes,

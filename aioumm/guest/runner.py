@@ -76,13 +76,15 @@ async def run_program(
     root: str = "/",
     strace: TextIO | bool | None = None,
     layout: Layout | None = None,
+    stdio: tuple[int, int, int] | None = None,
 ) -> int:
     """Run the static x86-64 program ``path`` in a new stub until it is over.
 
     ``path`` is the guest's name for the program (resolved inside ``root``; a name
     without a slash is searched in the guest's ``PATH``), ``argv`` its arguments
     (``argv[0]`` included) and ``env`` its environment.  The guest shares the
-    controller's standard input, output and error.  ``strace`` (a text stream, or
+    controller's standard input, output and error, or the three host descriptors
+    ``stdio`` (duplicated; the caller keeps its own).  ``strace`` (a text stream, or
     True for stderr) gets one line per syscall.
 
     Returns the status a shell would show: the exit code, or ``128 + N`` when the
@@ -107,7 +109,7 @@ async def run_program(
         exe = vfs.path_of(fd)
         stub = await ctl.spawn()
         proc = GuestProcess(stub, layout=layout, vfs=vfs, strace=trace)
-        proc.inherit_stdio()
+        proc.inherit_stdio(stdio or (0, 1, 2))
         try:
             proc.exec_image(image, fd, args, envp, os.fsencode(path), exe)
         except SyscallError as exc:  # E2BIG, ENOMEM: what execve would have failed with
