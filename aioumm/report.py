@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aioumm.abi import ALTSTACK_START, DATA_ADDR, DATA_SIZE, ffi
-from aioumm.errors import StubCorrupt
+from aioumm.errors import BadArgument, StubCorrupt
 
 #: Signals a stub reports; anything else in the page is corruption.
 REPORTED_SIGNALS = frozenset(
@@ -21,6 +21,7 @@ REPORTED_SIGNALS = frozenset(
 _SIGINFO_SIZE = ffi.sizeof("struct stub_siginfo")
 _UCONTEXT_SIZE = ffi.sizeof("struct stub_ucontext")
 _DATA_END = DATA_ADDR + DATA_SIZE
+_CANONICAL_TOP = 1 << 47
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,10 @@ class _Base:
 
     def __set__(self, regs: Registers, value: int) -> None:
         regs._frame()
-        setattr(regs._data, self.field, value & 0xFFFFFFFFFFFFFFFF)
+        # The handler loads it with wrfsbase/wrgsbase, which faults on a non-canonical address.
+        if not 0 <= value < _CANONICAL_TOP:
+            raise BadArgument("registers", self.field, f"{value:#x} is not a user-space address")
+        setattr(regs._data, self.field, value)
 
 
 class Registers:

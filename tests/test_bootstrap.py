@@ -9,7 +9,7 @@ import pytest
 
 from aioumm import abi
 from aioumm.abi import StubExit
-from aioumm.errors import SpawnError, StubDied
+from aioumm.errors import BadArgument, SpawnError, StubDied
 from aioumm.loop import Controller
 from aioumm.stub import State
 
@@ -62,12 +62,15 @@ async def test_handler_rejects_an_unknown_command() -> None:
 
 
 @pytest.mark.asyncio
-async def test_handler_refuses_a_non_canonical_fs_base() -> None:
+async def test_a_non_canonical_fs_base_is_refused_before_it_reaches_the_stub() -> None:
     async with Controller() as ctl:
         stub = await ctl.spawn()
-        if not ctl.features.fsgsbase:
-            pytest.fail("this machine's CPU has FSGSBASE; the check below depends on it")
-        stub.regs.fs_base = 1 << 60
+        with pytest.raises(BadArgument, match="registers: fs_base: 0x1000000000000000"):
+            stub.regs.fs_base = 1 << 60
+        with pytest.raises(BadArgument, match="gs_base"):
+            stub.regs.gs_base = -1
+        # Forced into the page anyway (as a hostile page could), the handler refuses to load it and says where.
+        stub._data.fs_base = 1 << 60
         with pytest.raises(StubDied, match=r"HANDLER_FSBASE.*stub_code\.c:\d+"):
             await stub.resume()
 
