@@ -19,6 +19,8 @@ for pin in same none; do
 	"$here/build/ptrace_sysemu" -n "$n_c" --pin "$pin"
 	"$here/build/unotify" -n "$n_c" --pin "$pin"
 	"$here/build/unotify" -n "$n_c" --pin "$pin" --sync-wakeup off
+	"$here/build/c_stub" -n "$n_c" --pin "$pin"
+	"$here/build/c_stub" --mode flush -n "$((n_c / 10))" --pin "$pin"
 	"$python" "$here/python_ptrace_ref.py" -n "$n_py" --pin "$pin" --mode syscall
 	"$python" "$here/python_ptrace_ref.py" -n "$n_py" --pin "$pin" --mode sysemu
 	"$here/build/bridge_choice" -n "$n_bridge" --pin "$pin"

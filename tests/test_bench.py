@@ -1,0 +1,101 @@
+"""``aioumm bench --quick --json``: one real run, its JSON checked against the documented schema.
+
+Only the shape and sanity of the figures are checked (every section, every
+reference, every number positive, every missing figure with a reason),
+never a speed: speeds depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SECTIONS = {"roundtrip_ns", "throughput_rt_per_s", "flush_ns", "stub_memory_kib", "programs_s"}
+REFERENCES = {"aioumm", "c_stub", "c_ptrace", "c_unotify", "python_ptrace", "native", "strace"}
+PLACEMENTS = {"same_core", "unpinned"}
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "figures.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "aioumm", "bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "== targets" in res.stdout  # the table was printed
+    data: dict[str, Any] = json.loads(Path(out).read_text())
+    return data
+
+
+def _leaves(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    """(path, value) of every figure; an ``{"unavailable": reason}`` object is one leaf."""
+    if isinstance(node, dict) and set(node) != {"unavailable"}:
+        return [leaf for key, value in node.items() for leaf in _leaves(value, f"{path}/{key}")]
+    return [(path, node)]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def test_top_level_keys_are_exactly_the_sections(figures: dict[str, Any]) -> None:
+    assert set(figures) == SECTIONS
+
+
+def test_every_reference_is_present_in_every_section(figures: dict[str, Any]) -> None:
+    for section in SECTIONS:
+        assert set(figures[section]) == REFERENCES, section
+
+
+def test_every_figure_is_a_positive_number_or_a_reason(figures: dict[str, Any]) -> None:
+    for section in SECTIONS:
+        leaves = _leaves(figures[section], section)
+        assert leaves
+        for path, value in leaves:
+            if isinstance(value, dict):
+                reason = value["unavailable"]
+                assert isinstance(reason, str) and reason.strip(), path
+            else:
+                assert _number(value), (path, value)
+
+
+def test_aioumm_has_its_own_figures(figures: dict[str, Any]) -> None:
+    mine = {section: figures[section]["aioumm"] for section in SECTIONS}
+    for pin in PLACEMENTS:
+        assert _number(mine["roundtrip_ns"][pin]["median"])
+        assert mine["roundtrip_ns"][pin]["p99"] >= mine["roundtrip_ns"][pin]["median"]
+        assert _number(mine["flush_ns"][pin]["median"])
+    for k in ("1", "16", "256"):
+        for pin in PLACEMENTS:
+            figure = mine["throughput_rt_per_s"][k][pin]
+            assert {"rt_per_s", "p50_ns", "p99_ns"} <= set(figure)
+            assert all(_number(v) for v in figure.values())
+    # --quick skips 1024 stubs, and says so.
+    assert "quick" in mine["throughput_rt_per_s"]["1024"]["unavailable"]
+    for key in ("stub_rss", "stub_pte", "controller_per_stub", "per_stub"):
+        assert _number(mine["stub_memory_kib"][key]), key
+
+
+def test_round_trip_references_have_both_placements_or_a_reason(figures: dict[str, Any]) -> None:
+    for ref in REFERENCES - {"strace"}:
+        node = figures["roundtrip_ns"][ref]
+        if set(node) == {"unavailable"}:
+            continue
+        for pin in PLACEMENTS:
+            assert pin in node, (ref, pin)
+            if "unavailable" not in node[pin]:
+                assert node[pin]["p99"] >= node[pin]["median"] > 0, (ref, pin)
+
+
+def test_programs_are_timed_under_each_runner_or_excused(figures: dict[str, Any]) -> None:
+    for ref in ("aioumm", "native", "strace"):
+        node = figures["programs_s"][ref]
+        assert "compute" in node and any(k.startswith("sha256sum") for k in node), ref
