@@ -12,34 +12,50 @@ The rules (seed kernel patch, design §5):
   opened; the stub runs them in order at the next flush, so the caller never
   sees the limit.
 
-A batch holds its own duplicate of every descriptor in its map from the
-moment it is queued until the batch has run: the file the stub maps is the
-one the caller named, even if the caller closes or reuses that number
-before the flush.
+Records are packed into their wire format (``struct stub_record``) as they
+are queued, so a flush copies one buffer into the stub data page.
+
+A batch takes its own duplicate of a descriptor when the descriptor first
+enters its FD map and keeps it until the batch has run: the file the stub
+maps is the one the caller named, even if the caller closes that
+descriptor before the flush.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import struct
 from dataclasses import dataclass
 
-from aioumm.abi import BATCH_CAPACITY, MAX_FDS, SLOT_ANON, Op
+from aioumm.abi import BATCH_CAPACITY, MAX_FDS, SLOT_ANON, Op, ffi, lib
+
+#: ``struct stub_record``: op, fd_slot, prot, flags, addr, length, offset.
+RECORD = struct.Struct("<IiIIQQQ")
+_LENGTH = struct.Struct("<Q")
+_LENGTH_OFFSET = 24
+if RECORD.size != ffi.sizeof("struct stub_record") or [
+    ffi.offsetof("struct stub_record", f) for f in ("op", "fd_slot", "prot", "flags", "addr", "length", "offset")
+] != [0, 4, 8, 12, 16, _LENGTH_OFFSET, 32]:
+    raise ImportError("struct stub_record in stub_abi.h no longer matches aioumm.batch.RECORD")
+
+_SHARED = lib.STUB_MAP_SHARED
+_PRIVATE = lib.STUB_MAP_PRIVATE
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Record:
-    """One queued operation (``fd`` is the caller's descriptor, -1 for anonymous memory)."""
+    """One queued record, decoded (``fd`` is the caller's descriptor, -1 for none)."""
 
     op: Op
     addr: int
     length: int
-    prot: int = 0
-    fd: int = -1
-    offset: int = 0
-    shared: bool = True
-    slot: int = SLOT_ANON
-    calls: int = 1
+    prot: int
+    fd: int
+    offset: int
+    shared: bool
+    slot: int
+    calls: int
 
     def describe(self) -> tuple[str, dict[str, int]]:
         """The operation's name and arguments, for error messages."""
@@ -59,25 +75,26 @@ class Record:
 class Batch:
     """Up to ``BATCH_CAPACITY`` records and up to ``MAX_FDS`` descriptors."""
 
-    __slots__ = ("dups", "fds", "records")
+    __slots__ = ("_last", "buf", "calls", "dups", "fds")
 
     def __init__(self) -> None:
-        self.records: list[Record] = []
+        self.buf = bytearray()  # the packed records, as the stub reads them
+        self.calls: list[int] = []  # queued calls merged into each record
         self.fds: list[int] = []  # the caller's descriptor numbers, by slot
         self.dups: list[int] = []  # our duplicates of them, by slot: what is sent
+        # The last record, unpacked, for merging: op, addr, length, prot, fd, offset, shared.
+        self._last: list[int] | None = None
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.calls)
 
     def has_room(self, fd: int = -1) -> bool:
-        """Whether one more record (naming ``fd``) fits, counting a possible merge as a record."""
-        if len(self.records) >= BATCH_CAPACITY:
+        """Whether one more record naming ``fd`` fits (a merge would not need the room)."""
+        if len(self.calls) >= BATCH_CAPACITY:
             return False
         return fd < 0 or fd in self.fds or len(self.fds) < MAX_FDS
 
     def _slot(self, fd: int) -> int:
-        if fd < 0:
-            return SLOT_ANON
         try:
             return self.fds.index(fd)
         except ValueError:
@@ -88,30 +105,36 @@ class Batch:
         self.dups.append(dup)
         return len(self.fds) - 1
 
-    def add(self, rec: Record) -> None:
-        """Queue ``rec`` (the caller checked ``has_room``), merging it into the previous record if it can."""
-        if self.records and _merge(self.records[-1], rec):
-            return
-        rec.slot = self._slot(rec.fd) if rec.op == Op.MMAP else SLOT_ANON
-        self.records.append(rec)
+    def add(
+        self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
+    ) -> None:
+        """Queue a record (the caller checked ``has_room``), merged into the previous one when the rules allow."""
+        last = self._last
+        if last is not None and last[0] == op and last[1] + last[2] == addr:
+            if op == Op.MMAP:
+                mergeable = (
+                    last[3] == prot and last[6] == shared and last[4] == fd and (fd < 0 or last[5] + last[2] == offset)
+                )
+            else:
+                mergeable = op == Op.MUNMAP or last[3] == prot
+            if mergeable:
+                last[2] += length
+                _LENGTH.pack_into(self.buf, len(self.buf) - RECORD.size + _LENGTH_OFFSET, last[2])
+                self.calls[-1] += 1
+                return
+        slot = self._slot(fd) if op == Op.MMAP and fd >= 0 else SLOT_ANON
+        self.buf += RECORD.pack(op, slot, prot, _SHARED if shared else _PRIVATE, addr, length, offset)
+        self.calls.append(1)
+        self._last = [op, addr, length, prot, fd, offset, shared]
+
+    def record(self, index: int) -> Record:
+        """The record at ``index``, decoded."""
+        op, slot, prot, flags, addr, length, offset = RECORD.unpack_from(self.buf, index * RECORD.size)
+        fd = self.fds[slot] if 0 <= slot < len(self.fds) else -1
+        return Record(Op(op), addr, length, prot, fd, offset, flags == _SHARED, slot, self.calls[index])
 
     def close(self) -> None:
         """Close the batch's descriptor duplicates; safe to call twice."""
         dups, self.dups = self.dups, []
         for fd in dups:
             os.close(fd)
-
-
-def _merge(prev: Record, rec: Record) -> bool:
-    if prev.op != rec.op or prev.addr + prev.length != rec.addr:
-        return False
-    if rec.op == Op.MMAP:
-        if prev.prot != rec.prot or prev.shared != rec.shared or prev.fd != rec.fd:
-            return False
-        if rec.fd >= 0 and prev.offset + prev.length != rec.offset:
-            return False
-    elif rec.op == Op.MPROTECT and prev.prot != rec.prot:
-        return False
-    prev.length += rec.length
-    prev.calls += rec.calls
-    return True

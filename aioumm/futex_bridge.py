@@ -107,7 +107,7 @@ class HandoffBridge:
         self._loop = loop
         self._data = data
         self._eventfd = eventfd
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self.notifications = 0
         self.wakes = 0
         loop.add_reader(eventfd, self._on_notify)
@@ -126,7 +126,12 @@ class HandoffBridge:
         self.notifications += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done() and lib.aioumm_load_handoff(self._data) == Handoff.CONTROLLER:
-            waiter.set_result(None)
+            waiter.set_result(True)
+
+    @staticmethod
+    def _expire(waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            waiter.set_result(False)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until the stub hands the page over.
@@ -134,28 +139,24 @@ class HandoffBridge:
         Returns True once the controller owns the page.  With a timeout,
         returns False when the stub has not answered after the timeout plus
         one re-kick of the same length.  Cancellation leaves no registration
-        behind.
+        behind.  (A timer rather than ``asyncio.wait``: this is the hot path.)
         """
         if self._waiter is not None:
             raise RuntimeError("a wait on this stub is already pending")
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        try:
-            if timeout is None:
-                await waiter
-                return True
-            for attempt in range(2):
-                done, _ = await asyncio.wait((waiter,), timeout=timeout)
-                if done:
-                    waiter.result()
+        for attempt in range(1 if timeout is None else 2):
+            waiter: asyncio.Future[bool] = self._loop.create_future()
+            self._waiter = waiter
+            timer = None if timeout is None else self._loop.call_later(timeout, self._expire, waiter)
+            try:
+                if await waiter:
                     return True
-                if attempt == 0:
-                    self.kick()
-            return False
-        finally:
-            self._waiter = None
-            if not waiter.done():
-                waiter.cancel()
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if attempt == 0:
+                self.kick()
+        return False
 
     def fail(self, exc: BaseException) -> None:
         """Wake a pending ``wait`` with ``exc`` (the stub died)."""

@@ -14,10 +14,10 @@ import contextlib
 import enum
 import errno
 import fcntl
+import operator
 import os
 import signal
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from aioumm.abi import (
     ffi,
     lib,
 )
-from aioumm.batch import Batch, Record
+from aioumm.batch import Batch
 from aioumm.errors import (
     BadArgument,
     BatchError,
@@ -57,18 +57,34 @@ if TYPE_CHECKING:
 _NR_GETPID = 39
 _PROT_ALL = 0x7  # PROT_READ | PROT_WRITE | PROT_EXEC
 
-# struct stub_record, packed straight into the page (checked against cffi below).
-_RECORD = struct.Struct("<IiIIQQQ")
-_RECORD_SIZE = ffi.sizeof("struct stub_record")
 _RECORDS_OFFSET = ffi.offsetof("struct stub_data", "records")
-if _RECORD.size != _RECORD_SIZE or [
-    ffi.offsetof("struct stub_record", f) for f in ("op", "fd_slot", "prot", "flags", "addr", "length", "offset")
-] != [0, 4, 8, 12, 16, 24, 32]:
-    raise ImportError("struct stub_record in stub_abi.h no longer matches aioumm.stub._RECORD")
 
 # Signals every stub starts with at their default action, whatever the controller ignores.
 _DEFAULT_SIGNALS = frozenset(s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
 _SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be targets (0..3)
+
+
+_OFFSET_LIMIT = 1 << 63
+
+
+def _range_ok(addr: int, length: int) -> bool:
+    """Page-aligned, non-empty, inside the user address space and clear of the stub area."""
+    end = addr + length
+    return (
+        addr >= 0
+        and length > 0
+        and not (addr | length) % PAGE_SIZE
+        and end <= TASK_TOP
+        and (end <= STUB_START or addr >= STUB_END)
+    )
+
+
+def _integer(call: str, argument: str, value: object) -> int:
+    """``value`` as an int (anything with ``__index__``), or a BadArgument naming it."""
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise BadArgument(call, argument, f"{value!r} is not an integer") from None
 
 
 class State(enum.Enum):
@@ -233,8 +249,8 @@ class Stub:
             raise SpawnError(self.pid, f"first report should be the bootstrap's trapped getpid, got {report}")
         # The guest owns everything but the stub pages: drop the bootstrap image,
         # its stack, the vDSO and vvar, wherever they were placed.
-        self._queue(Record(Op.MUNMAP, 0, STUB_START))
-        self._queue(Record(Op.MUNMAP, STUB_END, TASK_TOP - STUB_END))
+        self._queue(Op.MUNMAP, 0, STUB_START)
+        self._queue(Op.MUNMAP, STUB_END, TASK_TOP - STUB_END)
         await self.flush()
 
     def _on_exit(self) -> None:
@@ -359,7 +375,7 @@ class Stub:
     async def resume(self) -> Report:
         """Flush queued records, run the guest until it stops again, return the new report."""
         self._require_stopped("resume")
-        if any(self._batches[-1].records) or len(self._batches) > 1:
+        if self._batches[-1].calls or len(self._batches) > 1:
             await self.flush()
         assert self._bridge is not None
         self._state = State.RUNNING
@@ -380,56 +396,94 @@ class Stub:
         passed to the stub with the batch that needs it.  Arguments are
         checked now; the record runs at the next ``flush`` or ``resume``.
         """
-        self._check_range("mmap", addr, length)
-        if prot & ~_PROT_ALL:
-            raise BadArgument("mmap", "prot", f"{prot:#x} has bits other than PROT_READ|PROT_WRITE|PROT_EXEC")
-        if fd < -1:
-            raise BadArgument("mmap", "fd", f"{fd} is not a descriptor (use -1 for anonymous memory)")
-        if offset < 0 or offset % PAGE_SIZE:
-            raise BadArgument("mmap", "offset", f"{offset:#x} is not a non-negative multiple of {PAGE_SIZE}")
-        if fd >= 0 and offset + length > 1 << 63:
-            raise BadArgument("mmap", "offset", f"{offset:#x} + length overflows")
-        rec = Record(Op.MMAP, addr, length, prot, fd, offset if fd >= 0 else 0, shared)
+        # One test for the common case; _refuse works out which argument is wrong.
+        if not (
+            type(addr) is int
+            and type(length) is int
+            and type(prot) is int
+            and type(fd) is int
+            and type(offset) is int
+            and _range_ok(addr, length)
+            and 0 <= prot <= _PROT_ALL
+            and fd >= -1
+            and 0 <= offset < _OFFSET_LIMIT - length
+            and not offset % PAGE_SIZE
+            and self._state is not State.DEAD
+        ):
+            addr, length, prot, fd, offset = self._checked("mmap", addr, length, prot=prot, fd=fd, offset=offset)
         try:
-            self._queue(rec)
+            self._queue(Op.MMAP, addr, length, prot, fd, offset if fd >= 0 else 0, bool(shared))
         except OSError as exc:
-            raise BadArgument(
-                "mmap", "fd", f"{fd} is closed or invalid ({errno.errorcode.get(exc.errno or 0, exc.strerror)})"
-            ) from None
+            name = errno.errorcode.get(exc.errno or 0, str(exc.strerror))
+            raise BadArgument("mmap", "fd", f"{fd} is closed or invalid ({name})") from None
 
     def munmap(self, addr: int, length: int) -> None:
         """Queue ``munmap(addr, length)``."""
-        self._check_range("munmap", addr, length)
-        self._queue(Record(Op.MUNMAP, addr, length))
+        if not (
+            type(addr) is int and type(length) is int and _range_ok(addr, length) and self._state is not State.DEAD
+        ):
+            addr, length = self._checked("munmap", addr, length)[:2]
+        self._queue(Op.MUNMAP, addr, length)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """Queue ``mprotect(addr, length, prot)``."""
-        self._check_range("mprotect", addr, length)
-        if prot & ~_PROT_ALL:
-            raise BadArgument("mprotect", "prot", f"{prot:#x} has bits other than PROT_READ|PROT_WRITE|PROT_EXEC")
-        self._queue(Record(Op.MPROTECT, addr, length, prot))
+        if not (
+            type(addr) is int
+            and type(length) is int
+            and type(prot) is int
+            and _range_ok(addr, length)
+            and 0 <= prot <= _PROT_ALL
+            and self._state is not State.DEAD
+        ):
+            addr, length, prot = self._checked("mprotect", addr, length, prot=prot)[:3]
+        self._queue(Op.MPROTECT, addr, length, prot)
 
-    def _check_range(self, call: str, addr: int, length: int) -> None:
+    def _checked(self, call: str, addr: object, length: object, **more: object) -> tuple[int, ...]:
+        """The slow path of the checks: raise the error naming the wrong argument, or return them as ints.
+
+        (Integer-like values that are not plain ints, such as an IntEnum, get here with valid values.)
+        """
         self._require_alive(call)
-        if addr < 0 or addr % PAGE_SIZE:
-            raise BadArgument(call, "addr", f"{addr:#x} is not page-aligned")
-        if length <= 0:
-            raise BadArgument(call, "length", f"{length} is not positive")
-        if length % PAGE_SIZE:
-            raise BadArgument(call, "length", f"{length:#x} is not a multiple of the page size")
-        if addr + length > TASK_TOP:
-            raise BadArgument(call, "addr", f"[{addr:#x}, {addr + length:#x}) reaches past the user address space")
-        if addr < STUB_END and addr + length > STUB_START:
+        a = _integer(call, "addr", addr)
+        n = _integer(call, "length", length)
+        if a < 0 or a % PAGE_SIZE:
+            raise BadArgument(call, "addr", f"{a:#x} is not page-aligned")
+        if n <= 0:
+            raise BadArgument(call, "length", f"{n} is not positive")
+        if n % PAGE_SIZE:
+            raise BadArgument(call, "length", f"{n:#x} is not a multiple of the page size")
+        if a + n > TASK_TOP:
+            raise BadArgument(call, "addr", f"[{a:#x}, {a + n:#x}) reaches past the user address space")
+        if a < STUB_END and a + n > STUB_START:
             raise BadArgument(
-                call, "addr", f"[{addr:#x}, {addr + length:#x}) overlaps the stub area [{STUB_START:#x}, {STUB_END:#x})"
+                call, "addr", f"[{a:#x}, {a + n:#x}) overlaps the stub area [{STUB_START:#x}, {STUB_END:#x})"
             )
+        values = [a, n]
+        if "prot" in more:
+            prot = _integer(call, "prot", more["prot"])
+            if not 0 <= prot <= _PROT_ALL:
+                raise BadArgument(call, "prot", f"{prot:#x} has bits other than PROT_READ|PROT_WRITE|PROT_EXEC")
+            values.append(prot)
+        if "fd" in more:
+            fd = _integer(call, "fd", more["fd"])
+            if fd < -1:
+                raise BadArgument(call, "fd", f"{fd} is not a descriptor (use -1 for anonymous memory)")
+            values.append(fd)
+        if "offset" in more:
+            offset = _integer(call, "offset", more["offset"])
+            if not (0 <= offset < _OFFSET_LIMIT - n and not offset % PAGE_SIZE):
+                raise BadArgument(call, "offset", f"{offset:#x} is not a page-aligned file offset below 2**63 - length")
+            values.append(offset)
+        return tuple(values)
 
-    def _queue(self, rec: Record) -> None:
+    def _queue(
+        self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
+    ) -> None:
         batch = self._batches[-1]
-        if not batch.has_room(rec.fd if rec.op == Op.MMAP else -1):
+        if not batch.has_room(fd):
             batch = Batch()
             self._batches.append(batch)
-        batch.add(rec)
+        batch.add(op, addr, length, prot, fd, offset, shared)
 
     @property
     def queued(self) -> int:
@@ -448,9 +502,9 @@ class Stub:
         done_before = 0
         try:
             for batch in batches:
-                if batch.records:
+                if batch.calls:
                     await self._run_batch(batch, done_before)
-                    done_before += sum(r.calls for r in batch.records)
+                    done_before += sum(batch.calls)
         finally:
             for batch in batches:
                 batch.close()
@@ -472,22 +526,8 @@ class Stub:
                         self.pid, f"flush: passing {len(batch.dups)} descriptor(s) failed: {exc}; no record ran"
                     ) from exc
                 stats.fds_passed += len(batch.dups)
-            page = self._page
-            off = _RECORDS_OFFSET
-            for rec in batch.records:
-                _RECORD.pack_into(
-                    page,
-                    off,
-                    rec.op,
-                    rec.slot,
-                    rec.prot,
-                    lib.STUB_MAP_SHARED if rec.shared else lib.STUB_MAP_PRIVATE,
-                    rec.addr,
-                    rec.length,
-                    rec.offset,
-                )
-                off += _RECORD_SIZE
-            n = len(batch.records)
+            n = len(batch)
+            self._page[_RECORDS_OFFSET : _RECORDS_OFFSET + len(batch.buf)] = batch.buf
             data = self._data
             data.batch_len = n
             data.batch_nfds = len(batch.dups)
@@ -509,9 +549,8 @@ class Stub:
                 "(truncated control message?); no record ran",
             )
         if err:
-            failed = batch.records[done]
-            op, args = failed.describe()
-            ran = done_before + sum(r.calls for r in batch.records[:done])
+            op, args = batch.record(done).describe()
+            ran = done_before + sum(batch.calls[:done])
             raise BatchError(self.pid, op, args, err, ran)
 
     def __repr__(self) -> str:

@@ -48,6 +48,14 @@ BAD_CALLS = [
     ("munmap", "addr", lambda s: s.munmap(abi.STUB_START + PAGE, PAGE)),
     ("mprotect", "addr", lambda s: s.mprotect(abi.STUB_START, PAGE, 1)),
     ("mprotect", "prot", lambda s: s.mprotect(0x10000, PAGE, 0xFF)),
+    ("mprotect", "prot", lambda s: s.mprotect(0x10000, PAGE, -1)),
+    ("mmap", "addr", lambda s: s.mmap(65536.0, PAGE, 3)),
+    ("mmap", "addr", lambda s: s.mmap(1 << 80, PAGE, 3)),
+    ("mmap", "addr", lambda s: s.mmap(-PAGE, PAGE, 3)),
+    ("mmap", "length", lambda s: s.mmap(0x10000, -PAGE, 3)),
+    ("mmap", "fd", lambda s: s.mmap(0x10000, PAGE, 3, 3.5, 0)),
+    ("mmap", "offset", lambda s: s.mmap(0x10000, PAGE, 3, -1, 1 << 64)),
+    ("munmap", "length", lambda s: s.munmap(0x10000, "4096")),
 ]
 
 
@@ -137,3 +145,20 @@ async def test_controller_exit_on_error_kills_and_reaps_everything() -> None:
             raise RuntimeError("boom")
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.asyncio
+async def test_integer_like_arguments_are_taken_as_integers(ctl: Controller) -> None:
+    class Num:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def __index__(self) -> int:
+            return self.value
+
+    stub = await ctl.spawn()
+    stub.mmap(Num(0x10000), Num(PAGE), Num(3))  # type: ignore[arg-type]
+    stub.mprotect(Num(0x10000), PAGE, Num(1))  # type: ignore[arg-type]
+    await stub.flush()
+    with open(f"/proc/{stub.pid}/maps") as f:
+        assert f.readline().startswith("00010000-00011000 r--s")

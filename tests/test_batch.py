@@ -14,7 +14,7 @@ from guestcode import Guest
 
 from aioumm import abi
 from aioumm.abi import Op
-from aioumm.batch import Batch, Record
+from aioumm.batch import Batch
 from aioumm.errors import BatchError, FdPassingError
 from aioumm.loop import Controller
 
@@ -40,45 +40,45 @@ async def ctl() -> AsyncIterator[Controller]:
 
 def test_contiguous_records_of_one_descriptor_merge(memfds: list[int]) -> None:
     b = Batch()
-    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, memfds[0], 0))
-    b.add(Record(Op.MMAP, 0x11000, PAGE, 3, memfds[0], PAGE))
-    assert len(b) == 1 and b.records[0].length == 2 * PAGE and b.records[0].calls == 2
+    b.add(Op.MMAP, 0x10000, PAGE, 3, memfds[0], 0)
+    b.add(Op.MMAP, 0x11000, PAGE, 3, memfds[0], PAGE)
+    assert len(b) == 1 and b.record(0).length == 2 * PAGE and b.record(0).calls == 2
     b.close()
 
 
 def test_no_merge_across_descriptors_even_in_the_same_slot_position(memfds: list[int]) -> None:
     # Two batches both put their first descriptor in slot 0; only the descriptor decides.
     b = Batch()
-    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, memfds[0], 0))
-    b.add(Record(Op.MMAP, 0x11000, PAGE, 3, memfds[1], PAGE))
+    b.add(Op.MMAP, 0x10000, PAGE, 3, memfds[0], 0)
+    b.add(Op.MMAP, 0x11000, PAGE, 3, memfds[1], PAGE)
     assert len(b) == 2
-    assert [r.slot for r in b.records] == [0, 1]
+    assert [b.record(i).slot for i in range(2)] == [0, 1]
     b.close()
 
 
 def test_no_merge_on_gap_offset_prot_or_sharing(memfds: list[int]) -> None:
     fd = memfds[0]
     b = Batch()
-    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, fd, 0))
-    b.add(Record(Op.MMAP, 0x12000, PAGE, 3, fd, 2 * PAGE))  # address gap
-    b.add(Record(Op.MMAP, 0x13000, PAGE, 3, fd, 0))  # offset not contiguous
-    b.add(Record(Op.MMAP, 0x14000, PAGE, 1, fd, PAGE))  # other protection
-    b.add(Record(Op.MMAP, 0x15000, PAGE, 1, fd, 2 * PAGE, shared=False))  # other sharing
+    b.add(Op.MMAP, 0x10000, PAGE, 3, fd, 0)
+    b.add(Op.MMAP, 0x12000, PAGE, 3, fd, 2 * PAGE)  # address gap
+    b.add(Op.MMAP, 0x13000, PAGE, 3, fd, 0)  # offset not contiguous
+    b.add(Op.MMAP, 0x14000, PAGE, 1, fd, PAGE)  # other protection
+    b.add(Op.MMAP, 0x15000, PAGE, 1, fd, 2 * PAGE, shared=False)  # other sharing
     assert len(b) == 5
-    assert {r.slot for r in b.records} == {0}  # one descriptor, one slot
+    assert {b.record(i).slot for i in range(5)} == {0}  # one descriptor, one slot
     b.close()
 
 
 def test_anonymous_munmap_and_mprotect_merge() -> None:
     b = Batch()
-    b.add(Record(Op.MMAP, 0x10000, PAGE, 3))
-    b.add(Record(Op.MMAP, 0x11000, PAGE, 3))
-    b.add(Record(Op.MUNMAP, 0x20000, PAGE))
-    b.add(Record(Op.MUNMAP, 0x21000, PAGE))
-    b.add(Record(Op.MPROTECT, 0x30000, PAGE, 1))
-    b.add(Record(Op.MPROTECT, 0x31000, PAGE, 1))
-    b.add(Record(Op.MPROTECT, 0x32000, PAGE, 3))
-    assert [(r.op, r.length) for r in b.records] == [
+    b.add(Op.MMAP, 0x10000, PAGE, 3)
+    b.add(Op.MMAP, 0x11000, PAGE, 3)
+    b.add(Op.MUNMAP, 0x20000, PAGE)
+    b.add(Op.MUNMAP, 0x21000, PAGE)
+    b.add(Op.MPROTECT, 0x30000, PAGE, 1)
+    b.add(Op.MPROTECT, 0x31000, PAGE, 1)
+    b.add(Op.MPROTECT, 0x32000, PAGE, 3)
+    assert [(b.record(i).op, b.record(i).length) for i in range(len(b))] == [
         (Op.MMAP, 2 * PAGE),
         (Op.MUNMAP, 2 * PAGE),
         (Op.MPROTECT, 2 * PAGE),
@@ -90,7 +90,7 @@ def test_fd_map_is_bounded(memfds: list[int]) -> None:
     b = Batch()
     for i in range(abi.MAX_FDS):
         assert b.has_room(memfds[i])
-        b.add(Record(Op.MMAP, 0x10000 + 2 * i * PAGE, PAGE, 3, memfds[i], 0))
+        b.add(Op.MMAP, 0x10000 + 2 * i * PAGE, PAGE, 3, memfds[i], 0)
     assert b.has_room(memfds[0])  # reuses its slot
     assert not b.has_room(memfds[abi.MAX_FDS])
     assert b.has_room(-1)
@@ -100,7 +100,7 @@ def test_fd_map_is_bounded(memfds: list[int]) -> None:
 def test_batch_holds_its_own_duplicates(memfds: list[int]) -> None:
     fd = os.dup(memfds[0])
     b = Batch()
-    b.add(Record(Op.MMAP, 0x10000, PAGE, 3, fd, 0))
+    b.add(Op.MMAP, 0x10000, PAGE, 3, fd, 0)
     os.close(fd)  # the caller lets go before the flush
     assert os.fstat(b.dups[0]).st_ino == os.fstat(memfds[0]).st_ino
     b.close()
