@@ -7,12 +7,28 @@
  */
 #include <errno.h>
 #include <linux/futex.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "stub_src/stub_abi.h"
+
+enum {
+	AIOUMM_REPORT_OK = 0,
+	AIOUMM_REPORT_BAD_SIGNAL = 1,
+	AIOUMM_REPORT_BAD_SIGINFO = 2,
+	AIOUMM_REPORT_BAD_UCONTEXT = 3,
+	AIOUMM_REPORT_SIGNO_MISMATCH = 4,
+};
+
+/* What aioumm_read_report copies out of a validated report. */
+struct aioumm_report {
+	int32_t signal, si_signo, code, errno_, syscall, pid;
+	uint32_t arch;
+	uint64_t addr, siginfo_addr, ucontext_addr, frame_offset;
+};
 
 static uint32_t aioumm_load_handoff(const struct stub_data *d)
 {
@@ -33,6 +49,51 @@ static int aioumm_hand_back(struct stub_data *d, uint32_t command)
 	if (syscall(SYS_futex, &d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
 		return -errno;
 	return 0;
+}
+
+/*
+ * Validate the report in the data page and copy what Python needs out of it.
+ * Guest code can write the page, so every address is checked before it is
+ * followed.  Returns AIOUMM_REPORT_OK or the first check that failed.
+ */
+static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r)
+{
+	const uint64_t lo = STUB_DATA_ADDR + STUB_ALTSTACK_OFFSET, hi = STUB_DATA_ADDR + STUB_DATA_SIZE;
+	uint64_t info_addr = d->siginfo_addr, uc_addr = d->ucontext_addr;
+	const struct stub_siginfo *info;
+	int sig = d->signal;
+
+	r->signal = sig;
+	r->siginfo_addr = info_addr;
+	r->ucontext_addr = uc_addr;
+	if (sig != SIGSEGV && sig != SIGSYS && sig != SIGALRM && sig != SIGTRAP && sig != SIGILL &&
+	    sig != SIGFPE)
+		return AIOUMM_REPORT_BAD_SIGNAL;
+	if (info_addr < lo || info_addr > hi - sizeof(struct stub_siginfo) || info_addr % 8)
+		return AIOUMM_REPORT_BAD_SIGINFO;
+	if (uc_addr < lo || uc_addr > hi - sizeof(struct stub_ucontext) || uc_addr % 8)
+		return AIOUMM_REPORT_BAD_UCONTEXT;
+	info = (const void *)((const char *)d + (info_addr - STUB_DATA_ADDR));
+	r->si_signo = info->si_signo;
+	if (info->si_signo != sig)
+		return AIOUMM_REPORT_SIGNO_MISMATCH;
+	r->code = info->si_code;
+	r->errno_ = info->si_errno;
+	r->addr = 0;
+	r->syscall = -1;
+	r->arch = 0;
+	r->pid = 0;
+	if (sig == SIGSYS) {
+		r->addr = info->u.sys.call_addr;
+		r->syscall = info->u.sys.syscall;
+		r->arch = info->u.sys.arch;
+	} else if (sig == SIGALRM) {
+		r->pid = info->u.kill.pid;
+	} else {
+		r->addr = info->u.addr;
+	}
+	r->frame_offset = uc_addr - STUB_DATA_ADDR + offsetof(struct stub_ucontext, mcontext);
+	return AIOUMM_REPORT_OK;
 }
 
 static void *aioumm_map_shared(int fd, size_t length)

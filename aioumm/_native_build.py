@@ -18,6 +18,17 @@ HERE = Path(__file__).resolve().parent
 ABI_HEADER = HERE / "stub_src" / "stub_abi.h"
 
 HELPERS_CDEF = """
+#define AIOUMM_REPORT_OK ...
+#define AIOUMM_REPORT_BAD_SIGNAL ...
+#define AIOUMM_REPORT_BAD_SIGINFO ...
+#define AIOUMM_REPORT_BAD_UCONTEXT ...
+#define AIOUMM_REPORT_SIGNO_MISMATCH ...
+struct aioumm_report {
+    int32_t signal, si_signo, code, errno_, syscall, pid;
+    uint32_t arch;
+    uint64_t addr, siginfo_addr, ucontext_addr, frame_offset;
+};
+int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
 int aioumm_hand_back(struct stub_data *d, uint32_t command);
 void *aioumm_map_shared(int fd, size_t length);

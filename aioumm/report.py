@@ -1,7 +1,7 @@
 """Reports (what a stopped stub hands over) and the register view.
 
 Everything here is read from the stub data page, which guest code can
-write: ``read_report`` validates every value before it is used and raises
+write: ``ReportReader.read`` validates every value before it is used and raises
 ``StubCorrupt`` for anything out of place.
 """
 
@@ -11,16 +11,9 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from aioumm.abi import ALTSTACK_START, DATA_ADDR, DATA_SIZE, ffi
+from aioumm.abi import ffi, lib
 from aioumm.errors import BadArgument, StubCorrupt
 
-#: Signals a stub reports; anything else in the page is corruption.
-REPORTED_SIGNALS = frozenset(
-    {signal.SIGSEGV, signal.SIGSYS, signal.SIGALRM, signal.SIGTRAP, signal.SIGILL, signal.SIGFPE}
-)
-_SIGINFO_SIZE = ffi.sizeof("struct stub_siginfo")
-_UCONTEXT_SIZE = ffi.sizeof("struct stub_ucontext")
-_DATA_END = DATA_ADDR + DATA_SIZE
 _CANONICAL_TOP = 1 << 47
 
 
@@ -56,43 +49,48 @@ class Report:
         return f"{self.signal_name} code={self.code} addr={self.addr:#x}"
 
 
-def _in_altstack(addr: int, size: int, align: int) -> bool:
-    return addr >= ALTSTACK_START and addr + size <= _DATA_END and addr % align == 0
+_PROBLEMS = {
+    lib.AIOUMM_REPORT_BAD_SIGNAL: "data page holds signal {r.signal}, which no stub reports",
+    lib.AIOUMM_REPORT_BAD_SIGINFO: "siginfo address {r.siginfo_addr:#x} lies outside the alt stack",
+    lib.AIOUMM_REPORT_BAD_UCONTEXT: "ucontext address {r.ucontext_addr:#x} lies outside the alt stack",
+    lib.AIOUMM_REPORT_SIGNO_MISMATCH: "siginfo says signal {r.si_signo}, the page says {r.signal}",
+}
 
 
-def read_report(pid: int, data: Any, base: int) -> tuple[Report, Any]:
-    """Validate and read the report in ``data`` (the controller's view of the page at ``base``).
+class ReportReader:
+    """Reads one stub's reports: validation and copying happen in C (``aioumm_read_report``).
 
-    Returns the report and a ``struct stub_sigcontext *`` over the saved
-    registers.  Raises ``StubCorrupt`` when a value is impossible.
+    The signal frame usually sits at the same place in the alt stack report
+    after report, so the register views over it are cached by offset.
     """
-    sig = data.signal
-    if sig not in REPORTED_SIGNALS:
-        raise StubCorrupt(pid, f"data page holds signal {sig}, which no stub reports")
-    info_addr = data.siginfo_addr
-    uc_addr = data.ucontext_addr
-    if not _in_altstack(info_addr, _SIGINFO_SIZE, 8):
-        raise StubCorrupt(pid, f"siginfo address {info_addr:#x} lies outside the alt stack")
-    if not _in_altstack(uc_addr, _UCONTEXT_SIZE, 8):
-        raise StubCorrupt(pid, f"ucontext address {uc_addr:#x} lies outside the alt stack")
-    info = ffi.cast("struct stub_siginfo *", base + (info_addr - DATA_ADDR))
-    uc = ffi.cast("struct stub_ucontext *", base + (uc_addr - DATA_ADDR))
-    if info.si_signo != sig:
-        raise StubCorrupt(pid, f"siginfo says signal {info.si_signo}, the page says {sig}")
-    if sig == signal.SIGSYS:
-        report = Report(
-            sig,
-            info.si_code,
-            info.si_errno,
-            addr=info.u.sys.call_addr,
-            syscall=info.u.sys.syscall,
-            arch=info.u.sys.arch,
-        )
-    elif sig == signal.SIGALRM:
-        report = Report(sig, info.si_code, info.si_errno, pid=info.u.kill.pid)
-    else:
-        report = Report(sig, info.si_code, info.si_errno, addr=info.u.addr)
-    return report, uc.mcontext
+
+    __slots__ = ("_base", "_data", "_frames", "_out", "_pid")
+
+    def __init__(self, pid: int, data: Any, base: int) -> None:
+        self._pid = pid
+        self._data = data
+        self._base = base
+        self._out = ffi.new("struct aioumm_report *")
+        self._frames: dict[int, Any] = {}
+
+    def read(self) -> tuple[Report, Any]:
+        """Validate and read the pending report.
+
+        Returns it and a ``struct stub_sigcontext *`` over the saved registers.
+        Raises ``StubCorrupt`` when a value in the page is impossible.
+        """
+        r = self._out
+        problem = lib.aioumm_read_report(self._data, r)
+        if problem:
+            raise StubCorrupt(self._pid, _PROBLEMS[problem].format(r=r))
+        report = Report(r.signal, r.code, r.errno_, r.addr, r.syscall, r.arch, r.pid)
+        offset = r.frame_offset
+        frame = self._frames.get(offset)
+        if frame is None:
+            if len(self._frames) > 64:  # a guest moving its frame around: do not grow without bound
+                self._frames.clear()
+            frame = self._frames[offset] = ffi.cast("struct stub_sigcontext *", self._base + offset)
+        return report, frame
 
 
 _GPRS = [

@@ -49,7 +49,7 @@ from aioumm.errors import (
 )
 from aioumm.fdchannel import FdChannel
 from aioumm.futex_bridge import HandoffBridge
-from aioumm.report import Registers, Report, read_report
+from aioumm.report import Registers, Report, ReportReader
 
 if TYPE_CHECKING:
     from aioumm.loop import Controller
@@ -143,6 +143,7 @@ class Stub:
         self._exit: asyncio.Future[ExitStatus] = loop.create_future()
         self._busy = False
         self.regs = Registers(self, self._data)
+        self._reader = ReportReader(pid, self._data, self._base_addr)
         loop.add_reader(pidfd, self._on_exit)
 
     # ----------------------------------------------------------------- life cycle
@@ -347,7 +348,7 @@ class Stub:
 
     def _take_report(self) -> Report:
         try:
-            report, frame = read_report(self.pid, self._data, self._base_addr)
+            report, frame = self._reader.read()
         except StubCorrupt:
             self.kill()
             raise
