@@ -31,6 +31,7 @@ struct aioumm_report {
 int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
 int aioumm_hand_back(struct stub_data *d, uint32_t command);
+int aioumm_wake(struct stub_data *d);
 void *aioumm_map_shared(int fd, size_t length);
 int aioumm_unmap(void *addr, size_t length);
 int aioumm_probe_mseal(void);

@@ -18,7 +18,8 @@ are queued, so a flush copies one buffer into the stub data page.
 A batch takes its own duplicate of a descriptor when the descriptor first
 enters its FD map and keeps it until the batch has run: the file the stub
 maps is the one the caller named, even if the caller closes that
-descriptor before the flush.
+descriptor before the flush, or closes it and reuses the number for
+another file (the map matches a number together with the file it names).
 """
 
 from __future__ import annotations
@@ -75,57 +76,68 @@ class Record:
 class Batch:
     """Up to ``BATCH_CAPACITY`` records and up to ``MAX_FDS`` descriptors."""
 
-    __slots__ = ("_last", "buf", "calls", "dups", "fds")
+    __slots__ = ("_last", "buf", "calls", "dups", "fds", "files")
 
     def __init__(self) -> None:
         self.buf = bytearray()  # the packed records, as the stub reads them
         self.calls: list[int] = []  # queued calls merged into each record
         self.fds: list[int] = []  # the caller's descriptor numbers, by slot
+        self.files: list[tuple[int, int]] = []  # (st_dev, st_ino) of each, by slot
         self.dups: list[int] = []  # our duplicates of them, by slot: what is sent
-        # The last record, unpacked, for merging: op, addr, length, prot, fd, offset, shared.
+        # The last record, unpacked, for merging: op, addr, length, prot, slot, offset, shared.
         self._last: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.calls)
 
-    def has_room(self, fd: int = -1) -> bool:
-        """Whether one more record naming ``fd`` fits (a merge would not need the room)."""
-        if len(self.calls) >= BATCH_CAPACITY:
-            return False
-        return fd < 0 or fd in self.fds or len(self.fds) < MAX_FDS
+    def _find(self, fd: int) -> tuple[int, tuple[int, int]]:
+        """The slot already holding ``fd`` (-1 if none) and the file ``fd`` names now.
 
-    def _slot(self, fd: int) -> int:
-        try:
-            return self.fds.index(fd)
-        except ValueError:
-            pass
-        # Raises OSError(EBADF) for a closed or invalid descriptor: the caller turns it into BadArgument.
-        dup = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-        self.fds.append(fd)
-        self.dups.append(dup)
-        return len(self.fds) - 1
+        A descriptor number is matched together with the file it names, so a
+        number the caller closed and reused for another file gets a slot of
+        its own.  Raises OSError(EBADF) for a closed or invalid descriptor.
+        """
+        st = os.fstat(fd)
+        file = (st.st_dev, st.st_ino)
+        for slot, known in enumerate(self.fds):
+            if known == fd and self.files[slot] == file:
+                return slot, file
+        return -1, file
 
     def add(
         self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
-    ) -> None:
-        """Queue a record (the caller checked ``has_room``), merged into the previous one when the rules allow."""
+    ) -> bool:
+        """Queue a record, merged into the previous one when the rules allow.
+
+        Returns False, queueing nothing, when the batch has no room for it
+        (records or FD map full).  Raises OSError for a bad descriptor.
+        """
+        slot, file = self._find(fd) if op == Op.MMAP and fd >= 0 else (SLOT_ANON, (0, 0))
         last = self._last
-        if last is not None and last[0] == op and last[1] + last[2] == addr:
+        if last is not None and last[0] == op and last[1] + last[2] == addr and slot == last[4]:
             if op == Op.MMAP:
-                mergeable = (
-                    last[3] == prot and last[6] == shared and last[4] == fd and (fd < 0 or last[5] + last[2] == offset)
-                )
+                # Same slot means the same descriptor *and* file (SLOT_ANON: both anonymous).
+                mergeable = last[3] == prot and last[6] == shared and (fd < 0 or last[5] + last[2] == offset)
             else:
                 mergeable = op == Op.MUNMAP or last[3] == prot
             if mergeable:
                 last[2] += length
                 _LENGTH.pack_into(self.buf, len(self.buf) - RECORD.size + _LENGTH_OFFSET, last[2])
                 self.calls[-1] += 1
-                return
-        slot = self._slot(fd) if op == Op.MMAP and fd >= 0 else SLOT_ANON
+                return True
+        if len(self.calls) >= BATCH_CAPACITY:
+            return False
+        if op == Op.MMAP and fd >= 0 and slot < 0:
+            if len(self.fds) >= MAX_FDS:
+                return False
+            self.dups.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+            self.fds.append(fd)
+            self.files.append(file)
+            slot = len(self.fds) - 1
         self.buf += RECORD.pack(op, slot, prot, _SHARED if shared else _PRIVATE, addr, length, offset)
         self.calls.append(1)
-        self._last = [op, addr, length, prot, fd, offset, shared]
+        self._last = [op, addr, length, prot, slot, offset, shared]
+        return True
 
     def record(self, index: int) -> Record:
         """The record at ``index``, decoded."""

@@ -51,10 +51,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from aioumm.guest.runner import run_program
     from aioumm.loop import Controller, run
 
+    if not os.path.isdir(args.root):
+        print(f"aioumm run: --root {args.root}: not a directory", file=sys.stderr)
+        return USAGE
     with contextlib.ExitStack() as stack:
         trace: TextIO | None = None
         if args.strace_file is not None:
-            trace = stack.enter_context(open(args.strace_file, "w", encoding="utf-8", errors="backslashreplace"))
+            try:
+                trace = stack.enter_context(open(args.strace_file, "w", encoding="utf-8", errors="backslashreplace"))
+            except OSError as exc:
+                print(f"aioumm run: --strace-file {args.strace_file}: {exc.strerror}", file=sys.stderr)
+                return USAGE
         elif args.strace:
             trace = sys.stderr
 

@@ -32,10 +32,10 @@ class ControllerClosed(AioummError):
 
 
 class StubError(AioummError):
-    """An error about one stub (``pid`` says which)."""
+    """An error about one stub (``pid`` says which; None before it had a process)."""
 
-    def __init__(self, pid: int, message: str) -> None:
-        super().__init__(f"stub {pid}: {message}")
+    def __init__(self, pid: int | None, message: str) -> None:
+        super().__init__(f"stub {pid}: {message}" if pid is not None else f"stub: {message}")
         self.pid = pid
 
 
@@ -46,7 +46,7 @@ class StubBusy(StubError):
 class SpawnError(StubError):
     """The bootstrap failed; ``exit_code`` and ``reason`` say at which step."""
 
-    def __init__(self, pid: int, message: str, exit_code: int | None = None) -> None:
+    def __init__(self, pid: int | None, message: str, exit_code: int | None = None) -> None:
         super().__init__(pid, message)
         self.exit_code = exit_code
 

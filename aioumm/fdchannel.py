@@ -6,13 +6,18 @@ Facts, and what follows from them
   other end is the stub's fd 0.  SEQPACKET keeps message boundaries, so one
   batch's descriptors can never be read together with the next batch's.
 * Descriptors go out **before** the page is handed back, in one
-  non-blocking ``sendmsg`` with one data byte (a message needs data to carry
-  ancillary data).  When the stub wakes, the message is already queued and
-  its non-blocking ``recvmsg`` finds it.
-* The socket can fill up only if the stub stops receiving (dead, or a
-  hostile guest jumped into the handler).  The controller then awaits
-  writability on the loop instead of blocking; the stub's death (watched
-  through its pidfd) cancels that wait.
+  non-blocking ``sendmsg`` whose data (a message needs some to carry
+  ancillary data) is the batch's sequence number.  When the stub wakes, the
+  message is already queued and its non-blocking ``recvmsg`` finds it.  If
+  the controller fails between the send and the hand-back, the message stays
+  queued; the next batch's stub sees the wrong sequence number, closes those
+  descriptors and takes the next message, so a stale message can never map
+  the wrong file.
+* The socket can fill up only if the stub stops receiving (dead, stopped,
+  or a hostile guest jumped into the handler).  The controller then awaits
+  writability on the loop instead of blocking, for at most the handler
+  timeout; a dead stub's end closes, which makes the socket writable and
+  the retried ``sendmsg`` fail with EPIPE.
 * SCM_RIGHTS duplicates: the controller keeps its descriptors; the stub
   closes its copies after the batch, whatever the result.
 * A control message the stub could not take whole (``MSG_CTRUNC``: its fd
@@ -27,9 +32,14 @@ import array
 import asyncio
 import errno
 import socket
+import struct
 from collections.abc import Sequence
 
 from aioumm.abi import MAX_FDS
+
+# The message's data: the batch sequence number (stub_data.batch_seq), so the stub can
+# tell a message left over from a batch that never ran from the one it expects.
+_SEQ = struct.Struct("<I")
 
 
 class FdChannel:
@@ -56,19 +66,25 @@ class FdChannel:
         assert self._sock is not None
         self._sock.send(payload)
 
-    async def send_fds(self, fds: Sequence[int]) -> None:
-        """Send ``fds`` as one SCM_RIGHTS message, awaiting writability if the socket is full."""
+    async def send_fds(self, fds: Sequence[int], seq: int, timeout: float | None = None) -> None:
+        """Send ``fds`` as one SCM_RIGHTS message tagged with batch number ``seq``.
+
+        Awaits writability if the socket is full; with a timeout, raises
+        ``TimeoutError`` when it stays full that long (the stub is not
+        receiving: dead, stopped, or a hostile guest has its handler).
+        """
         if not 0 < len(fds) <= MAX_FDS:
             raise ValueError(f"send_fds: between 1 and {MAX_FDS} descriptors per message, got {len(fds)}")
+        payload = _SEQ.pack(seq & 0xFFFFFFFF)
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
         while True:
             sock = self._sock
             if sock is None:
                 raise OSError(errno.EBADF, "FD channel closed")
             try:
-                sock.sendmsg([b"\0"], ancillary)
+                sock.sendmsg([payload], ancillary)
             except BlockingIOError:
-                await self._writable(sock)
+                await asyncio.wait_for(self._writable(sock), timeout)
                 continue
             self.sent_messages += 1
             self.sent_fds += len(fds)

@@ -154,6 +154,9 @@ class HandoffBridge:
                 self._waiter = None
                 if timer is not None:
                     timer.cancel()
+            # The deadline and the notification may have been due in the same loop pass.
+            if lib.aioumm_load_handoff(self._data) == Handoff.CONTROLLER:
+                return True
             if attempt == 0:
                 self.kick()
         return False
@@ -172,9 +175,12 @@ class HandoffBridge:
             raise OSError(-res, os.strerror(-res), "futex(FUTEX_WAKE)")
 
     def kick(self) -> None:
-        """Wake the stub again without changing the page (a stuck-wait guard)."""
-        if self.owner == Handoff.CHILD:
-            lib.aioumm_hand_back(self._data, self._data.command)
+        """Wake the stub again (a stuck-wait guard).
+
+        Only FUTEX_WAKE: storing the word again could overwrite a hand-over
+        made since, and make the stub run its command a second time.
+        """
+        lib.aioumm_wake(self._data)
 
     def close(self) -> None:
         """Stop watching and close the eventfd; safe to call twice."""

@@ -161,9 +161,14 @@ class Controller:
         or send ``mangle_init(init message)`` instead of the init message."""
         self.loop  # noqa: B018 - raises ControllerClosed outside the block
         stub = await Stub.spawn(self, inject_exit=inject_exit, mangle_init=mangle_init)
-        self._stubs.add(stub)
+        if self._loop is None:  # closed while it was starting: aclose has killed it
+            raise ControllerClosed("the controller closed while the stub was starting")
         self.stats.spawned += 1
         return stub
+
+    def _adopt(self, stub: Stub) -> None:
+        """Called by a stub as soon as it has a process: from then on ``aclose`` kills it."""
+        self._stubs.add(stub)
 
     def _forget(self, stub: Stub) -> None:
         self._stubs.discard(stub)

@@ -65,6 +65,7 @@ _SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be tar
 
 
 _OFFSET_LIMIT = 1 << 63
+_FD_MAX = (1 << 31) - 1
 
 
 def _range_ok(addr: int, length: int) -> bool:
@@ -77,6 +78,10 @@ def _range_ok(addr: int, length: int) -> bool:
         and end <= TASK_TOP
         and (end <= STUB_START or addr >= STUB_END)
     )
+
+
+def _errname(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
 
 
 def _integer(call: str, argument: str, value: object) -> int:
@@ -98,12 +103,14 @@ class State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
-    """How a stub process ended: exactly one of ``code`` and ``signal`` is set."""
+    """How a stub process ended: ``code`` or ``signal`` (neither if another party reaped it)."""
 
     code: int | None = None
     signal: int | None = None
 
     def describe(self) -> str:
+        if self.code is None and self.signal is None:
+            return "reaped by someone else: status unknown"
         if self.signal is not None:
             try:
                 name = signal.Signals(self.signal).name
@@ -142,9 +149,15 @@ class Stub:
         self._batches: list[Batch] = [Batch()]
         self._exit: asyncio.Future[ExitStatus] = loop.create_future()
         self._busy = False
+        self._batch_seq = 0
+        self._reports = 0  # reports taken so far: an interrupt's deadline checks for a newer one
+        self._death_note = ""  # why the controller killed it, for the StubDied message
         self.regs = Registers(self, self._data)
         self._reader = ReportReader(pid, self._data, self._base_addr)
         loop.add_reader(pidfd, self._on_exit)
+        # Known to the controller from its first moment: a controller that closes while
+        # this stub is still starting kills it too.
+        controller._adopt(self)
 
     # ----------------------------------------------------------------- life cycle
 
@@ -153,13 +166,16 @@ class Stub:
         cls, controller: Controller, *, inject_exit: int = 0, mangle_init: Callable[[bytes], bytes] | None = None
     ) -> Stub:
         """Start a stub and wait for it to be ready (see ``Controller.spawn``)."""
-        features = controller.features
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        owned: list[int] = []  # closed if the stub never comes to own them
         temps: list[int] = []
-        data_fd = evfd = -1
+        step = "creating its eventfd"
         try:
             evfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            owned.append(evfd)
+            step = "creating its data memfd"
             data_fd = os.memfd_create("aioumm-stub-data", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            owned.append(data_fd)
             os.ftruncate(data_fd, DATA_SIZE)
             # The stub must never be able to shrink the page under the controller (SIGBUS here).
             fcntl.fcntl(data_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
@@ -168,7 +184,7 @@ class Stub:
                 {
                     "magic": lib.STUB_INIT_MAGIC,
                     "abi_version": lib.STUB_ABI_VERSION,
-                    "flags": features.init_flags,
+                    "flags": controller.features.init_flags,
                     "inject_exit": inject_exit,
                     "code_size": controller.code_size,
                 },
@@ -189,6 +205,7 @@ class Stub:
                 (os.POSIX_SPAWN_DUP2, high(controller.code_fd), lib.STUB_FD_CODE),
                 (os.POSIX_SPAWN_DUP2, high(data_fd), lib.STUB_FD_DATA),
             ]
+            step = f"executing {bootstrap_path()}"
             pid = os.posix_spawn(
                 str(bootstrap_path()),
                 ["aioumm-stub"],
@@ -198,10 +215,15 @@ class Stub:
                 setsigmask=(),
                 setsigdef=_DEFAULT_SIGNALS,
             )
+        except OSError as exc:
+            parent.close()
+            for fd in owned:
+                os.close(fd)
+            raise SpawnError(None, f"cannot start a stub: {step} failed: {exc.strerror} ({_errname(exc)})") from exc
         except BaseException:
             parent.close()
-            if evfd >= 0:
-                os.close(evfd)
+            for fd in owned:
+                os.close(fd)
             raise
         finally:
             child.close()
@@ -209,21 +231,17 @@ class Stub:
                 os.close(fd)
         try:
             pidfd = os.pidfd_open(pid)
-        except BaseException:
+            stub = cls(controller, pid, pidfd, FdChannel(controller.loop, parent), data_fd)
+        except BaseException as exc:
+            # pidfd_open cannot race with pid reuse here: the child is ours and not reaped yet.
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            with contextlib.suppress(NameError):
+                os.close(pidfd)
             parent.close()
             os.close(evfd)
-            os.close(data_fd)
-            raise
-        try:
-            stub = cls(controller, pid, pidfd, FdChannel(controller.loop, parent), data_fd)
-        except BaseException:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-            os.close(pidfd)
-            parent.close()
-            os.close(evfd)
+            if isinstance(exc, OSError):
+                raise SpawnError(pid, f"cannot watch the new stub: {exc.strerror} ({_errname(exc)})") from exc
             raise
         finally:
             os.close(data_fd)
@@ -258,18 +276,23 @@ class Stub:
         try:
             res = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
-            res = None
-        if res is None:
-            return
-        exited = res.si_code == os.CLD_EXITED
-        status = ExitStatus(code=res.si_status) if exited else ExitStatus(signal=res.si_status)
+            # Reaped by someone else (a SIGCHLD set to SIG_IGN, a stray waitpid(-1)): it is
+            # gone all the same, and its pidfd stays readable for ever - release it now.
+            status = ExitStatus()
+        else:
+            if res is None:
+                return
+            exited = res.si_code == os.CLD_EXITED
+            status = ExitStatus(code=res.si_status) if exited else ExitStatus(signal=res.si_status)
         self._state = State.DEAD
         self._frame = None
         text = status.describe()
         if status.code is not None and status.code >= StubExit.HANDLER_WAIT:
-            line = self._data.fatal_line
+            line = self._data.fatal_line  # written by the stub itself: a hint, not a fact
             if 0 < line < 100000:
-                text += f", at stub_code.c:{line}"
+                text += f", at stub_code.c:{line} (as the stub reports)"
+        if self._death_note:
+            text += f" ({self._death_note})"
         exc = StubDied(self.pid, text, status)
         if self._bridge is not None:
             self._bridge.fail(exc)
@@ -304,14 +327,24 @@ class Stub:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
-    def interrupt(self) -> None:
+    def interrupt(self, timeout: float | None = 1.0) -> None:
         """Send SIGALRM: a running guest stops with a SIGALRM report.
 
         A stopped stub gets it as soon as it is resumed (the handler runs
-        with every signal blocked).
+        with every signal blocked).  A guest can block SIGALRM by faking a
+        signal return through the stub's restorer; a stub that has not
+        reported within ``timeout`` seconds of the interrupt (None: no limit)
+        is therefore killed, and its ``resume`` raises ``StubDied`` saying so.
         """
         self._require_alive("interrupt")
         signal.pidfd_send_signal(self._pidfd, signal.SIGALRM)
+        if timeout is not None:
+            self._loop.call_later(timeout, self._interrupt_deadline, timeout, self._reports)
+
+    def _interrupt_deadline(self, timeout: float, reports_then: int) -> None:
+        if self._reports == reports_then and self._state is State.RUNNING and not self._busy:
+            self._death_note = f"it did not stop within {timeout:g}s of interrupt(): SIGALRM blocked?"
+            self.kill()
 
     async def wait_exit(self) -> ExitStatus:
         """Wait until the stub process has ended and been reaped."""
@@ -355,6 +388,7 @@ class Stub:
         self._report = report
         self._frame = frame
         self._state = State.STOPPED
+        self._reports += 1
         return report
 
     async def _wait_handover(self, call: str, timeout: float | None) -> None:
@@ -406,7 +440,7 @@ class Stub:
             and type(offset) is int
             and _range_ok(addr, length)
             and 0 <= prot <= _PROT_ALL
-            and fd >= -1
+            and -1 <= fd <= _FD_MAX
             and 0 <= offset < _OFFSET_LIMIT - length
             and not offset % PAGE_SIZE
             and self._state is not State.DEAD
@@ -415,8 +449,10 @@ class Stub:
         try:
             self._queue(Op.MMAP, addr, length, prot, fd, offset if fd >= 0 else 0, bool(shared))
         except OSError as exc:
-            name = errno.errorcode.get(exc.errno or 0, str(exc.strerror))
-            raise BadArgument("mmap", "fd", f"{fd} is closed or invalid ({name})") from None
+            if exc.errno == errno.EBADF:
+                raise BadArgument("mmap", "fd", f"{fd} is closed or invalid (EBADF)") from None
+            # Not the caller's fault (EMFILE: the controller is out of descriptors): say what failed.
+            raise OSError(exc.errno, f"mmap: duplicating fd {fd} for the batch: {exc.strerror}") from exc
 
     def munmap(self, addr: int, length: int) -> None:
         """Queue ``munmap(addr, length)``."""
@@ -467,7 +503,7 @@ class Stub:
             values.append(prot)
         if "fd" in more:
             fd = _integer(call, "fd", more["fd"])
-            if fd < -1:
+            if not -1 <= fd <= _FD_MAX:
                 raise BadArgument(call, "fd", f"{fd} is not a descriptor (use -1 for anonymous memory)")
             values.append(fd)
         if "offset" in more:
@@ -480,11 +516,10 @@ class Stub:
     def _queue(
         self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
     ) -> None:
-        batch = self._batches[-1]
-        if not batch.has_room(fd):
+        if not self._batches[-1].add(op, addr, length, prot, fd, offset, shared):
             batch = Batch()
+            batch.add(op, addr, length, prot, fd, offset, shared)  # always fits an empty batch
             self._batches.append(batch)
-        batch.add(op, addr, length, prot, fd, offset, shared)
 
     @property
     def queued(self) -> int:
@@ -515,9 +550,17 @@ class Stub:
         stats = self.controller.stats
         self._busy = True
         try:
+            self._batch_seq = seq = (self._batch_seq + 1) & 0xFFFFFFFF
             if batch.dups:
                 try:
-                    await self._channel.send_fds(batch.dups)
+                    await self._channel.send_fds(batch.dups, seq, self.controller.handler_timeout)
+                except TimeoutError:
+                    self.kill()
+                    raise StubTimeout(
+                        self.pid,
+                        f"flush: the FD channel stayed full for {self.controller.handler_timeout:g}s "
+                        "(the stub is not receiving); killed",
+                    ) from None
                 except OSError as exc:
                     if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED):
                         # The stub is gone or going: say so once its exit has been reaped.
@@ -532,6 +575,7 @@ class Stub:
             data = self._data
             data.batch_len = n
             data.batch_nfds = len(batch.dups)
+            data.batch_seq = seq
             self._state = State.RUNNING
             self._bridge.hand_back(Command.BATCH)
             await self._wait_handover("flush", self.controller.handler_timeout)

@@ -12,7 +12,7 @@ import pytest_asyncio
 from guestcode import Guest
 
 from aioumm import abi
-from aioumm.errors import BadArgument, ControllerClosed, StubBusy, StubDied
+from aioumm.errors import AioummError, BadArgument, ControllerClosed, SpawnError, StubBusy, StubDied
 from aioumm.loop import Controller
 
 PAGE = abi.PAGE_SIZE
@@ -162,3 +162,58 @@ async def test_integer_like_arguments_are_taken_as_integers(ctl: Controller) -> 
     await stub.flush()
     with open(f"/proc/{stub.pid}/maps") as f:
         assert f.readline().startswith("00010000-00011000 r--s")
+
+
+@pytest.mark.asyncio
+async def test_a_stub_reaped_by_someone_else_is_released() -> None:
+    """SIGCHLD ignored: the kernel reaps the stub itself; the controller must not spin on its pidfd."""
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        async with Controller() as ctl:
+            stub = await ctl.spawn()
+            stub.kill()
+            status = await asyncio.wait_for(stub.wait_exit(), 5)
+            assert (status.code, status.signal) == (None, None)
+            assert "reaped by someone else" in status.describe()
+            assert stub not in ctl.stubs
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+@pytest.mark.asyncio
+async def test_a_spawn_pending_when_the_controller_closes_does_not_outlive_it() -> None:
+    ctl = Controller()
+    async with ctl:
+        pending = asyncio.ensure_future(ctl.spawn())
+        await asyncio.sleep(0)
+    with pytest.raises(AioummError):
+        await pending
+    assert not ctl.stubs
+
+
+@pytest.mark.asyncio
+async def test_spawn_failures_are_spawn_errors_and_leak_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aioumm import stub as stub_module
+
+    monkeypatch.setattr(stub_module, "bootstrap_path", lambda: abi.code_image_path().parent / "no-such-stub")
+    async with Controller() as ctl:
+        with pytest.raises(SpawnError, match=r"cannot start a stub: executing .*no-such-stub failed: .*ENOENT"):
+            await ctl.spawn()
+
+
+@pytest.mark.asyncio
+async def test_out_of_descriptors_is_not_called_a_bad_descriptor(ctl: Controller) -> None:
+    import resource
+
+    stub = await ctl.spawn()
+    fd = os.memfd_create("m", os.MFD_CLOEXEC)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fd + 1, hard))  # no room for the batch's duplicate
+    try:
+        with pytest.raises(OSError, match="duplicating fd") as info:
+            stub.mmap(0x10000, PAGE, 3, fd, 0)
+        assert not isinstance(info.value, BadArgument)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        os.close(fd)
+    assert stub.queued == 0

@@ -89,11 +89,25 @@ def test_anonymous_munmap_and_mprotect_merge() -> None:
 def test_fd_map_is_bounded(memfds: list[int]) -> None:
     b = Batch()
     for i in range(abi.MAX_FDS):
-        assert b.has_room(memfds[i])
-        b.add(Op.MMAP, 0x10000 + 2 * i * PAGE, PAGE, 3, memfds[i], 0)
-    assert b.has_room(memfds[0])  # reuses its slot
-    assert not b.has_room(memfds[abi.MAX_FDS])
-    assert b.has_room(-1)
+        assert b.add(Op.MMAP, 0x10000 + 2 * i * PAGE, PAGE, 3, memfds[i], 0)
+    assert b.add(Op.MMAP, 0x40000, PAGE, 3, memfds[0], 0)  # reuses its slot
+    assert not b.add(Op.MMAP, 0x50000, PAGE, 3, memfds[abi.MAX_FDS], 0)
+    assert len(b) == abi.MAX_FDS + 1 and len(b.dups) == abi.MAX_FDS
+    assert b.add(Op.MMAP, 0x60000, PAGE, 3)
+    b.close()
+
+
+def test_a_reused_descriptor_number_is_another_descriptor(memfds: list[int]) -> None:
+    b = Batch()
+    fd = os.dup(memfds[0])
+    b.add(Op.MMAP, 0x10000, PAGE, 3, fd, 0)
+    os.close(fd)
+    assert os.dup2(memfds[1], fd) == fd  # same number, another file
+    b.add(Op.MMAP, 0x11000, PAGE, 3, fd, PAGE)
+    assert len(b) == 2  # no merge: another file
+    assert [b.record(i).slot for i in range(2)] == [0, 1]
+    assert os.fstat(b.dups[1]).st_ino == os.fstat(memfds[1]).st_ino
+    os.close(fd)
     b.close()
 
 
@@ -211,3 +225,36 @@ async def test_truncated_control_message_fails_the_batch_cleanly(ctl: Controller
     assert sorted(os.listdir(f"/proc/{stub.pid}/fd")) == ["0", "1"]
     stub.mmap(0x10000000, PAGE, 1, memfds[0], 0)
     await stub.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_reused_descriptor_number_maps_the_file_it_names_now(ctl: Controller, memfds: list[int]) -> None:
+    stub = await ctl.spawn()
+    g = Guest(stub, SUM_PAGES)
+    fd = os.dup(memfds[0])
+    stub.mmap(0x10000000, PAGE, 1, fd, 0)
+    os.close(fd)
+    os.dup2(memfds[1], fd)
+    stub.mmap(0x10002000, PAGE, 1, fd, 0)
+    os.close(fd)
+    stub.regs.rdi = 2
+    await stub.resume()
+    assert stub.regs.r12 == 0x1111 + 0x2222
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_stale_descriptor_message_is_skipped(ctl: Controller, memfds: list[int]) -> None:
+    """A message sent for a batch that never ran must not be taken for the next batch's."""
+    stub = await ctl.spawn()
+    g = Guest(stub, SUM_PAGES)
+    await stub.flush()
+    # What a controller failing between its send and its hand-over leaves behind:
+    for seq in (7, 8):
+        await stub._channel.send_fds([memfds[0]], seq)
+    stub.mmap(0x10000000, PAGE, 1, memfds[1], 0)
+    stub.regs.rdi = 1
+    await stub.resume()
+    assert stub.regs.r12 == 0x2222  # memfd 1, not the stale memfd 0
+    assert sorted(os.listdir(f"/proc/{stub.pid}/fd")) == ["0", "1"]  # stale copies closed
+    g.close()

@@ -52,7 +52,12 @@ def test_run_unknown_command_is_127(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path)}
     res = subprocess.run(
         [sys.executable, "-m", "aioumm", "run", "aioumm-no-such-command"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert res.returncode == 127
     assert res.stderr == "aioumm run: aioumm-no-such-command: command not found\n"
@@ -113,11 +118,16 @@ def test_run_guest_sees_callers_environment(examples: dict[str, Path], tmp_path:
     native = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
     res = subprocess.run(
         [sys.executable, "-m", "aioumm", "run", "--", *argv],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert res.returncode == native.returncode == 0
     assert res.stdout == native.stdout
-    assert 'env DEMO_FROM_CALLER=yes it is\n' in res.stdout
+    assert "env DEMO_FROM_CALLER=yes it is\n" in res.stdout
 
 
 def test_run_strace_file(examples: dict[str, Path], tmp_path: Path) -> None:
@@ -217,3 +227,22 @@ def test_library_errors_become_one_line(monkeypatch: pytest.MonkeyPatch, capsys:
     assert cli.main(["doctor"]) == 1
     captured = capsys.readouterr()
     assert captured.err == "aioumm doctor: stub 1: no answer\n"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            ["--strace-file", "/nonexistent/dir/trace"],
+            "--strace-file /nonexistent/dir/trace: No such file or directory",
+        ),
+        (["--root", "/nonexistent"], "--root /nonexistent: not a directory"),
+        (["--root", "/etc/hostname"], "--root /etc/hostname: not a directory"),
+    ],
+)
+def test_run_option_errors_are_one_line(options: list[str], message: str) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "aioumm", "run", *options, "--", "/bin/true"], capture_output=True, text=True
+    )
+    assert res.returncode == 2
+    assert res.stderr == f"aioumm run: {message}\n"

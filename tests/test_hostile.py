@@ -5,6 +5,7 @@ Whatever it does, only its own stub suffers; the controller and every other stub
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import signal
 from collections.abc import AsyncIterator
@@ -158,3 +159,88 @@ async def test_scribbling_over_the_whole_data_page_is_harmless(ctl: Controller) 
     assert (await stub.resume()).syscall == 500
     assert (await stub.resume()).syscall == 501
     g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_guest_that_blocks_sigalrm_cannot_dodge_interrupt(ctl: Controller) -> None:
+    """rt_sigreturn through the stub's restorer with SIGALRM in the frame's mask, then spin."""
+    frame = 0x1F0000  # a fake ucontext on the guest stack page
+    stub = await ctl.spawn()
+    mcontext = ffi.offsetof("struct stub_ucontext", "mcontext")
+    off = {f: mcontext + ffi.offsetof("struct stub_sigcontext", f) for f in ("rip", "rsp", "eflags", "cs", "ss")}
+    sigmask = ffi.offsetof("struct stub_ucontext", "sigmask")
+    g = Guest(
+        stub,
+        f"""
+        movabs ${frame}, %rdi
+        xor %eax, %eax
+        mov $512, %ecx
+        rep stosb
+        movabs ${frame}, %rsp
+        lea spin(%rip), %rax
+        mov %rax, {off["rip"]}(%rsp)
+        movq ${frame + 0x800}, {off["rsp"]}(%rsp)
+        movq $0x202, {off["eflags"]}(%rsp)
+        movw $0x33, {off["cs"]}(%rsp)
+        movw $0x2b, {off["ss"]}(%rsp)
+        movq ${1 << (signal.SIGALRM - 1)}, {sigmask}(%rsp)
+        movabs ${_restorer()}, %rax
+        jmp *%rax
+    spin:
+        jmp spin
+        """,
+    )
+    task = asyncio.ensure_future(stub.resume())
+    await asyncio.sleep(0.1)
+    with open(f"/proc/{stub.pid}/status") as f:
+        blocked = next(line for line in f if line.startswith("SigBlk:"))
+    assert int(blocked.split()[1], 16) == 1 << (signal.SIGALRM - 1)  # the guest really blocked it
+    stub.interrupt(timeout=0.2)
+    with pytest.raises(StubDied, match=r"did not stop within 0.2s of interrupt\(\)"):
+        await asyncio.wait_for(task, 5)
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_every_report_unblocks_signals_again(ctl: Controller) -> None:
+    """The same fake frame, then a syscall: the handler's return leaves nothing blocked."""
+    frame = 0x1F0000
+    stub = await ctl.spawn()
+    mcontext = ffi.offsetof("struct stub_ucontext", "mcontext")
+    off = {f: mcontext + ffi.offsetof("struct stub_sigcontext", f) for f in ("rip", "rsp", "eflags", "cs", "ss")}
+    sigmask = ffi.offsetof("struct stub_ucontext", "sigmask")
+    g = Guest(
+        stub,
+        f"""
+        movabs ${frame}, %rdi
+        xor %eax, %eax
+        mov $512, %ecx
+        rep stosb
+        movabs ${frame}, %rsp
+        lea after(%rip), %rax
+        mov %rax, {off["rip"]}(%rsp)
+        movq ${frame + 0x800}, {off["rsp"]}(%rsp)
+        movq $0x202, {off["eflags"]}(%rsp)
+        movw $0x33, {off["cs"]}(%rsp)
+        movw $0x2b, {off["ss"]}(%rsp)
+        movq ${1 << (signal.SIGALRM - 1)}, {sigmask}(%rsp)
+        movabs ${_restorer()}, %rax
+        jmp *%rax
+    after:
+        mov $500, %eax
+        syscall
+    spin:
+        jmp spin
+        """,
+    )
+    assert (await stub.resume()).syscall == 500
+    task = asyncio.ensure_future(stub.resume())
+    await asyncio.sleep(0.05)
+    stub.interrupt()
+    assert (await asyncio.wait_for(task, 5)).signal == signal.SIGALRM
+    g.close()
+
+
+def _restorer() -> int:
+    image = abi.code_image_path().read_bytes()
+    return int(ffi.cast("struct stub_code_header *", ffi.from_buffer(image)).restorer)

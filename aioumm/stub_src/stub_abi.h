@@ -25,7 +25,7 @@
 /* STUB_ABI_C_ONLY_END */
 
 /* Bumped whenever anything below changes shape or meaning. */
-#define STUB_ABI_VERSION 1
+#define STUB_ABI_VERSION 2
 #define STUB_INIT_MAGIC 0x756d6d69
 #define STUB_CODE_MAGIC 0x65646f63
 
@@ -69,6 +69,8 @@
 
 /* At most this many descriptors per batch (the seed kernel uses 4 too). */
 #define STUB_MAX_FDS 4
+/* Stale FD messages one batch skips before it gives up. */
+#define STUB_MAX_STALE_MESSAGES 64
 /* Records one batch holds; a fuller batch is flushed first. */
 #define STUB_BATCH_CAPACITY 256
 
@@ -266,15 +268,22 @@ struct stub_data {
 	/* The batch: records[0..batch_len), and how many descriptors came with it. */
 	uint32_t batch_len;
 	uint32_t batch_nfds;
+	/*
+	 * Sequence number of the batch, also the payload of the message that
+	 * carries its descriptors: a message left over from a batch that never
+	 * ran (the controller failed between sending and handing over) is told
+	 * apart, closed and skipped instead of mapping the wrong file.
+	 */
+	uint32_t batch_seq;
 	/* Its result: records that ran, and the errno of the one that failed (0: none). */
 	uint32_t batch_done;
 	int32_t batch_errno;
 
 	/* Set by the bootstrap from its init message. */
 	uint32_t flags;
-	/* Source line of a fatal handler error, next to its exit code. */
+	/* Source line of a fatal handler error, next to its exit code (as the stub says). */
 	uint32_t fatal_line;
-	uint64_t reports;		/* reports handed over so far */
+	uint32_t _pad1;
 
 	uint8_t _reserved[160];
 	struct stub_record records[256];

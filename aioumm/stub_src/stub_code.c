@@ -162,45 +162,52 @@ static STUB_NOINLINE __attribute__((noreturn)) void stub_fatal(int code, unsigne
 /*
  * Receive the descriptors announced for this batch.  They were sent before
  * the page was handed back, so they are already queued: a non-blocking
- * receive that finds nothing means the controller's send failed.
- * Returns how many arrived, or -1 when they are not exactly the announced
- * ones (what did arrive is still put in fds[] and counted in *got, so it
- * can be closed).
+ * receive that finds nothing means the controller's send failed.  Each
+ * message carries the sequence number of its batch; one from an earlier
+ * batch that never ran is closed and skipped.
+ * Returns 0 when exactly the announced descriptors arrived (in fds[],
+ * counted in *got), -1 otherwise (what did arrive is still in fds[] and
+ * counted in *got, so it can be closed).
  */
-static int receive_fds(int *fds, uint32_t want, int *got)
+static int receive_fds(const struct stub_data *d, int *fds, uint32_t want, int *got)
 {
-	char byte;
-	struct stub_iovec iov = { &byte, 1 };
-	union {
-		char buf[sizeof(struct stub_cmsghdr) + sizeof(int) * STUB_MAX_FDS];
-		struct stub_cmsghdr align;
-	} ctrl;
-	struct stub_msghdr msg = {
-		.iov = &iov,
-		.iovlen = 1,
-		.control = ctrl.buf,
-		.controllen = sizeof(ctrl.buf),
-	};
-	struct stub_cmsghdr *cmsg = &ctrl.align;
-	const int *passed = (const int *)(ctrl.buf + sizeof(struct stub_cmsghdr));
-	long res;
-	int n = 0;
+	for (int tries = 0; tries < STUB_MAX_STALE_MESSAGES; tries++) {
+		uint32_t seq = ~d->batch_seq;
+		struct stub_iovec iov = { &seq, sizeof(seq) };
+		union {
+			char buf[sizeof(struct stub_cmsghdr) + sizeof(int) * STUB_MAX_FDS];
+			struct stub_cmsghdr align;
+		} ctrl;
+		struct stub_msghdr msg = {
+			.iov = &iov,
+			.iovlen = 1,
+			.control = ctrl.buf,
+			.controllen = sizeof(ctrl.buf),
+		};
+		struct stub_cmsghdr *cmsg = &ctrl.align;
+		const int *passed = (const int *)(ctrl.buf + sizeof(struct stub_cmsghdr));
+		long res;
+		int n = 0;
 
-	*got = 0;
-	cmsg->len = 0;
-	res = site_recvmsg(&msg);
-	if (res != 1)
-		return -1;
-	if (msg.controllen >= sizeof(*cmsg) && cmsg->level == STUB_SOL_SOCKET &&
-	    cmsg->type == STUB_SCM_RIGHTS && cmsg->len >= sizeof(*cmsg) &&
-	    cmsg->len <= sizeof(ctrl.buf))
-		n = (int)((cmsg->len - sizeof(*cmsg)) / sizeof(int));
-	for (int i = 0; i < n; i++)
-		fds[i] = passed[i];
-	*got = n;
-	if ((msg.flags & STUB_MSG_CTRUNC) || (uint32_t)n != want)
-		return -1;
-	return n;
+		cmsg->len = 0;
+		res = site_recvmsg(&msg);
+		if (res < 0)
+			return -1;
+		if (msg.controllen >= sizeof(*cmsg) && cmsg->level == STUB_SOL_SOCKET &&
+		    cmsg->type == STUB_SCM_RIGHTS && cmsg->len >= sizeof(*cmsg) &&
+		    cmsg->len <= sizeof(ctrl.buf))
+			n = (int)((cmsg->len - sizeof(*cmsg)) / sizeof(int));
+		for (int i = 0; i < n; i++)
+			fds[i] = passed[i];
+		*got = n;
+		if (res == sizeof(seq) && seq == d->batch_seq)
+			return (msg.flags & STUB_MSG_CTRUNC) || (uint32_t)n != want ? -1 : 0;
+		/* A stale message: drop its descriptors and look at the next one. */
+		while (n > 0)
+			site_close(fds[--n]);
+		*got = 0;
+	}
+	return -1;
 }
 
 static long run_record(const struct stub_record *rec, const int *fds, int nfds)
@@ -242,7 +249,7 @@ static void run_batch(struct stub_data *d)
 		d->batch_errno = EINVAL;
 		return;
 	}
-	if (want && receive_fds(fds, want, &nfds) < 0) {
+	if (want && receive_fds(d, fds, want, &nfds) < 0) {
 		d->batch_errno = STUB_BATCH_EFDS;
 		goto close;
 	}
@@ -293,7 +300,7 @@ static void restore_arch_state(struct stub_data *d)
 {
 	uint64_t fs = d->fs_base, gs = d->gs_base;
 
-	/* A non-canonical base would fault here; leave it to the guest's next use. */
+	/* wrfsbase faults on a non-canonical base: refuse it with a clear exit code instead. */
 	if (d->flags & STUB_INIT_FSGSBASE) {
 		if ((fs >> 47) != 0 || (gs >> 47) != 0)
 			FATAL(STUB_EXIT_HANDLER_FSBASE);
@@ -336,7 +343,6 @@ void stub_handler(int sig, struct stub_siginfo *info, struct stub_ucontext *uc)
 	d->signal = sig;
 	d->siginfo_addr = (uint64_t)info;
 	d->ucontext_addr = (uint64_t)uc;
-	d->reports++;
 	for (;;) {
 		hand_over_and_wait(d);
 		if (d->command == STUB_CMD_RESUME)
@@ -346,6 +352,17 @@ void stub_handler(int sig, struct stub_siginfo *info, struct stub_ucontext *uc)
 		run_batch(d);
 	}
 	restore_arch_state(d);
+	/*
+	 * The guest can reach rt_sigreturn through the restorer with a frame of
+	 * its own and so block signals (SIGALRM: interrupt() would stop
+	 * working).  The stub process itself never blocks anything (a guest's
+	 * signal mask is the controller's business), so every return from here
+	 * unblocks everything again; the controller also kills a stub that does
+	 * not stop soon after interrupt().  (Such a frame can also move or
+	 * disable the alt stack; the next report then lies outside it and the
+	 * controller refuses it, which only costs that guest its stub.)
+	 */
+	uc->sigmask = 0;
 }
 
 /* The compiler may turn loops or struct copies into these calls. */
