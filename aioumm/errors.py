@@ -76,8 +76,11 @@ class BatchError(StubError):
     """A record of a batch failed.
 
     ``op`` and ``args`` describe the failing record, ``errno`` is what the
-    kernel returned for it and ``done`` how many records of the batch ran
-    before it.  Later records did not run; the stub stays usable.
+    kernel returned for it and ``done`` how many queued calls ran before it.
+    Later records did not run; the stub stays usable.  Contiguous calls are
+    merged into one record, so the failing record may stand for several
+    calls, and (as with Linux's own munmap/mprotect over a partly unmapped
+    range) the kernel may have applied part of it.
     """
 
     def __init__(self, pid: int, op: str, args: dict[str, int], err: int, done: int) -> None:
