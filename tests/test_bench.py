@@ -99,3 +99,12 @@ def test_programs_are_timed_under_each_runner_or_excused(figures: dict[str, Any]
     for ref in ("aioumm", "native", "strace"):
         node = figures["programs_s"][ref]
         assert "compute" in node and any(k.startswith("sha256sum") for k in node), ref
+
+
+def test_the_references_built_from_this_tree_all_ran(figures: dict[str, Any]) -> None:
+    """c_stub speaks the stub ABI: when the ABI changes and it does not, this fails."""
+    for pin in PLACEMENTS:
+        assert _number(figures["roundtrip_ns"]["c_stub"][pin]["median"]), figures["roundtrip_ns"]["c_stub"]
+        assert _number(figures["flush_ns"]["c_stub"][pin]["median"]), figures["flush_ns"]["c_stub"]
+        for ref in ("c_ptrace", "c_unotify", "native"):
+            assert _number(figures["roundtrip_ns"][ref][pin]["median"]), (ref, figures["roundtrip_ns"][ref])

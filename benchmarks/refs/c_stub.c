@@ -263,11 +263,10 @@ static void hand_back(struct stub *s, uint32_t command)
 		die_errno("FUTEX_WAKE");
 }
 
-/* One sendmsg carrying nfds descriptors (and the one data byte a message needs). */
-static void send_fds(struct stub *s, const int *fds, int nfds)
+/* One sendmsg carrying nfds descriptors; its data is the batch's sequence number. */
+static void send_fds(struct stub *s, const int *fds, int nfds, uint32_t seq)
 {
-	char byte = 0;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int) * STUB_MAX_FDS)];
@@ -285,7 +284,7 @@ static void send_fds(struct stub *s, const int *fds, int nfds)
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
 	memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	if (sendmsg(s->sock, &msg, MSG_DONTWAIT) != 1)
+	if (sendmsg(s->sock, &msg, MSG_DONTWAIT) != (ssize_t)sizeof(seq))
 		die_errno("sendmsg SCM_RIGHTS");
 }
 
@@ -301,10 +300,13 @@ static void record(struct stub *s, uint32_t i, uint32_t op, int32_t slot, uint32
 /* Run records[0..len) with fds passed alongside; every record must succeed. */
 static void run_batch(struct stub *s, uint32_t len, const int *fds, int nfds)
 {
+	uint32_t seq = s->d->batch_seq + 1;
+
 	if (nfds)
-		send_fds(s, fds, nfds);
+		send_fds(s, fds, nfds, seq);
 	s->d->batch_len = len;
 	s->d->batch_nfds = (uint32_t)nfds;
+	s->d->batch_seq = seq;
 	hand_back(s, STUB_CMD_BATCH);
 	wait_handover(s);
 	if (s->d->batch_errno != 0 || s->d->batch_done != len)
