@@ -106,6 +106,20 @@ static int aioumm_wake(struct stub_data *d)
 	return 0;
 }
 
+/*
+ * Whether two of our descriptors name the same open file description:
+ * 1 yes, 0 no, -errno when kcmp(2) cannot tell (kernel without it).
+ */
+static int aioumm_same_file(int a, int b)
+{
+	pid_t self = getpid();
+	long res = syscall(SYS_kcmp, self, self, 0 /* KCMP_FILE */, a, b);
+
+	if (res < 0)
+		return -errno;
+	return res == 0;
+}
+
 static void *aioumm_map_shared(int fd, size_t length)
 {
 	void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

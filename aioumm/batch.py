@@ -19,11 +19,13 @@ A batch takes its own duplicate of a descriptor when the descriptor first
 enters its FD map and keeps it until the batch has run: the file the stub
 maps is the one the caller named, even if the caller closes that
 descriptor before the flush, or closes it and reuses the number for
-another file (the map matches a number together with the file it names).
+another file (a number matches its slot only while it still names the
+slot's file).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -76,13 +78,12 @@ class Record:
 class Batch:
     """Up to ``BATCH_CAPACITY`` records and up to ``MAX_FDS`` descriptors."""
 
-    __slots__ = ("_last", "buf", "calls", "dups", "fds", "files")
+    __slots__ = ("_last", "buf", "calls", "dups", "fds")
 
     def __init__(self) -> None:
         self.buf = bytearray()  # the packed records, as the stub reads them
         self.calls: list[int] = []  # queued calls merged into each record
         self.fds: list[int] = []  # the caller's descriptor numbers, by slot
-        self.files: list[tuple[int, int]] = []  # (st_dev, st_ino) of each, by slot
         self.dups: list[int] = []  # our duplicates of them, by slot: what is sent
         # The last record, unpacked, for merging: op, addr, length, prot, slot, offset, shared.
         self._last: list[int] | None = None
@@ -90,19 +91,24 @@ class Batch:
     def __len__(self) -> int:
         return len(self.calls)
 
-    def _find(self, fd: int) -> tuple[int, tuple[int, int]]:
-        """The slot already holding ``fd`` (-1 if none) and the file ``fd`` names now.
+    def _find(self, fd: int) -> int:
+        """The slot already holding ``fd``, or -1.
 
-        A descriptor number is matched together with the file it names, so a
-        number the caller closed and reused for another file gets a slot of
-        its own.  Raises OSError(EBADF) for a closed or invalid descriptor.
+        A slot matches only while the caller's descriptor still names the
+        file the slot's duplicate was taken from (one ``kcmp``), so a number
+        the caller closed and reused for another file gets a slot of its
+        own.  Raises OSError(EBADF) for a closed or invalid descriptor.
         """
-        st = os.fstat(fd)
-        file = (st.st_dev, st.st_ino)
         for slot, known in enumerate(self.fds):
-            if known == fd and self.files[slot] == file:
-                return slot, file
-        return -1, file
+            if known == fd:
+                same = lib.aioumm_same_file(fd, self.dups[slot])
+                if same < 0:
+                    if same == -errno.EBADF:
+                        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+                    same = os.fstat(fd).st_ino == os.fstat(self.dups[slot]).st_ino  # no kcmp: the inode decides
+                if same:
+                    return slot
+        return -1
 
     def add(
         self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
@@ -112,7 +118,7 @@ class Batch:
         Returns False, queueing nothing, when the batch has no room for it
         (records or FD map full).  Raises OSError for a bad descriptor.
         """
-        slot, file = self._find(fd) if op == Op.MMAP and fd >= 0 else (SLOT_ANON, (0, 0))
+        slot = self._find(fd) if op == Op.MMAP and fd >= 0 else SLOT_ANON
         last = self._last
         if last is not None and last[0] == op and last[1] + last[2] == addr and slot == last[4]:
             if op == Op.MMAP:
@@ -132,7 +138,6 @@ class Batch:
                 return False
             self.dups.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
             self.fds.append(fd)
-            self.files.append(file)
             slot = len(self.fds) - 1
         self.buf += RECORD.pack(op, slot, prot, _SHARED if shared else _PRIVATE, addr, length, offset)
         self.calls.append(1)
