@@ -385,7 +385,24 @@ def probe_mseal() -> str:
     """``mseal`` on a throw-away page (the core's own probe)."""
     if not features().mseal:
         raise Missing("mseal() is not available")
-    return "mseal() sealed a test page: the stub pages will be sealed"
+    return "mseal() is there (probed with invalid flags, sealing nothing): the stub pages will be sealed"
+
+
+def probe_kcmp() -> str:
+    """``kcmp(KCMP_FILE)`` tells a duplicate of a descriptor from another file."""
+    a = os.memfd_create("aioumm-doctor-kcmp", os.MFD_CLOEXEC)
+    b = os.dup(a)
+    c = os.memfd_create("aioumm-doctor-kcmp", os.MFD_CLOEXEC)
+    try:
+        same, other = abi.lib.aioumm_same_file(a, b), abi.lib.aioumm_same_file(a, c)
+    finally:
+        for fd in (a, b, c):
+            os.close(fd)
+    if same < 0:
+        raise Missing(f"kcmp() failed: {os.strerror(-same)}")
+    if (same, other) != (1, 0):
+        raise Missing(f"kcmp() said {same} for a duplicate and {other} for another file")
+    return "kcmp(KCMP_FILE) told a duplicate from another file: batches check reused descriptor numbers with it"
 
 
 def probe_fsgsbase() -> str:
@@ -504,6 +521,12 @@ PROBES: tuple[_Probe, ...] = (
         "mseal",
         probe_mseal,
         _KERNEL_FIX.format(">= 6.10", "the defaults") + "; without it guest code could remap the stub pages",
+        required=False,
+    ),
+    _Probe(
+        "kcmp",
+        probe_kcmp,
+        _KERNEL_FIX.format(">= 3.5", "CONFIG_KCMP") + "; without it batches compare inodes with fstat (slower)",
         required=False,
     ),
     _Probe(
