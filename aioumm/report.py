@@ -8,13 +8,20 @@ write: ``ReportReader.read`` validates every value before it is used and raises
 from __future__ import annotations
 
 import signal
+import struct
 from dataclasses import dataclass
 from typing import Any
 
-from aioumm.abi import ffi, lib
+from aioumm.abi import ALTSTACK_START, DATA_ADDR, DATA_SIZE, ffi, lib
 from aioumm.errors import BadArgument, StubCorrupt
 
 _CANONICAL_TOP = 1 << 47
+# The FXSAVE area is 512 bytes; its software-reserved bytes 464..511 describe the XSAVE
+# extension the kernel put after it (struct _fpx_sw_bytes in <asm/sigcontext.h>).
+_FXSAVE_SIZE = 512
+_SW_BYTES_OFFSET = 464
+_SW_BYTES = struct.Struct("<IIQI")  # magic1, extended_size, xfeatures, xstate_size
+_FP_XSTATE_MAGIC1 = 0x46505853
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,37 @@ class Registers:
         out["fs_base"] = self.fs_base
         out["gs_base"] = self.gs_base
         return out
+
+    def fpstate(self) -> bytes:
+        """A copy of the saved FPU/vector state (the XSAVE area of the signal frame).
+
+        Its size is the kernel's ``xstate_size`` for this CPU (512 bytes of
+        legacy FXSAVE state where no extended state was saved).  Hand it back
+        with ``set_fpstate`` (a guest signal handler's frame keeps it meanwhile).
+        """
+        start, size = self._fpstate_area()
+        return bytes(self._stub._page[start : start + size])
+
+    def set_fpstate(self, state: bytes) -> None:
+        """Replace the saved FPU/vector state with ``state`` (as ``fpstate`` returned it)."""
+        start, size = self._fpstate_area()
+        if len(state) != size:
+            raise BadArgument("set_fpstate", "state", f"{len(state)} bytes, this frame holds {size}")
+        # The kernel checks the XSAVE header on sigreturn; a bad one only costs this stub a SIGSEGV.
+        self._stub._page[start : start + size] = state
+
+    def _fpstate_area(self) -> tuple[int, int]:
+        """Offset in the data page and size of the frame's XSAVE area, checked against the alt stack."""
+        frame = self._frame()
+        addr = int(frame.fpstate)
+        lo, hi = ALTSTACK_START, DATA_ADDR + DATA_SIZE
+        if not (lo <= addr <= hi - _FXSAVE_SIZE and addr % 64 == 0):
+            raise StubCorrupt(self._stub.pid, f"fpstate address {addr:#x} lies outside the alt stack")
+        start = addr - DATA_ADDR
+        magic, extended, _features, xstate = _SW_BYTES.unpack_from(self._stub._page, start + _SW_BYTES_OFFSET)
+        if magic == _FP_XSTATE_MAGIC1 and _FXSAVE_SIZE <= xstate <= extended and addr + extended <= hi:
+            return start, xstate
+        return start, _FXSAVE_SIZE
 
     def syscall_args(self) -> tuple[int, int, int, int, int, int]:
         """The six syscall argument registers, in order."""

@@ -12,6 +12,7 @@ import pytest_asyncio
 import uvloop
 from guestcode import CODE_ADDR, Guest
 
+from aioumm.errors import BadArgument
 from aioumm.loop import Controller
 from aioumm.stub import State, Stub
 
@@ -212,4 +213,27 @@ async def test_cancelled_resume_kills_the_stub(ctl: Controller) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert (await stub.wait_exit()).signal == signal.SIGKILL
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_fpstate_can_be_saved_and_restored(ctl: Controller) -> None:
+    """What a guest signal frame needs: copy the vector state out, let it change, put it back."""
+    stub, g = await guest(
+        ctl,
+        "mov $0x1111111111111111, %rax\nmovq %rax, %xmm3\nmov $500, %eax\nsyscall\n"
+        "mov $0x2222222222222222, %rax\nmovq %rax, %xmm3\nmov $501, %eax\nsyscall\n"
+        "movq %xmm3, %r12\nmov $502, %eax\nsyscall\nud2",
+    )
+    await stub.resume()
+    saved = stub.regs.fpstate()
+    assert len(saved) >= 512
+    assert saved[160 + 3 * 16 : 160 + 3 * 16 + 8] == b"\x11" * 8  # xmm3 in the FXSAVE layout
+    await stub.resume()
+    assert stub.report is not None and stub.report.syscall == 501
+    stub.regs.set_fpstate(saved)
+    await stub.resume()
+    assert stub.regs.r12 == 0x1111111111111111  # the state from the first report is back
+    with pytest.raises(BadArgument, match="set_fpstate"):
+        stub.regs.set_fpstate(saved[:100])
     g.close()
