@@ -86,6 +86,8 @@ class ReportReader:
         Returns it and a ``struct stub_sigcontext *`` over the saved registers.
         Raises ``StubCorrupt`` when a value in the page is impossible.
         """
+        if self._data is None:
+            raise StubCorrupt(self._pid, "report read after the stub's page was released")
         r = self._out
         problem = lib.aioumm_read_report(self._data, r)
         if problem:
@@ -98,6 +100,11 @@ class ReportReader:
                 self._frames.clear()
             frame = self._frames[offset] = ffi.cast("struct stub_sigcontext *", self._base + offset)
         return report, frame
+
+    def close(self) -> None:
+        """Forget the page (it is about to be unmapped)."""
+        self._data = None
+        self._frames.clear()
 
 
 _GPRS = [
@@ -233,6 +240,11 @@ class Registers:
         if magic == _FP_XSTATE_MAGIC1 and _FXSAVE_SIZE <= xstate <= extended and addr + extended <= hi:
             return start, xstate
         return start, _FXSAVE_SIZE
+
+    def trap_state(self) -> tuple[int, int, int]:
+        """The error code, trap number and CR2 of the fault that stopped the stub (as its frame has them)."""
+        f = self._frame()
+        return (int(f.err), int(f.trapno), int(f.cr2))
 
     def syscall_args(self) -> tuple[int, int, int, int, int, int]:
         """The six syscall argument registers, in order."""

@@ -263,6 +263,8 @@ class Stub:
             raise SpawnError(self.pid, f"bootstrap failed: {exc.reason}", code) from None
         if not answered:
             raise SpawnError(self.pid, f"no ready report within {2 * timeout:g}s")
+        if self._state is State.DEAD:
+            raise SpawnError(self.pid, "died right after its ready report")
         report = self._take_report()
         if report.signal != signal.SIGSYS or report.syscall != _NR_GETPID:
             raise SpawnError(self.pid, f"first report should be the bootstrap's trapped getpid, got {report}")
@@ -313,12 +315,14 @@ class Stub:
             batch.close()
         self._batches = [Batch()]
         if self._base is not None:
-            # Views (Registers, frames) check the state first, so nothing touches the page after this.
+            # Every access to the page checks the state first (after each await too), and the
+            # views drop their pointers here, so nothing touches the page after this.
             self._page = None
             lib.aioumm_unmap(self._base, DATA_SIZE)
             self._base = None
             self._data = ffi.NULL
             self.regs._data = ffi.NULL
+            self._reader.close()
         self.controller._forget(self)
 
     def kill(self) -> None:
@@ -406,6 +410,8 @@ class Stub:
         if not answered:
             self.kill()
             raise StubTimeout(self.pid, f"{call}: no answer within {2 * (timeout or 0):g}s (woken twice); killed")
+        # It may have handed over and died before this task ran again: then its page is gone.
+        self._require_alive(call)
 
     async def resume(self) -> Report:
         """Flush queued records, run the guest until it stops again, return the new report."""
@@ -570,6 +576,7 @@ class Stub:
                         self.pid, f"flush: passing {len(batch.dups)} descriptor(s) failed: {exc}; no record ran"
                     ) from exc
                 stats.fds_passed += len(batch.dups)
+                self._require_alive("flush")  # the send awaited: the page is gone if the stub is
             n = len(batch)
             self._page[_RECORDS_OFFSET : _RECORDS_OFFSET + len(batch.buf)] = batch.buf
             data = self._data

@@ -217,3 +217,31 @@ async def test_out_of_descriptors_is_not_called_a_bad_descriptor(ctl: Controller
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         os.close(fd)
     assert stub.queued == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("call", ["resume", "flush"])
+async def test_a_stub_that_hands_over_and_dies_before_the_task_runs(ctl: Controller, call: str) -> None:
+    """The report is in, then the process is reaped (and its page unmapped) before the awaiting
+    task runs again: the task must get StubDied, not touch the unmapped page."""
+    stub = await ctl.spawn()
+    g = Guest(stub, "mov $500, %eax\nsyscall\nud2")
+    await stub.flush()
+    bridge = stub._bridge
+    assert bridge is not None
+    real = bridge._on_notify
+
+    def notify_then_die() -> None:
+        real()
+        stub.kill()
+        os.waitid(os.P_PID, stub.pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped
+        stub._on_exit()  # what the pidfd callback does, before the task resumes
+
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(bridge._eventfd)
+    loop.add_reader(bridge._eventfd, notify_then_die)
+    if call == "flush":
+        stub.mmap(0x400000, PAGE, 3)
+    with pytest.raises(StubDied, match=f"{call}: stub is dead"):
+        await (stub.flush() if call == "flush" else stub.resume())
+    g.close()
