@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import signal
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aioumm.abi import ALTSTACK_START, DATA_ADDR, DATA_SIZE, ffi, lib
 from aioumm.errors import BadArgument, StubCorrupt
@@ -24,15 +23,15 @@ _SW_BYTES = struct.Struct("<IIQI")  # magic1, extended_size, xfeatures, xstate_s
 _FP_XSTATE_MAGIC1 = 0x46505853
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
     """Why a stub stopped.
 
     ``signal`` is one of SIGSYS (a trapped syscall: ``syscall`` is its
-    number, ``call_addr`` the address after the instruction, ``arch`` the
+    number, ``addr`` the address after the instruction, ``arch`` the
     audit arch), SIGSEGV/SIGILL/SIGFPE/SIGTRAP (``addr`` is ``si_addr``),
     or SIGALRM (``interrupt()``; ``pid`` is the sender).  ``code`` is
-    ``si_code`` and ``errno`` is ``si_errno``.
+    ``si_code`` and ``errno`` is ``si_errno``.  (A named tuple: made once per
+    round trip, it must be cheap.)
     """
 
     signal: int
