@@ -89,7 +89,7 @@ import asyncio
 import os
 from typing import Any
 
-from aioumm.abi import Command, Handoff, lib
+from aioumm.abi import Handoff, lib
 
 
 class HandoffBridge:
@@ -101,15 +101,13 @@ class HandoffBridge:
     start, not one per round trip.
     """
 
-    __slots__ = ("_data", "_eventfd", "_loop", "_waiter", "notifications", "wakes")
+    __slots__ = ("_data", "_eventfd", "_loop", "_waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, data: Any, eventfd: int) -> None:
         self._loop = loop
         self._data = data
         self._eventfd = eventfd
         self._waiter: asyncio.Future[bool] | None = None
-        self.notifications = 0
-        self.wakes = 0
         loop.add_reader(eventfd, self._on_notify)
 
     @property
@@ -123,7 +121,6 @@ class HandoffBridge:
             os.read(self._eventfd, 8)
         except BlockingIOError:
             return
-        self.notifications += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done() and lib.aioumm_load_handoff(self._data) == Handoff.CONTROLLER:
             waiter.set_result(True)
@@ -161,15 +158,27 @@ class HandoffBridge:
                 self.kick()
         return False
 
+    def arm(self) -> asyncio.Future[bool]:
+        """The future a ``wait`` without deadline awaits (the caller must ``disarm`` after it)."""
+        if self._waiter is not None:
+            raise RuntimeError("a wait on this stub is already pending")
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiter = waiter
+        return waiter
+
+    def disarm(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+
     def fail(self, exc: BaseException) -> None:
         """Wake a pending ``wait`` with ``exc`` (the stub died)."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    def hand_back(self, command: Command) -> None:
+    def hand_back(self, command: int) -> None:
         """Give the page back with ``command`` (release store, then FUTEX_WAKE)."""
-        self.wakes += 1
         res = lib.aioumm_hand_back(self._data, command)
         if res < 0:
             raise OSError(-res, os.strerror(-res), "futex(FUTEX_WAKE)")

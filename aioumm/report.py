@@ -136,11 +136,18 @@ class _Reg:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    # The hot path of every syscall answer: one attribute test, then cffi.
     def __get__(self, regs: Registers, owner: object = None) -> int:
-        return getattr(regs._frame(), self.name)  # type: ignore[no-any-return]
+        frame = regs._stub._frame
+        if frame is None:
+            frame = regs._frame()  # raises: not stopped
+        return getattr(frame, self.name)  # type: ignore[no-any-return]
 
     def __set__(self, regs: Registers, value: int) -> None:
-        setattr(regs._frame(), self.name, value & 0xFFFFFFFFFFFFFFFF)
+        frame = regs._stub._frame
+        if frame is None:
+            frame = regs._frame()  # raises: not stopped
+        setattr(frame, self.name, value & 0xFFFFFFFFFFFFFFFF)
 
 
 class _Base:

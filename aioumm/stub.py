@@ -64,6 +64,7 @@ _DEFAULT_SIGNALS = frozenset(s for s in signal.Signals if s not in (signal.SIGKI
 _SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be targets (0..3)
 
 
+_RESUME = int(Command.RESUME)
 _OFFSET_LIMIT = 1 << 63
 _FD_MAX = (1 << 31) - 1
 
@@ -380,6 +381,7 @@ class Stub:
             raise StubBusy(self.pid, f"{call}: the stub is {self._state.value}; it must be stopped")
 
     def _stopped_frame(self) -> Any:
+        """The saved registers; ``_frame`` is None exactly when they may not be touched."""
         self._require_stopped("registers")
         return self._frame
 
@@ -415,15 +417,25 @@ class Stub:
 
     async def resume(self) -> Report:
         """Flush queued records, run the guest until it stops again, return the new report."""
-        self._require_stopped("resume")
+        if self._state is not State.STOPPED or self._busy:
+            self._require_stopped("resume")
         if self._batches[-1].calls or len(self._batches) > 1:
             await self.flush()
-        assert self._bridge is not None
+        bridge = self._bridge
+        assert bridge is not None
         self._state = State.RUNNING
         self._report = None
         self._frame = None
-        self._bridge.hand_back(Command.RESUME)
-        await self._wait_handover("resume", None)
+        bridge.hand_back(_RESUME)
+        # No deadline: guest code runs as long as it likes.  (Inlined _wait_handover: hot path.)
+        try:
+            await bridge.arm()
+        except asyncio.CancelledError:
+            self.kill()
+            raise
+        finally:
+            bridge.disarm()
+        self._require_alive("resume")  # it may have handed over and died before this task ran
         report = self._take_report()
         self.controller.stats.round_trips += 1
         return report
@@ -584,9 +596,11 @@ class Stub:
             data.batch_nfds = len(batch.dups)
             data.batch_seq = seq
             self._state = State.RUNNING
+            frame, self._frame = self._frame, None  # no register access while the batch runs
             self._bridge.hand_back(Command.BATCH)
             await self._wait_handover("flush", self.controller.handler_timeout)
             self._state = State.STOPPED
+            self._frame = frame
             stats.flushes += 1
             done, err = data.batch_done, data.batch_errno
         finally:
