@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .errors import GuestError
 from .layout import PAGE_MASK, Layout, page_down, page_up
 
-__all__ = ["ElfImage", "Segment", "check_program", "open_program", "parse_elf"]
+__all__ = ["DynamicProgram", "ElfImage", "Segment", "check_program", "open_program", "parse_elf"]
 
 # e_ident and header values (System V ABI / the x86-64 supplement).
 ELFMAG = b"\x7fELF"
@@ -152,6 +152,10 @@ class ElfImage:
             )
 
 
+class DynamicProgram(GuestError):
+    """The program needs a dynamic loader or shared libraries, which a guest cannot have."""
+
+
 def _fail(path: str, why: str) -> GuestError:
     return GuestError(f"{path}: {why}")
 
@@ -198,7 +202,7 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
         )
         seg = Segment(p_vaddr, p_memsz, p_offset, p_filesz, p_flags, p_align)
         if p_type == PT_INTERP:
-            raise _fail(path, "dynamically linked (has PT_INTERP); only static programs run")
+            raise DynamicProgram(f"{path}: dynamically linked (has PT_INTERP); only static programs run")
         if p_type == PT_LOAD:
             _check_load(path, seg, size)
             if p_memsz:
@@ -222,8 +226,8 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
         if b.vaddr < a.end:
             raise _fail(path, f"PT_LOAD segments overlap or are out of order at {b.vaddr:#x}")
     if e_type == ET_DYN and dynamic is not None and _needs_libraries(data, *dynamic):
-        raise _fail(path, "dynamically linked (DT_NEEDED without PT_INTERP); "
-                          "only static programs run")
+        raise DynamicProgram(f"{path}: dynamically linked (DT_NEEDED without PT_INTERP); "
+                             "only static programs run")
     if not any(s.vaddr <= e_entry < s.end and s.flags & PF_X for s in loads):
         raise _fail(path, f"entry point {e_entry:#x} is not in an executable segment")
     if phdr_vaddr is None:

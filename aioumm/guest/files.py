@@ -10,8 +10,12 @@ operation here may block: reading a pipe or a terminal first waits for readiness
 with the loop (``add_reader``), then reads what is there; writing a pipe goes
 through a second, non-blocking description of the same pipe (opened through
 ``/proc/self/fd``) so that a full pipe makes the guest wait, never the loop.  The
-guest's own ``O_NONBLOCK`` (on the shared description, as on Linux) turns the
-waits off and the guest sees ``EAGAIN``.
+guest's own ``O_NONBLOCK`` (kept with the shared description, as on Linux) turns
+the waits off and the guest sees ``EAGAIN``.  That flag is the runner's record, not
+the host descriptor's: a loop may switch a descriptor it watches to non-blocking
+(libuv does, and uvloop with it), and that must change nothing for a guest.
+:func:`wait_fd` puts the host flag back once nobody waits, so a terminal shared
+with the runner's caller is left as it was found.
 
 Paths are resolved inside a root directory.  With the root ``/`` a guest path is a
 host path.  Any other root is enforced by the kernel: every lookup is an
@@ -21,6 +25,7 @@ host path.  Any other root is enforced by the kernel: every lookup is an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -100,26 +105,66 @@ def _ready(fd: int, events: int) -> bool:
     return bool(p.poll(0))
 
 
-async def wait_fd(fd: int, *, write: bool = False) -> None:
-    """Wait, on the running loop, until ``fd`` is readable (or writable)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
+#: Guests waiting for a host descriptor, by (loop, descriptor, direction).  A loop
+#: keeps one callback per descriptor and direction, and guest processes share
+#: descriptors (a forked shell and its children all hold the same pipe ends), so
+#: the loop is asked once and every waiter is woken; each then looks again.
+_WAITERS: dict[tuple[int, int, bool], list[asyncio.Future[None]]] = {}
 
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
 
+#: Whether each watched descriptor was in blocking mode before the loop watched it.
+_RESTORE: dict[tuple[int, int, bool], bool] = {}
+
+
+def _unwatch(loop: asyncio.AbstractEventLoop, fd: int, write: bool, was_blocking: bool) -> None:
+    _RESTORE.pop((id(loop), fd, write), None)
     if write:
-        loop.add_writer(fd, ready)
+        loop.remove_writer(fd)
     else:
-        loop.add_reader(fd, ready)
+        loop.remove_reader(fd)
+    if was_blocking and not any(k[1] == fd for k in _WAITERS):
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, True)
+
+
+async def wait_fd(fd: int, *, write: bool = False) -> None:
+    """Wait, on the running loop, until ``fd`` is readable (or writable).
+
+    Any number of waiters may wait for the same descriptor at once.
+    """
+    loop = asyncio.get_running_loop()
+    key = (id(loop), fd, write)
+    fut: asyncio.Future[None] = loop.create_future()
+    waiters = _WAITERS.get(key)
+    if waiters is None:
+        waiters = _WAITERS[key] = []
+        was_blocking = os.get_blocking(fd)
+
+        def ready() -> None:
+            woken = _WAITERS.pop(key, [])
+            _unwatch(loop, fd, write, was_blocking)
+            for w in woken:
+                if not w.done():
+                    w.set_result(None)
+
+        _RESTORE[key] = was_blocking
+
+        if write:
+            loop.add_writer(fd, ready)
+        else:
+            loop.add_reader(fd, ready)
+    waiters.append(fut)
     try:
         await fut
     finally:
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+        if not fut.done():
+            fut.cancel()
+        current = _WAITERS.get(key)
+        if current is not None and fut in current:
+            current.remove(fut)
+            if not current:
+                del _WAITERS[key]
+                _unwatch(loop, fd, write, _RESTORE.get(key, False))
 
 
 @dataclass
@@ -144,6 +189,8 @@ class OpenFile:
         self._may_block = (
             stat.S_ISFIFO(m) or stat.S_ISSOCK(m) or (stat.S_ISCHR(m) and os.isatty(host_fd))
         )
+        #: The guest's ``O_NONBLOCK`` on this description (see the module docstring).
+        self.nonblocking = bool(fcntl.fcntl(host_fd, fcntl.F_GETFL) & os.O_NONBLOCK)
         self.refs = 0
         self._nb_write_fd = -1
         self._dir: list[_DirEntry] | None = None
@@ -166,7 +213,19 @@ class OpenFile:
 
     def guest_nonblocking(self) -> bool:
         """The guest set ``O_NONBLOCK`` on this description."""
-        return bool(fcntl.fcntl(self.host_fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+        return self.nonblocking
+
+    def status_flags(self) -> int:
+        """``F_GETFL``: the host description's flags, with the guest's ``O_NONBLOCK``."""
+        flags = fcntl.fcntl(self.host_fd, fcntl.F_GETFL) & ~os.O_NONBLOCK
+        return flags | (os.O_NONBLOCK if self.nonblocking else 0)
+
+    def set_status_flags(self, flags: int, mask: int) -> None:
+        """``F_SETFL``: change the flags in ``mask`` to their value in ``flags``."""
+        cur = fcntl.fcntl(self.host_fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.host_fd, fcntl.F_SETFL, (cur & ~mask) | (flags & mask))
+        if mask & os.O_NONBLOCK:
+            self.nonblocking = bool(flags & os.O_NONBLOCK)
 
     # ---------------------------------------------------------------- I/O
 
@@ -406,6 +465,25 @@ class FdTable:
         for fd in list(self._slots):
             self.close(fd)
 
+    def close_on_exec(self) -> None:
+        """Close every descriptor marked ``FD_CLOEXEC`` (an ``execve`` succeeded)."""
+        for fd in [fd for fd, slot in self._slots.items() if slot.cloexec]:
+            self.close(fd)
+
+    def fork_copy(self) -> FdTable:
+        """The table a forked child starts with: the same open files, flags and limit.
+
+        Each guest descriptor of the child names the *same* :class:`OpenFile` as
+        the parent's (one open file description, as after ``fork`` on Linux:
+        shared offset and status flags); the host descriptor closes with the last
+        guest descriptor of any process.
+        """
+        twin = FdTable(self.limit)
+        for fd, slot in self._slots.items():
+            slot.file.refs += 1
+            twin._slots[fd] = _Slot(slot.file, slot.cloexec)
+        return twin
+
 
 @dataclass(frozen=True)
 class Loc:
@@ -437,6 +515,22 @@ class Vfs:
             self.chdir(Loc(self.root_fd, start) if self.confined else Loc(-1, start))
         except OSError:
             self.chdir(Loc(self.root_fd, "/"))
+
+    def fork_copy(self) -> Vfs:
+        """An independent copy (same root, working directory and umask) for a forked child."""
+        twin = Vfs.__new__(Vfs)
+        twin.root = self.root
+        twin.confined = self.confined
+        twin.cwd = self.cwd
+        twin.umask = self.umask
+        twin.root_fd = twin.cwd_fd = -1
+        try:
+            twin.root_fd = fcntl.fcntl(self.root_fd, fcntl.F_DUPFD_CLOEXEC, 0)
+            twin.cwd_fd = fcntl.fcntl(self.cwd_fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        except BaseException:
+            twin.close()
+            raise
+        return twin
 
     def close(self) -> None:
         """Close the root and working-directory descriptors."""

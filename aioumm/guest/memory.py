@@ -20,6 +20,13 @@ addresses.  Every change to the list is also queued on the stub as an
 guest resumes, and the guest is stopped meanwhile, so the controller's view and the
 stub's never disagree where the guest could see it.
 
+Address spaces are copied for ``fork`` (:meth:`AddressSpace.fork_copy`: a new
+physmem file receives only the pages that hold data, file-backed and shared
+mappings are shared) and shared for ``vfork`` (:meth:`AddressSpace.share`: a
+second stub maps the same physmem file ``MAP_SHARED`` and every later change is
+queued on both stubs).  Anonymous ``MAP_SHARED`` memory has a file of its own
+(:class:`SharedAnon`), so a forked child and its parent keep sharing it.
+
 Guest pointers are hostile.  The access helpers raise :class:`GuestFault` (the
 syscall then fails with ``EFAULT``) for anything not mapped with the needed
 protection; the ``sys_*`` methods validate their arguments the way Linux does and
@@ -43,11 +50,13 @@ from .errors import GuestFault, SyscallError
 from .layout import PAGE_MASK, PAGE_SIZE, Layout, page_down, page_up
 
 __all__ = [
+    "NULL_MAPPER",
     "AddressSpace",
     "Backing",
     "FileBacking",
     "PageAllocator",
     "PhysMem",
+    "SharedAnon",
     "StubMapper",
     "Vma",
 ]
@@ -116,6 +125,46 @@ class StubMapper(Protocol):
     def mprotect(self, addr: int, length: int, prot: int) -> None: ...
 
 
+class _NullMapper:
+    """Drops every record: for an address space being built before it has a stub."""
+
+    def mmap(
+        self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True
+    ) -> None:
+        pass
+
+    def munmap(self, addr: int, length: int) -> None:
+        pass
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        pass
+
+
+#: A mapper that drops every record (see :meth:`AddressSpace.bind`).
+NULL_MAPPER: StubMapper = _NullMapper()
+
+
+class _Mirror:
+    """Queues every record on each of several stubs that map one address space."""
+
+    def __init__(self, stubs: list[StubMapper]) -> None:
+        self.stubs = stubs
+
+    def mmap(
+        self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True
+    ) -> None:
+        for s in self.stubs:
+            s.mmap(addr, length, prot, fd, offset, shared=shared)
+
+    def munmap(self, addr: int, length: int) -> None:
+        for s in self.stubs:
+            s.munmap(addr, length)
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        for s in self.stubs:
+            s.mprotect(addr, length, prot)
+
+
 class PageAllocator:
     """First-fit allocator of page-aligned byte ranges in ``[0, size)``.
 
@@ -135,6 +184,13 @@ class PageAllocator:
     def ranges(self) -> list[tuple[int, int]]:
         """The free ranges, as ``(start, end)`` pairs (for tests and debugging)."""
         return list(self._free)
+
+    def copy(self) -> PageAllocator:
+        """An allocator with the same ranges allocated."""
+        twin = PageAllocator(0)
+        twin.size = self.size
+        twin._free = list(self._free)
+        return twin
 
     def alloc(self, length: int, at: int | None = None) -> int | None:
         """Allocate ``length`` bytes; at offset ``at`` if given (None if not free there)."""
@@ -263,6 +319,41 @@ class PhysMem(Backing):
         assert self.map is not None
         self.map.madvise(mmap.MADV_REMOVE, offset, length)
 
+    def copy_from(self, other: PhysMem) -> None:
+        """Become a copy of ``other`` (same size): the same ranges allocated, the same bytes.
+
+        Only the parts of the file that hold data are copied (``SEEK_DATA`` /
+        ``SEEK_HOLE``): a guest's 8 MiB stack reserve or a large untouched
+        allocation costs nothing.
+        """
+        if other.size != self.size:
+            raise ValueError("physmem files of different sizes")
+        self.pages = other.pages.copy()
+        pos = 0
+        while True:
+            try:
+                start = os.lseek(other.fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data past pos
+                    return
+                raise
+            end = os.lseek(other.fd, start, os.SEEK_HOLE)
+            self._copy_range(other, start, end)
+            pos = end
+
+    def _copy_range(self, other: PhysMem, start: int, end: int) -> None:
+        pos = start
+        while pos < end:
+            try:
+                n = os.copy_file_range(other.fd, self.fd, end - pos, pos, pos)
+            except OSError:
+                n = 0
+            if n <= 0:
+                # No in-kernel copy between these files: go through both mappings.
+                self.view[pos:end] = other.view[pos:end]
+                return
+            pos += n
+
     def close(self) -> None:
         """Unmap and close (every view of it must be released first)."""
         if self.fd < 0:
@@ -273,27 +364,10 @@ class PhysMem(Backing):
         self.fd = -1
 
 
-class FileBacking(Backing):
-    """A host file mapped as it is, in the stub and (read-only or shared) here.
+class _Counted(Backing):
+    """A backing owned by the VMAs that use it (across address spaces): the last one closes it."""
 
-    The backing holds its own duplicate of the descriptor and closes it, and its
-    mapping, once the last VMA using it is gone.
-    """
-
-    def __init__(self, fd: int, *, writable: bool = False, stub_shared: bool = False) -> None:
-        self.fd = os.dup(fd)
-        os.set_inheritable(self.fd, False)
-        self.stub_shared = stub_shared
-        self.writable = writable
-        self._refs = 0
-        size = os.fstat(self.fd).st_size
-        self.map = None
-        if size:
-            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=prot)
-            self.view = memoryview(self.map)
-        else:
-            self.view = memoryview(b"")
+    _refs = 0
 
     def acquire(self) -> None:
         self._refs += 1
@@ -311,6 +385,52 @@ class FileBacking(Backing):
         self.map = None
         os.close(self.fd)
         self.fd = -1
+
+
+class SharedAnon(_Counted):
+    """Anonymous ``MAP_SHARED`` memory: a memfd of its own, mapped here and in the stub.
+
+    Every address space that maps it (a parent and the children it forked) maps
+    the same file, so a write by one is seen by all, as on Linux.  Unmapping part
+    of it frees nothing; the file goes with its last mapping.
+    """
+
+    def __init__(self, length: int) -> None:
+        self.stub_shared = True
+        self.writable = True
+        self.fd = os.memfd_create("aioumm-shared-anon", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, length)
+            self.map = mmap.mmap(
+                self.fd, length, flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            )
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.view = memoryview(self.map)
+
+
+class FileBacking(_Counted):
+    """A host file mapped as it is, in the stub and (read-only or shared) here.
+
+    The backing holds its own duplicate of the descriptor and closes it, and its
+    mapping, once the last VMA using it is gone.
+    """
+
+    def __init__(self, fd: int, *, writable: bool = False, stub_shared: bool = False) -> None:
+        self.fd = os.dup(fd)
+        os.set_inheritable(self.fd, False)
+        self.stub_shared = stub_shared
+        self.writable = writable
+        size = os.fstat(self.fd).st_size
+        self.map = None
+        if size:
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=prot)
+            self.view = memoryview(self.map)
+        else:
+            self.view = memoryview(b"")
 
 
 @dataclass
@@ -349,6 +469,8 @@ class AddressSpace:
         self._vmas: list[Vma] = []
         self.brk_start = 0
         self.brk = 0
+        #: Every stub that maps this address space (more than one during a vfork).
+        self._users: list[StubMapper] = [stub]
 
     # ----------------------------------------------------------------- queries
 
@@ -454,10 +576,27 @@ class AddressSpace:
         self, start: int, length: int, prot: int, *, shared: bool = False, name: str = "",
         near: int | None = None,
     ) -> Vma:
-        """Map fresh zeroed physmem at ``[start, start + length)`` (replacing what is there).
+        """Map fresh zeroed memory at ``[start, start + length)`` (replacing what is there).
 
-        The caller has checked the range is page-aligned guest space.
+        Private memory is a range of physmem; shared memory (``MAP_SHARED |
+        MAP_ANONYMOUS``) a :class:`SharedAnon` file of its own, so that it stays
+        shared with forked children.  The caller has checked the range is
+        page-aligned guest space.
         """
+        if shared:
+            if length > self.physmem.size:
+                raise SyscallError(errno.ENOMEM)
+            try:
+                backing = SharedAnon(length)
+            except OSError as exc:
+                raise SyscallError(errno.ENOMEM) from exc
+            backing.acquire()  # held until the VMA holds it
+            try:
+                vma = Vma(start, start + length, prot, backing, 0, True, name)
+                self._replace(vma)
+            finally:
+                backing.drop()
+            return vma
         off = self.physmem.allocate(length, near)
         vma = Vma(start, start + length, prot, self.physmem, off, shared, name)
         self._replace(vma)
@@ -873,6 +1012,63 @@ class AddressSpace:
     def write_i32(self, addr: int, value: int) -> None:
         """Store one little-endian 32-bit signed integer."""
         self.write(addr, _I32.pack(value))
+
+    # ------------------------------------------------ stubs, fork and vfork
+
+    def queue_all(self, stub: StubMapper) -> None:
+        """Queue on ``stub`` one ``mmap`` record per mapping (a stub new to this space)."""
+        for v in self._vmas:
+            stub.mmap(v.start, v.length, v.prot, v.backing.fd, v.offset, shared=v.backing.stub_shared)
+
+    def bind(self, stub: StubMapper) -> None:
+        """Hand an address space built on :data:`NULL_MAPPER` to ``stub``: every
+        mapping is queued on it, and later changes go to it."""
+        self.stub = stub
+        self._users = [stub]
+        self.queue_all(stub)
+
+    def fork_copy(self, stub: StubMapper) -> AddressSpace:
+        """A copy of this address space for a forked child running in ``stub``.
+
+        Private memory is copied into a new physmem file (the same offsets, only
+        the pages that hold data); file-backed and shared anonymous mappings are
+        shared, as ``fork`` shares them.  The child's mappings are queued on
+        ``stub``.
+        """
+        child = AddressSpace(stub, self.layout, PhysMem(self.physmem.size))
+        try:
+            child.physmem.copy_from(self.physmem)
+            for v in self._vmas:
+                backing = child.physmem if v.backing is self.physmem else v.backing
+                backing.acquire()
+                child._vmas.append(replace(v, backing=backing))
+            child.brk_start, child.brk = self.brk_start, self.brk
+        except BaseException:
+            child.close()
+            raise
+        child.queue_all(stub)
+        return child
+
+    def share(self, stub: StubMapper) -> None:
+        """Let ``stub`` map this very address space too (``vfork``).
+
+        Its mappings of physmem are ``MAP_SHARED`` mappings of the same file, so
+        both stubs see the same memory; every change from now on is queued on
+        every stub that shares the space, until :meth:`unshare`.
+        """
+        self.queue_all(stub)
+        self._users.append(stub)
+        self.stub = _Mirror(list(self._users))
+
+    def unshare(self, stub: StubMapper) -> bool:
+        """``stub`` no longer maps this space; True when no stub does (close it then)."""
+        if stub in self._users:
+            self._users.remove(stub)
+        if len(self._users) == 1:
+            self.stub = self._users[0]
+        elif self._users:
+            self.stub = _Mirror(list(self._users))
+        return not self._users
 
     # -------------------------------------------------------------- lifetime
 

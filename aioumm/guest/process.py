@@ -2,13 +2,28 @@
 
 :meth:`GuestProcess.serve` is the guest's kernel: it resumes the stub, and for each
 report either answers a trapped syscall (``SIGSYS``) through the handler table,
-lets a preempted guest go on (``SIGALRM``), or ends the guest for a fault it did
-not (yet) get to handle (``SIGSEGV``, ``SIGILL``...: it dies of that signal, as it
-would natively with no handler).
+lets a preempted guest go on (``SIGALRM``: also how another guest's signal reaches
+one that is running), or ends the guest for a fault it did not (yet) get to handle
+(``SIGSEGV``, ``SIGILL``...: it dies of that signal, as it would natively with no
+handler).
+
+A process lives in a :class:`~aioumm.guest.kernel.ProcessTable` with the other
+guests of its run; :meth:`GuestProcess.run` serves it until it exits and then
+releases everything it held (a zombie is only its wait status).
+
+Signals from elsewhere (another guest's ``kill``, a child's exit) go through
+:meth:`GuestProcess.post_signal`.  A signal that must act now interrupts the
+process wherever it is: a guest running in its stub is stopped with ``SIGALRM``;
+a guest waiting in a syscall (a pipe, ``wait4``, a sleep) has its wait cancelled,
+the syscall answers ``EINTR``, and the signal takes effect on the way out, as
+Linux does it.  The calls that build or replace a process (``fork``, ``vfork``,
+``execve``) are never interrupted; the signal acts when they are done.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -16,18 +31,22 @@ import os
 import resource
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
+from .binfmt import ExecPlan
 from .elf import ElfImage
-from .errors import GuestExit, SyscallError
+from .errors import GuestError, GuestExit, SyscallError
 from .files import FdTable, OpenFile, Vfs
+from .kernel import ChildInfo, ProcessTable
 from .layout import Layout, default_layout
-from .loader import load_image, setup_stack
-from .memory import AddressSpace, PhysMem
-from .signals import SignalState
+from .loader import LoadedProgram, load_image, setup_stack
+from .memory import NULL_MAPPER, AddressSpace, PhysMem
+from .sigframe import deliver_fault, deliver_signals, restart_text
+from .signals import SigInfo, SignalState, sigbit
+from .stack import StackImage
 from .strace import Strace
 
-__all__ = ["GuestProcess", "Handler", "RegsLike", "ReportLike", "StubLike"]
+__all__ = ["UNINTERRUPTIBLE", "GuestProcess", "Handler", "RegsLike", "ReportLike", "StubLike"]
 
 log = logging.getLogger("aioumm.guest")
 
@@ -86,15 +105,22 @@ class StubLike(Protocol):
     def mprotect(self, addr: int, length: int, prot: int) -> None: ...
     async def flush(self) -> None: ...
     async def resume(self) -> ReportLike: ...
+    def kill(self) -> None: ...
+    def interrupt(self) -> None: ...
+    async def wait_exit(self) -> object: ...
 
 
 #: A syscall handler: ``handler(process, a0, ..., a5)`` -> result, maybe awaitable.
 Handler = Callable[..., "int | Awaitable[int]"]
 HANDLERS: dict[int, Handler] = {}
+#: Syscall numbers whose waits a signal does not interrupt (fork, vfork, execve...).
+UNINTERRUPTIBLE: set[int] = set()
 
 _GENERAL_REGS = (
     ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "eflags"]
 )
+#: What a forked child takes over from its parent (the FPU state is the core's: see README).
+_FORK_REGS = [*_GENERAL_REGS, "rsp", "rip", "fs_base"]
 
 
 class GuestProcess:
@@ -110,15 +136,51 @@ class GuestProcess:
         strace: TextIO | None = None,
         physmem: PhysMem | None = None,
         ppid: int | None = None,
+        kernel: ProcessTable | None = None,
+        pid: int | None = None,
+        mm: AddressSpace | None = None,
+        signals: SignalState | None = None,
     ) -> None:
         self.stub = stub
         self.layout = layout if layout is not None else default_layout()
-        self.mm = AddressSpace(stub, self.layout, physmem)
+        self.mm = mm if mm is not None else AddressSpace(stub, self.layout, physmem)
         self.vfs = vfs if vfs is not None else Vfs("/")
         self.fds = fds if fds is not None else FdTable()
-        self.signals = SignalState()
-        self.pid = stub.pid
-        self.ppid = os.getppid() if ppid is None else ppid
+        self.signals = signals if signals is not None else SignalState()
+        #: The run's processes (a process made on its own gets a table of its own).
+        self.kernel = kernel if kernel is not None else ProcessTable()
+        #: The guest's pid: virtual, from the table (on its own: the stub's host pid).
+        self.pid = pid if pid is not None else stub.pid
+        #: The parent guest (None: the first guest, whose parent is outside).
+        self.parent: GuestProcess | None = None
+        self._outer_ppid = os.getppid() if ppid is None else ppid
+        #: Children not yet reaped (zombies too), by pid.
+        self.children: dict[int, GuestProcess] = {}
+        self.pgid = self.sid = self.pid
+        #: Sent to the parent at exit (``clone``'s low byte; 0: none).
+        self.exit_signal = int(signal.SIGCHLD)
+        #: The wait status once the process is over (it is a zombie until reaped).
+        self.status: int | None = None
+        #: Whether it has called ``execve`` since it was forked (``setpgid`` cares).
+        self.did_exec = False
+        #: Set when a ``vfork`` child execs or exits: its parent may go on.
+        self.vfork_done: asyncio.Future[None] | None = None
+        #: The ``siginfo`` of the last pending ``SIGCHLD`` (for a guest handler).
+        self.signal_info: dict[int, ChildInfo] = {}
+        #: The task serving this process (see ``ProcessTable.start``).
+        self.task: asyncio.Task[Any] | None = None
+        #: A note for this syscall's strace line (why it failed, when that is ours).
+        self.note: str | None = None
+        self._child_waiters: list[asyncio.Future[None]] = []
+        self._in_guest = False
+        self._interruptible = False
+        self._kicked = False
+        self._interrupted = False
+        self._closed = False
+        #: Error code, trap number and CR2 of the fault being delivered (for its sigcontext).
+        self.trap: tuple[int, int, int] = (0, 0, 0)
+        #: This syscall's arguments as strace should show them, when a handler knows better.
+        self.trace_args: str | None = None
         self.uid, self.euid = os.getuid(), os.geteuid()
         self.gid, self.egid = os.getgid(), os.getegid()
         self.exe = ""
@@ -134,10 +196,25 @@ class GuestProcess:
         self.rlimits[resource.RLIMIT_STACK] = (self.layout.stack_size, _U64)
         self.rlimits[resource.RLIMIT_NOFILE] = (self.fds.limit, self.fds.limit)
         self.strace = (
-            Strace(strace) if strace is not None else None
+            Strace(strace, prefix=self._strace_prefix) if strace is not None else None
         )
         #: Re-raise handler bugs instead of answering ENOSYS (for tests).
         self.raise_internal_errors = False
+        self.kernel.add(self)
+
+    @property
+    def ppid(self) -> int:
+        """The parent's pid (the first guest's parent is whoever ran the runner)."""
+        return self.parent.pid if self.parent is not None else self._outer_ppid
+
+    @property
+    def host_pid(self) -> int:
+        """The stub's pid on the host (its CPU clocks are the guest's)."""
+        return self.stub.pid
+
+    def _strace_prefix(self) -> str:
+        # As strace -f does: lines name their process once there is more than one.
+        return f"[pid {self.pid:5d}] " if self.kernel.alive > 1 else ""
 
     # -------------------------------------------------------------- set-up
 
@@ -166,6 +243,9 @@ class GuestProcess:
         )
         self.exe = exe_path
         self.comm = os.fsencode(os.path.basename(exe_path))[:15]
+        self._start_at(prog, stack)
+
+    def _start_at(self, prog: LoadedProgram, stack: StackImage) -> None:
         regs = self.stub.regs
         for name in _GENERAL_REGS:
             setattr(regs, name, 0)
@@ -173,11 +253,198 @@ class GuestProcess:
         regs.rip = prog.entry
         regs.fs_base = 0
 
+    def execve(self, plan: ExecPlan, envp: list[bytes]) -> None:
+        """Replace the program (``execve`` once ``plan`` is ready).
+
+        The new image and its stack are built in a fresh address space first; a
+        failure there (``E2BIG``, ``ENOMEM``) leaves the old program running.
+        Then the old mappings go (a ``vfork`` child just lets go of its parent's),
+        the new ones are queued on the stub, close-on-exec descriptors are closed
+        and handled signals go back to their defaults.
+        """
+        new = AddressSpace(NULL_MAPPER, self.layout, PhysMem(self.mm.physmem.size))
+        try:
+            prog = load_image(new, plan.image, plan.fd)
+            stack = setup_stack(
+                new, prog, plan.argv, envp, plan.filename, exec_stack=plan.image.exec_stack,
+                creds=(self.uid, self.euid, self.gid, self.egid),
+            )
+        except GuestError as exc:  # the image does not fit in the address space
+            new.close()
+            raise SyscallError(errno.ENOMEM) from exc
+        except BaseException:
+            new.close()
+            raise
+        # The point of no return.
+        old, stub, lay = self.mm, self.stub, self.layout
+        if old.unshare(stub):
+            old.close()
+        stub.munmap(0, lay.stub_start)
+        stub.munmap(lay.stub_end, lay.task_top - lay.stub_end)
+        new.bind(stub)
+        self.mm = new
+        self._start_at(prog, stack)
+        self.exe = plan.exe
+        self.comm = os.path.basename(plan.filename)[:15]
+        self.fds.close_on_exec()
+        self.signals.reset_for_exec()
+        self.clear_child_tid = 0
+        self.robust_list = (0, 0)
+        self.did_exec = True
+        if self.vfork_done is not None and not self.vfork_done.done():
+            self.vfork_done.set_result(None)  # the parent may run again
+
+    def fork(self, stub: StubLike, *, share_memory: bool = False) -> GuestProcess:
+        """A child of this process in ``stub`` (stopped and ready), as ``fork`` makes it.
+
+        Its address space is a copy of this one (``share_memory``: this very
+        one, for ``vfork``), its descriptor table a copy naming the same open
+        files, its working directory, umask, ids, limits and signal
+        dispositions this process's; its registers are these, with ``rax`` 0.
+        The caller starts it (``ProcessTable.start``).
+        """
+        if share_memory:
+            self.mm.share(stub)
+            mm = self.mm
+        else:
+            mm = self.mm.fork_copy(stub)
+        vfs: Vfs | None = None
+        fds: FdTable | None = None
+        try:
+            vfs = self.vfs.fork_copy()
+            fds = self.fds.fork_copy()
+            child = GuestProcess(
+                stub, layout=self.layout, vfs=vfs, fds=fds,
+                strace=self.strace.out if self.strace is not None else None,
+                kernel=self.kernel, pid=self.kernel.new_pid(), mm=mm,
+                signals=self.signals.fork_copy(),
+            )
+        except BaseException:
+            if fds is not None:
+                fds.close_all()
+            if vfs is not None:
+                vfs.close()
+            if mm.unshare(stub):
+                mm.close()
+            raise
+        child.parent = self
+        self.children[child.pid] = child
+        child.pgid, child.sid = self.pgid, self.sid
+        child.uid, child.euid, child.gid, child.egid = self.uid, self.euid, self.gid, self.egid
+        child.exe, child.comm = self.exe, self.comm
+        child.rlimits = dict(self.rlimits)
+        child.robust_list = self.robust_list
+        child.raise_internal_errors = self.raise_internal_errors
+        mine, theirs = self.stub.regs, stub.regs
+        for name in _FORK_REGS:
+            setattr(theirs, name, getattr(mine, name))
+        theirs.rax = 0
+        _copy_fpstate(mine, theirs)
+        return child
+
+    # ------------------------------------------------------------ signals
+
+    def post_signal(self, sig: int, info: ChildInfo | SigInfo | None = None) -> None:
+        """A signal from outside this process (another guest, a child's exit).
+
+        An ignored signal is dropped at once, as Linux drops it; any other is
+        made pending (``info`` kept for a handler), and if it has to act now
+        the process is interrupted wherever it is (see the module docstring).
+        """
+        if self.status is not None:
+            return
+        if not self.signals.post(sig, info if isinstance(info, SigInfo) else None):
+            return
+        if isinstance(info, ChildInfo):
+            self.signal_info[sig] = info
+        if self._must_act(sig):
+            self.kick()
+
+    def _must_act(self, sig: int) -> bool:
+        # A signal that is not blocked (and not ignored: those are dropped) acts now:
+        # its handler runs, or its default action ends the process.
+        if sig == signal.SIGKILL:
+            return True
+        return not self.signals.blocked & sigbit(sig)
+
+    def kick(self) -> None:
+        """Make the process look at its pending signals as soon as it can.
+
+        It happens two loop turns later: a wait that the same event also ends
+        (``wait4`` woken by the child whose exit sent ``SIGCHLD``) finishes
+        first, as on Linux, and the signal then acts on the way out.
+        """
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self._kick_now)
+
+    def _kick_now(self) -> None:
+        if self.status is not None or not (
+            self.signals.has_deliverable() or self.signals.pending & sigbit(signal.SIGKILL)
+        ):
+            return
+        if self._interruptible and self.task is not None and not self.task.done():
+            self._kicked = True
+            self.task.cancel()  # caught in _wait: the syscall answers EINTR
+        elif self._in_guest:
+            with contextlib.suppress(Exception):
+                self.stub.interrupt()  # stops with SIGALRM; serve() delivers
+
+
+    # ------------------------------------------------------------ children
+
+    def children_changed(self) -> None:
+        """A child exited (or was given to this process): wake ``wait4``/``waitid``."""
+        waiters, self._child_waiters = self._child_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def child_event(self) -> None:
+        """Wait until a child changes state (interrupted waits raise as usual)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._child_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._child_waiters:
+                self._child_waiters.remove(fut)
+
+    # ------------------------------------------------------------ lifetime
+
     def close(self) -> None:
-        """Release every descriptor and the address space's files."""
+        """Release every descriptor and the address space's files (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.signals.cancel_timer()
         self.fds.close_all()
-        self.mm.close()
+        if self.mm.unshare(self.stub):
+            self.mm.close()
         self.vfs.close()
+
+    async def run(self) -> int:
+        """Serve the process until it is over, release what it held, and tell the
+        table (it becomes a zombie); return its wait status."""
+        status = int(signal.SIGKILL)  # what an interrupted life counts as
+        try:
+            status = await self.serve()
+            return status
+        finally:
+            self.stub.kill()
+            self.close()  # its pipe ends close now: readers see EOF at once
+            self.kernel.exited(self, status)
+            with contextlib.suppress(Exception):
+                await self.stub.wait_exit()
+
+    async def abandon(self) -> None:
+        """Release a process whose task never ran (the run ended first)."""
+        if self.status is not None:
+            return
+        self.stub.kill()
+        self.close()
+        self.kernel.exited(self, int(signal.SIGKILL))
+        with contextlib.suppress(Exception):
+            await self.stub.wait_exit()
 
     # --------------------------------------------------------------- serve
 
@@ -185,30 +452,29 @@ class GuestProcess:
         """Run the guest until it is over; return its ``wait`` status."""
         try:
             while True:
-                report = await self.stub.resume()
+                self._in_guest = True
+                try:
+                    report = await self.stub.resume()
+                finally:
+                    self._in_guest = False
                 sig = report.signal
                 if sig == signal.SIGSYS:
                     await self.syscall(report.syscall)
                 elif sig == signal.SIGALRM:
-                    continue  # preempted: nothing to do but go on
+                    # Preempted, or stopped so that a signal can act.
+                    if self.signals.has_deliverable():
+                        deliver_signals(self)
                 else:
-                    self._fault(report)
+                    deliver_fault(self, report)
         except GuestExit as done:
             if self.strace is not None:
                 sig = done.wait_status & 0x7F
                 if sig:
-                    self.strace.emit(f"+++ killed by {_signame(sig)} +++")
+                    core = " (core dumped)" if done.wait_status & 0x80 else ""
+                    self.strace.emit(f"+++ killed by {_signame(sig)}{core} +++")
                 else:
                     self.strace.emit(f"+++ exited with {done.wait_status >> 8} +++")
             return done.wait_status
-
-    def _fault(self, report: ReportLike) -> None:
-        if self.strace is not None:
-            self.strace.emit(
-                f"--- {_signame(report.signal)} {{si_signo={_signame(report.signal)}, "
-                f"si_code={report.code}, si_addr={report.addr:#x}}} ---"
-            )
-        raise GuestExit.killed(report.signal)
 
     async def syscall(self, nr: int) -> None:
         """Answer one trapped syscall (the stub is stopped with its registers in view)."""
@@ -219,17 +485,27 @@ class GuestProcess:
         )
         handler = HANDLERS.get(nr)
         unknown = handler is None
+        # execve's arguments name memory that is gone once it succeeds: shown first.
+        shown = self.strace.render_args(nr, args, self.mm) if self.strace is not None else None
+        self.note = None
+        self.trace_args = None
+        self._interrupted = False
         try:
             if handler is None:
                 result = -errno.ENOSYS
             else:
                 res = handler(self, *args)
-                result = res if isinstance(res, int) else await res
+                if isinstance(res, int):
+                    result = res
+                elif nr in UNINTERRUPTIBLE:
+                    result = await res
+                else:
+                    result = await self._wait(res)
         except SyscallError as exc:
             result = -exc.errno
         except GuestExit:
             if self.strace is not None:
-                self.strace.call(nr, args, None, self.mm)
+                self.strace.call(nr, args, None, self.mm, shown=shown)
             raise
         except OSError as exc:
             result = -(exc.errno or errno.EIO)
@@ -238,11 +514,50 @@ class GuestProcess:
                 raise
             log.exception("internal error serving syscall %d; answering ENOSYS", nr)
             result = -errno.ENOSYS
+        interrupted = self._interrupted and result == -errno.EINTR
         if self.strace is not None:
-            self.strace.call(nr, args, result, self.mm, unknown=unknown)
+            if self.trace_args is not None:
+                shown = self.trace_args
+            if interrupted:
+                line = self.strace.line(nr, args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
+                self.strace.emit(f"{line} = ? {restart_text(nr)}")
+            else:
+                self.strace.call(nr, args, result, self.mm, unknown=unknown, shown=shown, note=self.note)
         regs.rax = result & _U64
-        if self.signals.has_deliverable():
-            self.signals.deliver()
+        if self.signals.has_deliverable() or interrupted:
+            deliver_signals(self, nr if interrupted else None)
+
+    async def _wait(self, aw: Awaitable[int]) -> int:
+        """Await a syscall that waits; a signal that must act cuts it short (EINTR)."""
+        self._interruptible = True
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._kicked or task is None:
+                raise
+            self._kicked = False
+            if task.uncancel() > 0:
+                raise  # cancelled from outside as well
+            self._interrupted = True
+            return -errno.EINTR
+        finally:
+            self._interruptible = False
+
+
+def _copy_fpstate(src: RegsLike, dst: RegsLike) -> None:
+    """The FPU/vector state (x87, MXCSR, XMM/YMM/ZMM...) goes with the registers to a child.
+
+    Both frames hold the same XSAVE layout on one machine; a register view
+    without the state (a test's fake) or a size that differs leaves the child's.
+    """
+    get, cur = getattr(src, "fpstate", None), getattr(dst, "fpstate", None)
+    put = getattr(dst, "set_fpstate", None)
+    if get is None or cur is None or put is None:
+        return
+    state = get()
+    if len(state) == len(cur()):
+        put(state)
 
 
 def _rlim_in(lim: tuple[int, int]) -> tuple[int, int]:

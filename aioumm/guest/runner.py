@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Protocol, TextIO
@@ -14,23 +16,20 @@ from . import syscalls  # noqa: F401  (importing it registers every handler)
 from .elf import check_program
 from .errors import GuestError, SyscallError
 from .files import Vfs
+from .kernel import OUTER_GROUP, ProcessTable
 from .layout import Layout
 from .process import GuestProcess, StubLike
+from .signals import SI_USER, SigInfo
 
 __all__ = ["run_program"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class _Stub(StubLike, Protocol):
-    def kill(self) -> None: ...
-    async def wait_exit(self) -> object: ...
-
-
 class ControllerLike(Protocol):
     """What ``run_program`` needs from the core's ``Controller``."""
 
-    async def spawn(self) -> _Stub: ...
+    async def spawn(self) -> StubLike: ...
 
 
 def _env_list(env: Mapping[str, str] | Sequence[str | bytes]) -> list[bytes]:
@@ -67,6 +66,31 @@ def _open(vfs: Vfs, path: str) -> int:
         raise GuestError(f"{path}: {os.strerror(exc.errno or 0).lower()}") from exc
 
 
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _forward(kernel: ProcessTable, sig: int) -> None:
+    init = kernel.init
+    if init is None or init.status is not None:
+        return
+    targets = kernel.group(init.pgid) if sig == signal.SIGINT else [init]
+    for proc in targets:
+        proc.post_signal(sig, SigInfo(sig, SI_USER, 0, os.getuid()))
+
+
+def _forward_signals(kernel: ProcessTable) -> list[int]:
+    """Send the runner's SIGINT, SIGTERM and SIGHUP to the guest; the signals it took over."""
+    loop = asyncio.get_running_loop()
+    done: list[int] = []
+    for sig in _FORWARDED:
+        try:
+            loop.add_signal_handler(sig, _forward, kernel, sig)
+        except (ValueError, RuntimeError, NotImplementedError):
+            break  # not the main thread, or a loop without signal support
+        done.append(sig)
+    return done
+
+
 async def run_program(
     ctl: ControllerLike,
     path: str,
@@ -77,6 +101,7 @@ async def run_program(
     strace: TextIO | bool | None = None,
     layout: Layout | None = None,
     stdio: tuple[int, int, int] | None = None,
+    forward_signals: bool = False,
 ) -> int:
     """Run the static x86-64 program ``path`` in a new stub until it is over.
 
@@ -87,8 +112,15 @@ async def run_program(
     ``stdio`` (duplicated; the caller keeps its own).  ``strace`` (a text stream, or
     True for stderr) gets one line per syscall.
 
+    The guest may fork, exec and wait like any Linux program: every process it
+    makes runs in a stub of its own, served concurrently on the running loop.  The
+    run is over when this first guest exits (it plays ``init``: orphans are given
+    to it); any process still running then is killed.
+
     Returns the status a shell would show: the exit code, or ``128 + N`` when the
-    guest died of signal N.  A program that cannot be loaded (missing, not
+    guest died of signal N.  With ``forward_signals``, SIGINT, SIGTERM and SIGHUP sent
+    to the calling process go to the guest instead (SIGINT to every guest of the
+    first one's process group, as a terminal sends it).  A program that cannot be loaded (missing, not
     executable, not a static x86-64 ELF) raises :class:`GuestError` naming the path
     and the reason.
     """
@@ -103,12 +135,15 @@ async def run_program(
         vfs.close()
         raise
     proc: GuestProcess | None = None
-    stub: _Stub | None = None
+    stub: StubLike | None = None
+    kernel = ProcessTable(ctl)
+    forwarded = _forward_signals(kernel) if forward_signals else []
     try:
         image = check_program(path, fd)
         exe = vfs.path_of(fd)
         stub = await ctl.spawn()
-        proc = GuestProcess(stub, layout=layout, vfs=vfs, strace=trace)
+        proc = GuestProcess(stub, layout=layout, vfs=vfs, strace=trace, kernel=kernel, pid=kernel.new_pid())
+        proc.pgid = proc.sid = OUTER_GROUP
         proc.inherit_stdio(stdio or (0, 1, 2))
         try:
             proc.exec_image(image, fd, args, envp, os.fsencode(path), exe)
@@ -117,13 +152,17 @@ async def run_program(
         os.close(fd)
         fd = -1
         try:
-            status = await proc.serve()
+            status = await kernel.run_init(proc)
         except BatchError as exc:
             raise GuestError(f"{path}: the stub could not map the guest's memory: {exc}") from exc
         return 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
     finally:
+        loop = asyncio.get_running_loop()
+        for sig in forwarded:
+            loop.remove_signal_handler(sig)
         if fd >= 0:
             os.close(fd)
+        await kernel.shutdown()
         if stub is not None:
             stub.kill()
             with contextlib.suppress(Exception):

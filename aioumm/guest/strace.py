@@ -18,7 +18,7 @@ from .errors import SyscallError
 from .memory import AddressSpace
 from .table import ARGS, HEX_RESULT, NAMES
 
-__all__ = ["Strace", "errno_text", "format_call"]
+__all__ = ["PRE_RENDERED", "Strace", "errno_text", "format_args", "format_call", "wait_status_text"]
 
 #: Like strace's default ``-s 32``: buffers are shown up to this many bytes.
 STRING_LIMIT = 32
@@ -112,6 +112,66 @@ def _signame(v: int) -> str:
         return str(v)
 
 
+_CLONE_FLAGS = [
+    (0x100, "CLONE_VM"), (0x200, "CLONE_FS"), (0x400, "CLONE_FILES"), (0x800, "CLONE_SIGHAND"),
+    (0x1000, "CLONE_PIDFD"), (0x2000, "CLONE_PTRACE"), (0x4000, "CLONE_VFORK"),
+    (0x8000, "CLONE_PARENT"), (0x10000, "CLONE_THREAD"), (0x20000, "CLONE_NEWNS"),
+    (0x40000, "CLONE_SYSVSEM"), (0x80000, "CLONE_SETTLS"), (0x100000, "CLONE_PARENT_SETTID"),
+    (0x200000, "CLONE_CHILD_CLEARTID"), (0x400000, "CLONE_DETACHED"), (0x800000, "CLONE_UNTRACED"),
+    (0x1000000, "CLONE_CHILD_SETTID"), (0x2000000, "CLONE_NEWCGROUP"), (0x4000000, "CLONE_NEWUTS"),
+    (0x8000000, "CLONE_NEWIPC"), (0x10000000, "CLONE_NEWUSER"), (0x20000000, "CLONE_NEWPID"),
+    (0x40000000, "CLONE_NEWNET"), (0x80000000, "CLONE_IO"),
+]
+_WAIT_OPTIONS = [
+    (1, "WNOHANG"), (2, "WSTOPPED"), (4, "WEXITED"), (8, "WCONTINUED"), (0x1000000, "WNOWAIT"),
+    (0x20000000, "__WNOTHREAD"), (0x40000000, "__WALL"), (0x80000000, "__WCLONE"),
+]
+_IDTYPES = {0: "P_ALL", 1: "P_PID", 2: "P_PGID", 3: "P_PIDFD"}
+#: Calls whose arguments are shown before the call runs (it replaces the memory they name).
+PRE_RENDERED = frozenset({"execve", "execveat"})
+#: strace shows at most this many elements of an argv.
+ARRAY_LIMIT = 32
+
+
+def wait_status_text(st: int) -> str:
+    """A ``wait`` status the way strace shows it: ``[{WIFEXITED(s) && WEXITSTATUS(s) == 0}]``."""
+    if st & 0x7F == 0:
+        return f"[{{WIFEXITED(s) && WEXITSTATUS(s) == {(st >> 8) & 0xFF}}}]"
+    if st & 0xFF == 0x7F:
+        return f"[{{WIFSTOPPED(s) && WSTOPSIG(s) == {_signame((st >> 8) & 0xFF)}}}]"
+    if st == 0xFFFF:
+        return "[{WIFCONTINUED(s)}]"
+    core = " && WCOREDUMP(s)" if st & 0x80 else ""
+    return f"[{{WIFSIGNALED(s) && WTERMSIG(s) == {_signame(st & 0x7F)}{core}}}]"
+
+
+def _str_array(mm: AddressSpace, addr: int) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    while len(out) <= ARRAY_LIMIT:
+        ptr = mm.read_u64(addr + 8 * len(out))
+        if ptr == 0:
+            return out
+        out.append(mm.read_cstr(ptr, 4096) if len(out) < ARRAY_LIMIT else None)
+    return out
+
+
+def _format_clone(args: Sequence[int]) -> str:
+    flags, stack, ptid, ctid, tls = args[:5]
+    parts = [f"child_stack={'NULL' if stack == 0 else hex(stack)}"]
+    low = flags & 0xFF
+    names = _flags(flags & ~0xFF, _CLONE_FLAGS, "")
+    if low:
+        names = (names + "|" if names else "") + _signame(low)
+    parts.append(f"flags={names or '0'}")
+    if flags & 0x100000:
+        parts.append(f"parent_tid={hex(ptid)}")
+    if flags & 0x1200000:
+        parts.append(f"child_tidptr={hex(ctid)}")
+    if flags & 0x80000:
+        parts.append(f"tls={hex(tls)}")
+    return ", ".join(parts)
+
+
 def format_arg(kind: str, value: int, mm: AddressSpace | None, nxt: int, result: int) -> str:
     """One argument, by its kind letter (see :mod:`aioumm.guest.table`)."""
     try:
@@ -166,15 +226,44 @@ def _format_arg(kind: str, value: int, mm: AddressSpace | None, nxt: int, result
         return _RLIMITS[value] if value < len(_RLIMITS) else str(value)
     if kind == "t":
         return _flags(value, _AT, "0")
+    if kind == "f":
+        return _flags(value, _OPEN_FLAGS, "0")
+    if kind == "H":
+        return _flags(value & 0xFFFFFFFF, _WAIT_OPTIONS, "0")
+    if kind == "I":
+        return _IDTYPES.get(value, str(value))
+    if kind in "AEWY":
+        if value == 0:
+            return "NULL"
+        if mm is None:
+            return hex(value)
+        if kind == "A":
+            items = _str_array(mm, value)
+            shown = ["..." if x is None else quote(x) for x in items]
+            return "[" + ", ".join(shown) + "]"
+        if kind == "E":
+            n = 0
+            while mm.read_u64(value + 8 * n):
+                n += 1
+                if n >= 1 << 20:
+                    break
+            return f"{value:#x} /* {n} var{'s' if n != 1 else ''} */"
+        if kind == "W":
+            if result <= 0:
+                return hex(value)
+            return wait_status_text(int.from_bytes(mm.read(value, 4), "little"))
+        if result != 0:  # "Y": the two descriptors of pipe2
+            return hex(value)
+        a, b = (int.from_bytes(mm.read(value + i, 4), "little", signed=True) for i in (0, 4))
+        return f"[{a}, {b}]"
     return hex(value)
 
 
-def format_call(
-    nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None, *,
-    unknown: bool = False,
-) -> str:
-    """The whole strace line (without the newline); ``result`` None shows ``?``."""
+def format_args(nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None) -> str:
+    """The arguments of one call, as strace shows them between the parentheses."""
     name = NAMES.get(nr, f"syscall_{nr:#x}")
+    if name == "clone":
+        return _format_clone(args)
     kinds = ARGS.get(name)
     if kinds is not None and name in ("open", "openat"):
         flags = args[kinds.index("o")]
@@ -182,12 +271,25 @@ def format_call(
             kinds = kinds[:-1]
     res = 0 if result is None else result
     if kinds is None:
-        shown = ", ".join(hex(a) for a in args)
-    else:
-        shown = ", ".join(
-            format_arg(k, args[i], mm, args[i + 1] if i + 1 < len(args) else 0, res)
-            for i, k in enumerate(kinds)
-        )
+        return ", ".join(hex(a) for a in args)
+    return ", ".join(
+        format_arg(k, args[i], mm, args[i + 1] if i + 1 < len(args) else 0, res)
+        for i, k in enumerate(kinds)
+    )
+
+
+def format_call(
+    nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None, *,
+    unknown: bool = False, shown: str | None = None, note: str | None = None,
+) -> str:
+    """The whole strace line (without the newline); ``result`` None shows ``?``.
+
+    ``shown`` is the arguments already formatted (see :data:`PRE_RENDERED`);
+    ``note`` is said after the result, in parentheses.
+    """
+    name = NAMES.get(nr, f"syscall_{nr:#x}")
+    if shown is None:
+        shown = format_args(nr, args, result, mm)
     line = f"{name}({shown}) = "
     if result is None:
         line += "?"
@@ -199,6 +301,8 @@ def format_call(
         line += str(result)
     if unknown:
         line += " (syscall not implemented by aioumm)"
+    elif note:
+        line += f" ({note})"
     return line
 
 
@@ -211,10 +315,26 @@ class Strace:
 
     def call(
         self, nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None,
-        *, unknown: bool = False,
+        *, unknown: bool = False, shown: str | None = None, note: str | None = None,
     ) -> None:
-        """Print one finished call."""
-        self.emit(format_call(nr, args, result, mm, unknown=unknown))
+        """Print one finished call (``shown``: its arguments, formatted before it ran)."""
+        self.emit(format_call(nr, args, result, mm, unknown=unknown, shown=shown, note=note))
+
+    def line(
+        self, nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None,
+        *, shown: str | None = None,
+    ) -> str:
+        """The line :meth:`call` would print (without printing it)."""
+        return format_call(nr, args, result, mm, shown=shown)
+
+    def render_args(self, nr: int, args: Sequence[int], mm: AddressSpace | None) -> str | None:
+        """The arguments of a call that must be shown as they were before it ran, else None."""
+        if NAMES.get(nr) not in PRE_RENDERED:
+            return None
+        try:
+            return format_args(nr, args, None, mm)
+        except SyscallError:
+            return ", ".join(hex(a) for a in args[:5])
 
     def emit(self, text: str) -> None:
         """Print one line (with the optional per-process prefix), flushed at once."""

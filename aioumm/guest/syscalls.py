@@ -15,29 +15,21 @@ Anything not listed here answers ``-ENOSYS`` (see ``GuestProcess.syscall``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
+import select
 import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .errors import GuestExit, SyscallError
-from .files import Loc, OpenFile
+from .errors import SyscallError
+from .files import Loc, OpenFile, wait_fd
 from .process import HANDLERS, GuestProcess, Handler
-from .signals import (
-    MINSIGSTKSZ,
-    NSIG,
-    SIGACTION,
-    SS_AUTODISARM,
-    SS_DISABLE,
-    SS_ONSTACK,
-    STACK_T,
-    UNBLOCKABLE,
-    SigAction,
-)
+from .signals import SI_USER, UNBLOCKABLE, SigInfo
 from .table import NUMBERS
 
 __all__ = ["syscall"]
@@ -216,32 +208,6 @@ def sys_futex(p: GuestProcess, uaddr: int, op: int, val: int, *_: int) -> int:
 # -------------------------------------------------------------- identity
 
 
-@syscall("getpid", "gettid", "getpgrp", "setsid")
-def sys_getpid(p: GuestProcess, *_: int) -> int:
-    return p.pid
-
-
-@syscall("getpgid", "getsid")
-def sys_getpgid(p: GuestProcess, pid: int, *_: int) -> int:
-    if s32(pid) not in (0, p.pid):
-        raise _fail(errno.ESRCH)
-    return p.pid
-
-
-@syscall("setpgid")
-def sys_setpgid(p: GuestProcess, pid: int, pgid: int, *_: int) -> int:
-    if s32(pid) not in (0, p.pid):
-        raise _fail(errno.ESRCH)
-    if s32(pgid) < 0:
-        raise _fail(errno.EINVAL)
-    return 0
-
-
-@syscall("getppid")
-def sys_getppid(p: GuestProcess, *_: int) -> int:
-    return p.ppid
-
-
 @syscall("getuid")
 def sys_getuid(p: GuestProcess, *_: int) -> int:
     return p.uid
@@ -398,9 +364,9 @@ def _host_clock(p: GuestProcess, clk: int) -> int:
         raise _fail(errno.EINVAL)
     # The guest's own CPU clocks are the stub's (a CPU-time clock id names a pid).
     if clk == CLOCK_PROCESS_CPUTIME_ID:
-        return ((~p.pid) << 3) | 2
+        return ((~p.host_pid) << 3) | 2
     if clk == CLOCK_THREAD_CPUTIME_ID:
-        return ((~p.pid) << 3) | 6
+        return ((~p.host_pid) << 3) | 6
     return clk
 
 
@@ -467,9 +433,24 @@ async def _sleep(seconds: float) -> int:
     return 0
 
 
+async def _sleep_rem(p: GuestProcess, seconds: float, rem: int) -> int:
+    # Cut short by a signal: the time left goes to ``rem``.
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    try:
+        return await _sleep(seconds)
+    except asyncio.CancelledError:
+        if rem:
+            left = max(end - loop.time(), 0.0)
+            sec = int(left)
+            with contextlib.suppress(SyscallError):
+                p.mm.write(rem, _TIMESPEC.pack(sec, min(int((left - sec) * 1e9), 999_999_999)))
+        raise
+
+
 @syscall("nanosleep")
 def sys_nanosleep(p: GuestProcess, req: int, rem: int, *_: int) -> int | Awaitable[int]:
-    return (_sleep(_timespec(p, req)))
+    return _sleep_rem(p, _timespec(p, req), rem)
 
 
 @syscall("clock_nanosleep")
@@ -480,124 +461,9 @@ def sys_clock_nanosleep(
     if clk not in (0, 1, 7, 11):  # REALTIME, MONOTONIC, BOOTTIME, TAI
         raise _fail(errno.EINVAL)
     delay = _timespec(p, req)
-    if flags & 1:  # TIMER_ABSTIME
-        delay -= time.clock_gettime_ns(clk) / 1e9
-    return (_sleep(max(delay, 0.0)))
-
-
-# --------------------------------------------------------------- signals
-
-
-def _check_sig(sig: int) -> int:
-    sig = s32(sig)
-    if not 1 <= sig <= NSIG:
-        raise _fail(errno.EINVAL)
-    return sig
-
-
-@syscall("rt_sigaction")
-def sys_rt_sigaction(p: GuestProcess, sig: int, act: int, oact: int, size: int, *_: int) -> int:
-    if size != 8:
-        raise _fail(errno.EINVAL)
-    signo = _check_sig(sig)
-    new = SigAction.unpack(p.mm.read(act, SIGACTION.size)) if act else None
-    if new is not None and signo in (9, 19):  # SIGKILL, SIGSTOP
-        raise _fail(errno.EINVAL)
-    if oact:
-        p.mm.write(oact, p.signals.action(signo).pack())
-    if new is not None:
-        new.mask &= ~UNBLOCKABLE
-        p.signals.actions[signo] = new
-        if new.handler == 1 or (new.handler == 0 and signo in (17, 23, 28, 18)):
-            p.signals.pending &= ~(1 << (signo - 1))  # now ignored: dropped
-    return 0
-
-
-@syscall("rt_sigprocmask")
-def sys_rt_sigprocmask(p: GuestProcess, how: int, set_: int, oset: int, size: int, *_: int) -> int:
-    if size != 8:
-        raise _fail(errno.EINVAL)
-    how = s32(how)
-    new = _U64.unpack(p.mm.read(set_, 8))[0] if set_ else None
-    if new is not None and how not in (0, 1, 2):  # SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK
-        raise _fail(errno.EINVAL)
-    if oset:
-        p.mm.write(oset, _U64.pack(p.signals.blocked))
-    if new is not None:
-        cur = p.signals.blocked
-        mask = cur | new if how == 0 else cur & ~new if how == 1 else new
-        p.signals.blocked = mask & ~UNBLOCKABLE
-    return 0
-
-
-@syscall("rt_sigpending")
-def sys_rt_sigpending(p: GuestProcess, set_: int, size: int, *_: int) -> int:
-    if size > 8:
-        raise _fail(errno.EINVAL)
-    p.mm.write(set_, _U64.pack(p.signals.pending & p.signals.blocked)[:size])
-    return 0
-
-
-@syscall("sigaltstack")
-def sys_sigaltstack(p: GuestProcess, ss: int, oss: int, *_: int) -> int:
-    new = STACK_T.unpack(p.mm.read(ss, STACK_T.size)) if ss else None
-    if new is not None:
-        sp, flags, size = new
-        if flags & ~(SS_DISABLE | SS_ONSTACK | SS_AUTODISARM) & 0xFFFFFFFF:
-            raise _fail(errno.EINVAL)
-        if not flags & SS_DISABLE and size < MINSIGSTKSZ:
-            raise _fail(errno.ENOMEM)
-    if oss:
-        p.mm.write(oss, STACK_T.pack(*p.signals.altstack))
-    if new is not None:
-        sp, flags, size = new
-        p.signals.altstack = (0, SS_DISABLE, 0) if flags & SS_DISABLE else (sp, flags & ~SS_ONSTACK, size)
-    return 0
-
-
-def _signal_self(p: GuestProcess, sig: int) -> int:
-    signo = s32(sig)
-    if signo == 0:
-        return 0
-    _check_sig(signo)
-    p.signals.send(signo)
-    return 0
-
-
-@syscall("kill")
-def sys_kill(p: GuestProcess, pid: int, sig: int, *_: int) -> int:
-    target = s32(pid)
-    if target not in (p.pid, 0, -1, -p.pid):
-        raise _fail(errno.ESRCH)  # no other guest processes exist yet
-    return _signal_self(p, sig)
-
-
-@syscall("tgkill")
-def sys_tgkill(p: GuestProcess, tgid: int, tid: int, sig: int, *_: int) -> int:
-    if s32(tgid) <= 0 or s32(tid) <= 0:
-        raise _fail(errno.EINVAL)
-    if (s32(tgid), s32(tid)) != (p.pid, p.pid):
-        raise _fail(errno.ESRCH)
-    return _signal_self(p, sig)
-
-
-@syscall("tkill")
-def sys_tkill(p: GuestProcess, tid: int, sig: int, *_: int) -> int:
-    if s32(tid) <= 0:
-        raise _fail(errno.EINVAL)
-    if s32(tid) != p.pid:
-        raise _fail(errno.ESRCH)
-    return _signal_self(p, sig)
-
-
-@syscall("exit", "exit_group")
-def sys_exit_group(p: GuestProcess, code: int, *_: int) -> int:
-    raise GuestExit.exited(code & 0xFF)
-
-
-@syscall("wait4", "waitid")
-def sys_wait4(p: GuestProcess, *_: int) -> int:
-    raise _fail(errno.ECHILD)  # no child processes yet
+    if flags & 1:  # TIMER_ABSTIME: nothing to say about the time left
+        return _sleep(max(delay - time.clock_gettime_ns(clk) / 1e9, 0.0))
+    return _sleep_rem(p, delay, rem)
 
 
 # ------------------------------------------------------------ file system
@@ -698,7 +564,7 @@ async def _write(p: GuestProcess, file: OpenFile, views: list[memoryview], offse
     try:
         return await file.writev(views, offset)
     except BrokenPipeError:
-        p.signals.send(13)  # SIGPIPE: by default the guest dies of it
+        p.signals.send(13, SigInfo(13, SI_USER, p.pid, p.uid))  # SIGPIPE: by default the guest dies of it
         raise
 
 
@@ -807,7 +673,7 @@ def sys_sendfile(
         try:
             n, new = await src.sendfile_to(out, offset, _count(count))
         except BrokenPipeError:
-            p.signals.send(13)
+            p.signals.send(13, SigInfo(13, SI_USER, p.pid, p.uid))
             raise
         if offp and new is not None:
             p.mm.write_u64(offp, new)
@@ -924,8 +790,7 @@ def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
         return 0
     if req == 0x5421:  # FIONBIO
         on = _I32.unpack(p.mm.read(arg, 4))[0]
-        fl = fcntl.fcntl(file.host_fd, fcntl.F_GETFL)
-        fcntl.fcntl(file.host_fd, fcntl.F_SETFL, fl | os.O_NONBLOCK if on else fl & ~os.O_NONBLOCK)
+        file.set_status_flags(os.O_NONBLOCK if on else 0, os.O_NONBLOCK)
         return 0
     spec = _IOCTLS.get(req)
     if spec is None:
@@ -970,10 +835,9 @@ def sys_fcntl(p: GuestProcess, fd: int, cmd: int, arg: int, *_: int) -> int:
         p.fds.set_cloexec(gfd, bool(arg & 1))
         return 0
     if cmd == _F_GETFL:
-        return fcntl.fcntl(file.host_fd, fcntl.F_GETFL)
+        return file.status_flags()
     if cmd == _F_SETFL:
-        cur = fcntl.fcntl(file.host_fd, fcntl.F_GETFL)
-        fcntl.fcntl(file.host_fd, fcntl.F_SETFL, (cur & ~_SETFL_MASK) | (arg & _SETFL_MASK))
+        file.set_status_flags(arg, _SETFL_MASK)
         return 0
     if cmd in (_F_SETLK, _F_SETLKW):
         # Record locks would all belong to the controller process; with one guest
@@ -1276,3 +1140,124 @@ def sys_sysinfo(p: GuestProcess, info: int, *_: int) -> int:
     p.mm.write(info, raw.ljust(112, b"\0"))
     return 0
 
+
+# ------------------------------------------------------------------ poll
+
+_POLLFD = struct.Struct("<ihh")
+POLLIN = 0x1
+POLLOUT = 0x4
+POLLERR = 0x8
+POLLHUP = 0x10
+POLLNVAL = 0x20
+POLLRDNORM = 0x40
+POLLWRNORM = 0x100
+_ALWAYS = POLLERR | POLLHUP | POLLNVAL
+
+
+def _poll_now(p: GuestProcess, entries: list[tuple[int, int]]) -> list[int]:
+    """``revents`` of each ``(fd, events)`` entry, without waiting."""
+    host = select.poll()
+    wanted: dict[int, int] = {}
+    for fd, events in entries:
+        if fd >= 0 and fd in p.fds:
+            h = p.fds.get(fd).host_fd
+            wanted[h] = wanted.get(h, 0) | (events & 0xFFFF)
+    for h, events in wanted.items():
+        host.register(h, events)
+    got = dict(host.poll(0))
+    out = []
+    for fd, events in entries:
+        if fd < 0:
+            out.append(0)
+        elif fd not in p.fds:
+            out.append(POLLNVAL)
+        else:
+            out.append(got.get(p.fds.get(fd).host_fd, 0) & ((events & 0xFFFF) | _ALWAYS))
+    return out
+
+
+async def _poll_wait(p: GuestProcess, entries: list[tuple[int, int]], timeout: float | None) -> list[int]:
+    """Wait on the loop until an entry is ready or ``timeout`` seconds passed (None: no limit)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        revents = _poll_now(p, entries)
+        left = None if deadline is None else deadline - loop.time()
+        if any(revents) or (left is not None and left <= 0):
+            return revents
+        waits = []
+        for fd, events in entries:
+            if fd < 0 or fd not in p.fds:
+                continue
+            h = p.fds.get(fd).host_fd
+            if events & (POLLIN | POLLRDNORM):
+                waits.append(asyncio.ensure_future(wait_fd(h)))
+            if events & (POLLOUT | POLLWRNORM):
+                waits.append(asyncio.ensure_future(wait_fd(h, write=True)))
+        try:
+            if waits:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(_MAX_SLEEP if left is None else left)
+        finally:
+            for w in waits:
+                w.cancel()
+            if waits:
+                await asyncio.gather(*waits, return_exceptions=True)
+
+
+def _poll(p: GuestProcess, fds: int, nfds: int, timeout: float | None, mask: int | None) -> int | Awaitable[int]:
+    if nfds > p.rlimits[7][0]:  # RLIMIT_NOFILE
+        raise _fail(errno.EINVAL)
+    raw = p.mm.read(fds, nfds * _POLLFD.size) if nfds else b""
+    entries = [(fd, events) for fd, events, _ in _POLLFD.iter_unpack(raw)]
+    if nfds:
+        p.mm.views(fds, nfds * _POLLFD.size, write=True)  # EFAULT before any wait
+
+    def store(revents: list[int]) -> int:
+        out = b"".join(_POLLFD.pack(fd, ev, rev) for (fd, ev), rev in zip(entries, revents, strict=True))
+        if out:
+            p.mm.write(fds, out)
+        return sum(1 for r in revents if r)
+
+    st = p.signals
+    if mask is not None:
+        st.saved_mask = st.blocked  # back when the call returns, or after a handler ran
+        st.blocked = mask & ~UNBLOCKABLE
+    revents = _poll_now(p, entries)
+    if any(revents) or timeout == 0 or st.has_deliverable():
+        if not any(revents) and timeout != 0:
+            return -errno.EINTR  # a signal is waiting already: the mask stays saved for it
+        if mask is not None and st.saved_mask is not None:
+            st.blocked, st.saved_mask = st.saved_mask, None
+        return store(revents)
+
+    async def wait() -> int:
+        got = await _poll_wait(p, entries, timeout)  # a signal cancels this: EINTR, mask kept
+        if mask is not None and st.saved_mask is not None:
+            st.blocked, st.saved_mask = st.saved_mask, None
+        return store(got)
+
+    return wait()
+
+
+@syscall("poll")
+def sys_poll(p: GuestProcess, fds: int, nfds: int, timeout: int, *_: int) -> int | Awaitable[int]:
+    ms = s32(timeout)
+    return _poll(p, fds, nfds & 0xFFFFFFFF, None if ms < 0 else ms / 1000, None)
+
+
+@syscall("ppoll")
+def sys_ppoll(
+    p: GuestProcess, fds: int, nfds: int, tsp: int, sigmask: int, sigsetsize: int, *_: int
+) -> int | Awaitable[int]:
+    timeout = _timespec(p, tsp) if tsp else None
+    mask = None
+    if sigmask:
+        if sigsetsize != 8:
+            raise _fail(errno.EINVAL)
+        mask = _U64.unpack(p.mm.read(sigmask, 8))[0]
+    return _poll(p, fds, nfds & 0xFFFFFFFF, timeout, mask)
+
+# The process calls (fork, execve, wait4, kill...) live in a module of their own.
+from . import syscalls_proc, syscalls_sig  # noqa: E402, F401

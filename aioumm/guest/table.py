@@ -26,7 +26,16 @@ Argument kinds:
 ``a``  ``arch_prctl`` code
 ``r``  resource (``RLIMIT_*``)
 ``t``  ``AT_*`` flags
+``f``  ``O_*`` flags without an access mode (``pipe2``, ``dup3``)
+``A``  a NULL-terminated array of strings (``argv``)
+``E``  a NULL-terminated array shown by its length (``envp``)
+``W``  an output ``int`` wait status (shown after a successful call)
+``H``  ``wait4``/``waitid`` options
+``I``  ``waitid`` id type
+``Y``  the output pair of descriptors of ``pipe``/``pipe2``
 ====== ==========================================================
+
+``clone`` has a format of its own (named arguments, as strace shows it).
 """
 
 from __future__ import annotations
@@ -105,9 +114,9 @@ ARGS: dict[str, str] = {
     "lstat": "sp", "poll": "pui", "lseek": "idw", "mmap": "puPMid", "mprotect": "puP",
     "munmap": "pu", "brk": "p", "rt_sigaction": "Sppu", "rt_sigprocmask": "ippu",
     "rt_sigreturn": "", "ioctl": "ixp", "pread64": "iBud", "pwrite64": "ibud", "readv": "ipi",
-    "writev": "ipi", "access": "so", "pipe": "p", "sched_yield": "", "mremap": "puuxp",
+    "writev": "ipi", "access": "so", "pipe": "Y", "sched_yield": "", "mremap": "puuxp",
     "madvise": "pui", "dup": "i", "dup2": "ii", "pause": "", "nanosleep": "pp",
-    "getpid": "", "sendfile": "iipu", "exit": "i", "wait4": "ipxp", "kill": "iS",
+    "getpid": "", "sendfile": "iipu", "exit": "i", "wait4": "iWHp", "kill": "iS",
     "uname": "p", "fcntl": "iix", "flock": "ix", "fsync": "i", "fdatasync": "i",
     "truncate": "sd", "ftruncate": "id", "getcwd": "pu", "chdir": "s", "fchdir": "i",
     "rename": "ss", "mkdir": "sm", "rmdir": "s", "creat": "sm", "link": "ss", "unlink": "s",
@@ -121,10 +130,11 @@ ARGS: dict[str, str] = {
     "exit_group": "i", "tgkill": "iiS", "openat": "Fsom", "mkdirat": "Fsm",
     "newfstatat": "Fspt", "unlinkat": "Fst", "renameat": "FsFs", "linkat": "FsFst",
     "symlinkat": "sFs", "readlinkat": "FsBu", "fchmodat": "Fsm", "faccessat": "Fso",
-    "faccessat2": "Fsot", "set_robust_list": "pu", "dup3": "iio", "pipe2": "po",
+    "faccessat2": "Fsot", "set_robust_list": "pu", "dup3": "iif", "pipe2": "Yf",
     "prlimit64": "irpp", "getrandom": "Bux", "statx": "Fstxp", "rseq": "puxx",
     "renameat2": "FsFsx", "utimensat": "Fspt", "fchownat": "Fsiit", "close_range": "iix",
     "sched_getaffinity": "iup", "getcpu": "ppp", "fadvise64": "iddi", "sync": "",
+    "fork": "", "vfork": "", "execve": "sAE", "execveat": "FsAEt", "waitid": "IipHp",
 }
 
 #: Calls whose result is an address, shown in hex.

@@ -25,7 +25,7 @@ from aioumm.guest.table import NAMES, NUMBERS
 MASK = (1 << 64) - 1
 #: Calls that end the guest: they are allowed to raise GuestExit.
 _ENDING = {"exit", "exit_group", "kill", "tgkill", "tkill", "rt_sigprocmask", "write", "writev",
-           "pwrite64", "pwritev", "sendfile"}
+           "pwrite64", "pwritev", "sendfile", "rt_sigreturn", "rt_sigsuspend", "pause"}
 
 
 @pytest.mark.asyncio
@@ -49,7 +49,7 @@ async def test_random_arguments_never_escape(tmp_path: Path) -> None:
         for i in range(4000):
             nr = rng.choice(numbers)
             name = NAMES[nr]
-            if name in ("nanosleep", "clock_nanosleep"):
+            if name in ("nanosleep", "clock_nanosleep", "alarm", "setitimer"):
                 continue
             if i % 50 == 0:
                 # Sometimes the buffer holds a plausible path, sometimes noise.

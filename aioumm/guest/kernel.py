@@ -1,0 +1,208 @@
+"""The guest processes of one run: pids, parents and children, exits and reaping.
+
+A :class:`ProcessTable` is the part of the guest's kernel that knows about more
+than one process.  Every guest process of a run (the program ``run_program``
+started, and everything it forks) is in it, from the ``fork`` that made it until
+its parent reaps it.  Each live process is served by its own task on the event
+loop (:meth:`GuestProcess.run`); a process waiting for anything (a pipe, a child,
+a sleep) simply keeps its stub stopped while its task awaits, so a pipeline of
+guests runs concurrently and the loop never blocks.
+
+Pids are virtual: numbers handed out by the table from :data:`FIRST_PID` up and
+never reused within a run.  The first process plays ``init``: orphans are
+reparented to it, and when it exits the run is over and every other guest is
+killed (:meth:`ProcessTable.shutdown`).  It belongs to a process group and a
+session that no guest leads (:data:`OUTER_GROUP`), like a program started by a
+shell without job control.
+
+Exit and reaping follow Linux:
+
+* a process that exits closes its descriptors and frees its memory and stub at
+  once, and stays a *zombie* (its wait status only) until its parent waits;
+* its parent gets its exit signal (``SIGCHLD`` normally) as a pending-signal
+  record with the ``siginfo`` a handler would see (:class:`ChildInfo`);
+* a parent that ignores ``SIGCHLD`` (or set ``SA_NOCLDWAIT``) never sees zombies:
+  its children are reaped as they exit;
+* the exiting process's children go to ``init`` (zombies among them notify it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .signals import SIG_IGN
+
+if TYPE_CHECKING:
+    from .process import GuestProcess, StubLike
+
+__all__ = ["FIRST_PID", "OUTER_GROUP", "ChildInfo", "ProcessTable", "Spawner"]
+
+log = logging.getLogger("aioumm.guest")
+
+#: The first guest's pid; later ones count up from it.
+FIRST_PID = 1000
+#: Process group and session of the first guest: led by no guest (the runner's caller's).
+OUTER_GROUP = FIRST_PID - 1
+
+SA_NOCLDWAIT = 2
+CLD_EXITED = 1
+CLD_KILLED = 2
+
+
+class Spawner(Protocol):
+    """What the table needs from the core's ``Controller``: new stubs for ``fork``."""
+
+    async def spawn(self) -> StubLike: ...
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """The ``siginfo`` of a ``SIGCHLD``: which child, and how it ended."""
+
+    pid: int
+    uid: int
+    #: ``CLD_EXITED`` or ``CLD_KILLED``.
+    code: int
+    #: The exit code, or the signal number.
+    status: int
+
+    @classmethod
+    def of(cls, child: GuestProcess) -> ChildInfo:
+        st = child.status or 0
+        if st & 0x7F:
+            return cls(child.pid, child.uid, CLD_KILLED, st & 0x7F)
+        return cls(child.pid, child.uid, CLD_EXITED, (st >> 8) & 0xFF)
+
+
+class ProcessTable:
+    """Every guest process of one run, by pid (zombies included until reaped)."""
+
+    def __init__(self, spawner: Spawner | None = None) -> None:
+        #: Where ``fork`` gets new stubs; None: this table cannot fork.
+        self.spawner = spawner
+        self.procs: dict[int, GuestProcess] = {}
+        #: The first process: reaper of orphans; the run ends with it.
+        self.init: GuestProcess | None = None
+        self._next_pid = FIRST_PID
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.alive = 0
+
+    # ---------------------------------------------------------------- lookup
+
+    def new_pid(self) -> int:
+        """A pid no process of this run has had."""
+        while self._next_pid in self.procs:
+            self._next_pid += 1
+        pid = self._next_pid
+        self._next_pid += 1
+        return pid
+
+    def add(self, proc: GuestProcess) -> None:
+        """Enter a new process (the first one becomes ``init``)."""
+        self.procs[proc.pid] = proc
+        self.alive += 1
+        if self.init is None:
+            self.init = proc
+
+    def get(self, pid: int) -> GuestProcess | None:
+        """The process with this pid (a zombie too), or None."""
+        return self.procs.get(pid)
+
+    def group(self, pgid: int) -> list[GuestProcess]:
+        """The processes of process group ``pgid`` (zombies too), oldest first."""
+        return [p for p in self._by_pid() if p.pgid == pgid]
+
+    def _by_pid(self) -> Iterator[GuestProcess]:
+        return (self.procs[pid] for pid in sorted(self.procs))
+
+    def all(self) -> list[GuestProcess]:
+        """Every process, oldest first."""
+        return list(self._by_pid())
+
+    # ------------------------------------------------------------- lifetime
+
+    def start(self, proc: GuestProcess) -> asyncio.Task[None]:
+        """Serve ``proc`` in a task of its own (a forked child)."""
+        task = asyncio.ensure_future(self._life(proc))
+        proc.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _life(proc: GuestProcess) -> None:
+        try:
+            await proc.run()
+        except asyncio.CancelledError:
+            pass  # the run is over: shutdown
+        except Exception:
+            log.exception("guest process %d failed; it counts as killed", proc.pid)
+
+    async def run_init(self, proc: GuestProcess) -> int:
+        """Serve the first process until it exits; return its wait status.
+
+        Its errors (a stub that could not map its memory...) are raised here.
+        """
+        task = asyncio.ensure_future(proc.run())
+        proc.task = task
+        return await task
+
+    def exited(self, proc: GuestProcess, status: int) -> None:
+        """``proc`` is over with wait status ``status``: zombie, orphans, parent."""
+        if proc.status is not None:
+            return
+        proc.status = status
+        self.alive -= 1
+        if proc.vfork_done is not None and not proc.vfork_done.done():
+            proc.vfork_done.set_result(None)
+        heir = self.init if self.init is not None and self.init.status is None else None
+        for child in list(proc.children.values()):
+            del proc.children[child.pid]
+            child.parent = heir
+            if heir is None:
+                if child.status is not None:
+                    self.procs.pop(child.pid, None)
+                continue
+            heir.children[child.pid] = child
+            if child.status is not None:
+                self._notify(child)
+        parent = proc.parent
+        if parent is None or parent.status is not None:
+            self.procs.pop(proc.pid, None)  # nobody will wait for it
+            return
+        self._notify(proc)
+
+    def _notify(self, child: GuestProcess) -> None:
+        parent = child.parent
+        assert parent is not None
+        act = parent.signals.action(signal.SIGCHLD)
+        if child.exit_signal:
+            parent.post_signal(child.exit_signal, ChildInfo.of(child))
+        if child.exit_signal == signal.SIGCHLD and (act.handler == SIG_IGN or act.flags & SA_NOCLDWAIT):
+            self.reap(child)  # the parent does not want zombies
+        parent.children_changed()
+
+    def reap(self, child: GuestProcess) -> None:
+        """Forget a zombie: its parent waited for it."""
+        if child.parent is not None:
+            child.parent.children.pop(child.pid, None)
+        self.procs.pop(child.pid, None)
+
+    async def shutdown(self) -> None:
+        """End every process still running (the first guest is gone) and release it."""
+        procs = [p for p in self.procs.values() if p.status is None]
+        for p in procs:
+            if p.task is not None and not p.task.done():
+                p.task.cancel()
+        # Processes already over may still be reaping their stubs: wait for those too.
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for p in procs:
+            await p.abandon()  # any that never got to run
+        self.procs.clear()
