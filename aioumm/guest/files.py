@@ -30,6 +30,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import select
 import stat
 import struct
@@ -66,8 +67,14 @@ _VALID_OPEN_FLAGS = (
 )
 _PATH_OPEN_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
+_AT_FDCWD = -100
 _SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_IN_ROOT = 0x10
+_PROC_PID = re.compile(r"^/proc/(\d+)(?:/|$)")
+#: Names a guest uses for its own descriptors: reopened from the guest's table, never looked up.
+_FD_ALIASES = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+_FD_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/thread-self/fd)/(\d+)$")
 _OPEN_HOW = struct.Struct("<QQQ")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -493,6 +500,15 @@ class Loc:
     path: str
 
 
+def guest_fd_alias(path: str) -> int | None:
+    """The guest descriptor that ``/dev/fd/N``, ``/dev/stdin``... name, if ``path`` is one of them."""
+    path = re.sub("/+", "/", path)
+    if path in _FD_ALIASES:
+        return _FD_ALIASES[path]
+    m = _FD_PATH.match(path)
+    return int(m.group(1)) if m else None
+
+
 class Vfs:
     """Path resolution for one guest: its root directory and working directory.
 
@@ -501,9 +517,23 @@ class Vfs:
     changed: many guests share it).  Confined: every lookup goes through
     ``openat2(root, path, RESOLVE_IN_ROOT)`` with the path made absolute in guest
     terms, so the kernel keeps ``..`` and symlinks inside the root.
+
+    Lookups happen in the controller, so ``/proc`` would describe the
+    controller, whose memory and descriptors hold every other guest.  Hence:
+    ``/proc/self`` and ``/proc/thread-self`` are rewritten to the guest's own
+    stub (``proc_pid``); every open refuses magic links
+    (``RESOLVE_NO_MAGICLINKS``: ``/proc/<pid>/fd/N``, ``exe``, ``cwd``...), the
+    guest's own descriptor names being served from its table by the caller; and
+    an opened file that turns out to live under ``/proc/<pid>`` of any other
+    process is closed again with ``EACCES``, however the path got there.
     """
 
+    #: procfs's device number: what the post-open check looks for.
+    _proc_dev = os.stat("/proc").st_dev
+
     def __init__(self, root: str = "/", cwd: str | None = None) -> None:
+        #: Host pid of this guest's stub: what ``/proc/self`` means to the guest.
+        self.proc_pid: int | None = None
         self.root = os.path.realpath(root)
         self.confined = self.root != "/"
         self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -519,6 +549,7 @@ class Vfs:
     def fork_copy(self) -> Vfs:
         """An independent copy (same root, working directory and umask) for a forked child."""
         twin = Vfs.__new__(Vfs)
+        twin.proc_pid = None  # the child's stub: set by its process
         twin.root = self.root
         twin.confined = self.confined
         twin.cwd = self.cwd
@@ -549,8 +580,19 @@ class Vfs:
             return host[len(self.root) :]
         return None
 
+    def _own_proc(self, path: str) -> str:
+        """``/proc/self`` and ``/proc/thread-self`` of an absolute path, as the guest's stub."""
+        squeezed = re.sub("/+", "/", path)
+        for alias, own in (("/proc/self", ""), ("/proc/thread-self", "/task/{pid}")):
+            if squeezed == alias or squeezed.startswith(alias + "/"):
+                pid = self.proc_pid if self.proc_pid is not None else 0  # 0: no such process
+                return f"/proc/{pid}" + own.format(pid=pid) + squeezed[len(alias) :]
+        return path
+
     def locate(self, path: str, base: OpenFile | None = None) -> Loc:
         """Where ``path`` is, relative to ``base`` (a directory) or the cwd."""
+        if path.startswith("/"):
+            path = self._own_proc(path)
         if not self.confined:
             if path.startswith("/"):
                 return Loc(-1, path)
@@ -577,12 +619,26 @@ class Vfs:
         if not flags & os.O_PATH:
             flags |= os.O_NONBLOCK
         if not self.confined:
-            fd = os.open(loc.path, flags, mode, dir_fd=loc.dirfd if loc.dirfd >= 0 else None)
+            dirfd = loc.dirfd if loc.dirfd >= 0 else _AT_FDCWD
+            fd = openat2(dirfd, os.fsencode(loc.path), flags, mode, _RESOLVE_NO_MAGICLINKS)
         else:
-            fd = openat2(self.root_fd, os.fsencode(loc.path), flags, mode, _RESOLVE_IN_ROOT)
+            fd = openat2(self.root_fd, os.fsencode(loc.path), flags, mode, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+        try:
+            self._refuse_other_processes(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         if not wanted_nb and not flags & os.O_PATH:
             os.set_blocking(fd, True)
         return fd
+
+    def _refuse_other_processes(self, fd: int) -> None:
+        """EACCES for a procfs file of any process but the guest's own stub (see the class doc)."""
+        if os.fstat(fd).st_dev != self._proc_dev:
+            return
+        m = _PROC_PID.match(os.readlink(f"/proc/self/fd/{fd}"))
+        if m is not None and int(m.group(1)) != self.proc_pid:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
 
     def stat(self, loc: Loc, *, follow: bool = True) -> os.stat_result:
         """``stat``/``lstat`` of a located path."""

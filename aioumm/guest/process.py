@@ -145,6 +145,7 @@ class GuestProcess:
         self.layout = layout if layout is not None else default_layout()
         self.mm = mm if mm is not None else AddressSpace(stub, self.layout, physmem)
         self.vfs = vfs if vfs is not None else Vfs("/")
+        self.vfs.proc_pid = stub.pid  # what /proc/self means to this guest
         self.fds = fds if fds is not None else FdTable()
         self.signals = signals if signals is not None else SignalState()
         #: The run's processes (a process made on its own gets a table of its own).

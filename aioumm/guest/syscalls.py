@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .errors import SyscallError
-from .files import Loc, OpenFile, wait_fd
+from .files import Loc, OpenFile, guest_fd_alias, wait_fd
 from .process import HANDLERS, GuestProcess, Handler
 from .signals import SI_USER, UNBLOCKABLE, SigInfo
 from .table import NUMBERS
@@ -484,11 +484,33 @@ def _new_fd(p: GuestProcess, host: int, path: str, flags: int) -> int:
 
 def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     path = _path(p, path_addr)
+    alias = guest_fd_alias(path) if path.startswith("/") else None
+    if alias is not None:
+        return _reopen(p, alias, flags)
     loc = _locate(p, dirfd, path)
     flags = s32(flags) & 0xFFFFFFFF
     create_mode = (mode & 0o7777) & ~p.vfs.umask
     host = p.vfs.open(loc, flags & ~os.O_CLOEXEC, create_mode)
     return _new_fd(p, host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags)
+
+
+def _reopen(p: GuestProcess, fd: int, flags: int) -> int:
+    """``open("/dev/fd/N")``: a new open of what guest ``fd`` is, as Linux's magic link gives.
+
+    Served from the guest's own table; the path is never looked up, so it can
+    never reach the controller's descriptors.
+    """
+    file = p.fds.get(fd)
+    flags = s32(flags) & 0xFFFFFFFF
+    keep = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_TRUNC | os.O_DIRECTORY | os.O_NOFOLLOW) & flags
+    try:
+        # Non-blocking, as every open here: reopening a pipe end must not wait for the other end.
+        host = os.open(f"/proc/self/fd/{file.host_fd}", keep | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise _fail(exc.errno or errno.EIO) from None
+    if not flags & os.O_NONBLOCK:
+        os.set_blocking(host, True)
+    return _new_fd(p, host, file.path, flags)
 
 
 def _guest_name(p: GuestProcess, host: int) -> str:

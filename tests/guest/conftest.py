@@ -31,7 +31,7 @@ def compile_prog(name: str, out_dir: Path, *flags: str) -> Path:
 @pytest.fixture(scope="session")
 def prog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build guest programs")
+        pytest.fail("gcc (with static glibc, libc6-dev) is needed to build guest programs")
     return tmp_path_factory.mktemp("guest-progs")
 
 
@@ -48,7 +48,7 @@ def hello_pie(prog_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def busybox() -> str:
     if not os.access(BUSYBOX, os.X_OK):
-        pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
+        pytest.fail("busybox-static is required by the tests: apt-get install busybox-static")
     return BUSYBOX
 
 

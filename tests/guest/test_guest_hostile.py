@@ -106,3 +106,32 @@ async def test_terminal_ioctls_reach_a_real_terminal() -> None:
         proc.close()
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.asyncio
+async def test_proc_and_dev_fd_describe_the_guest_never_the_controller(prog_dir: Path, tmp_path: Path) -> None:
+    from conftest import compile_prog
+
+    from aioumm.guest.runner import run_program
+    from aioumm.loop import Controller
+
+    prog = compile_prog("procself", prog_dir)
+    out = tmp_path / "out"
+    with open(out, "wb") as f, open(os.devnull, "rb") as null:
+        async with Controller() as ctl:
+            status = await run_program(
+                ctl, str(prog), [str(prog), str(os.getpid())], {}, stdio=(null.fileno(), f.fileno(), f.fileno())
+            )
+    assert status == 0
+    assert out.read_text().splitlines() == [
+        "own mem opens: 1",
+        "own mem write: 1",
+        "x is now 42",
+        "maps show the stub: 1, python: 0",
+        "/dev/fd/1 opens: 1",
+        "controller mem opens: 0",
+        "controller environ opens: 0",
+        "controller fd 0 opens: 0",
+        "self/mem relative to /proc opens: 0",
+        "/proc/cpuinfo opens: 1",
+    ]
