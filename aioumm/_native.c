@@ -98,6 +98,29 @@ static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r
 	return AIOUMM_REPORT_OK;
 }
 
+/*
+ * The store half of a hand-back: the page is the stub's again, and a stub
+ * still spinning or not yet asleep sees it at once.  A stub already asleep
+ * needs the FUTEX_WAKE that aioumm_wake_many does later (see futex_bridge.py:
+ * deferring the wake is safe, the waiter re-checks the word).
+ */
+static void aioumm_hand_back_later(struct stub_data *d, uint32_t command)
+{
+	d->command = command;
+	__atomic_store_n(&d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_RELEASE);
+}
+
+/* FUTEX_WAKE each of n pages' handoff words; returns how many wakes failed. */
+static int aioumm_wake_many(struct stub_data **ds, int n)
+{
+	int failed = 0;
+
+	for (int i = 0; i < n; i++)
+		if (syscall(SYS_futex, &ds[i]->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
+			failed++;
+	return failed;
+}
+
 /* Wake the stub without touching the page: a guard against a lost wake, never a hand-back. */
 static int aioumm_wake(struct stub_data *d)
 {

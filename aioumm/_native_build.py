@@ -32,6 +32,8 @@ int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
 int aioumm_hand_back(struct stub_data *d, uint32_t command);
 int aioumm_wake(struct stub_data *d);
+void aioumm_hand_back_later(struct stub_data *d, uint32_t command);
+int aioumm_wake_many(struct stub_data **ds, int n);
 int aioumm_same_file(int a, int b);
 void *aioumm_map_shared(int fd, size_t length);
 int aioumm_unmap(void *addr, size_t length);

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from aioumm.abi import CODE_SIZE, code_image_path, lib
 from aioumm.errors import ControllerClosed
+from aioumm.futex_bridge import WakeBatch
 from aioumm.stub import Stub
 
 T = TypeVar("T")
@@ -112,8 +113,10 @@ class Controller:
     and then killed.
     """
 
-    def __init__(self, *, spawn_timeout: float = 10.0, handler_timeout: float = 5.0) -> None:
+    def __init__(self, *, spawn_timeout: float = 10.0, handler_timeout: float = 5.0, batch_wakes: bool = True) -> None:
         self.spawn_timeout = spawn_timeout
+        self.batch_wakes = batch_wakes
+        self._wake_batch: WakeBatch | None = None
         self.handler_timeout = handler_timeout
         self.stats = Stats()
         self._stubs: set[Stub] = set()
@@ -139,6 +142,7 @@ class Controller:
 
     async def __aenter__(self) -> Controller:
         self._loop = asyncio.get_running_loop()
+        self._wake_batch = WakeBatch(self._loop) if self.batch_wakes else None
         _raise_fd_limit()
         self._code_fd = _sealed_code_memfd()
         self.code_size = os.fstat(self._code_fd).st_size

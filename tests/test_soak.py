@@ -46,8 +46,9 @@ async def _converse(stub: Stub, rounds: int) -> int:
 
 
 @pytest.mark.asyncio
-async def test_64_stubs_1000_round_trips_each() -> None:
-    async with Controller() as ctl:
+@pytest.mark.parametrize("batch_wakes", [True, False], ids=["batched-wakes", "immediate-wakes"])
+async def test_64_stubs_1000_round_trips_each(batch_wakes: bool) -> None:
+    async with Controller(batch_wakes=batch_wakes) as ctl:
         stubs = [await ctl.spawn() for _ in range(64)]
         before = ctl.stats.round_trips
         t0 = time.monotonic()
@@ -57,6 +58,8 @@ async def test_64_stubs_1000_round_trips_each() -> None:
         assert ctl.stats.round_trips - before == 64 * 1001
         # Not a speed assertion: just the figure, for whoever reads the log.
         print(f"64 stubs x 1001 round trips in {elapsed:.2f}s")
+        if batch_wakes:
+            assert ctl._wake_batch is not None and ctl._wake_batch.deferred > 0  # the batched path ran
 
 
 @pytest.mark.asyncio
