@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from .errors import SyscallError
 from .memory import PROT_WRITE, AddressSpace, FileBacking
 
-__all__ = ["FdTable", "Loc", "OpenFile", "Vfs", "wait_fd"]
+__all__ = ["FdTable", "Loc", "OpenFile", "Vfs", "host_syscall", "wait_fd"]
 
 #: Linux's default soft RLIMIT_NOFILE.
 DEFAULT_FD_LIMIT = 1024
@@ -80,6 +80,30 @@ _OPEN_HOW = struct.Struct("<QQQ")
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+
+HostArg = int | bytes | ctypes.Array[ctypes.c_char] | None
+
+
+def host_syscall(nr: int, *args: HostArg) -> int:
+    """A raw host syscall (for calls the ``os`` module lacks); raises :class:`OSError`.
+
+    Integers go as ``long``, bytes and ctypes buffers as pointers, None as NULL.
+    """
+    conv: list[object] = []
+    for a in args:
+        if isinstance(a, int):
+            conv.append(ctypes.c_long(a))
+        elif isinstance(a, bytes):
+            conv.append(ctypes.c_char_p(a))
+        elif a is None:
+            conv.append(ctypes.c_void_p(None))
+        else:
+            conv.append(a)
+    res = int(_syscall(ctypes.c_long(nr), *conv))
+    if res < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return res
 
 
 def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
@@ -544,6 +568,9 @@ class Vfs:
             start = cwd if cwd is not None else (self.guest_path_of_host(os.getcwd()) or "/")
             self.chdir(Loc(self.root_fd, start) if self.confined else Loc(-1, start))
         except OSError:
+            if cwd is not None:  # asked for: its failure is the caller's to see
+                self.close()
+                raise
             self.chdir(Loc(self.root_fd, "/"))
 
     def fork_copy(self) -> Vfs:
@@ -583,7 +610,10 @@ class Vfs:
     def _own_proc(self, path: str) -> str:
         """``/proc/self`` and ``/proc/thread-self`` of an absolute path, as the guest's stub."""
         squeezed = re.sub("/+", "/", path)
-        for alias, own in (("/proc/self", ""), ("/proc/thread-self", "/task/{pid}")):
+        for alias, own in (
+            ("/proc/self", ""), ("/proc/thread-self", "/task/{pid}"),
+            ("/proc/mounts", "/mounts"), ("/proc/net", "/net"),  # symlinks into /proc/self
+        ):
             if squeezed == alias or squeezed.startswith(alias + "/"):
                 pid = self.proc_pid if self.proc_pid is not None else 0  # 0: no such process
                 return f"/proc/{pid}" + own.format(pid=pid) + squeezed[len(alias) :]
@@ -674,6 +704,19 @@ class Vfs:
             os.close(self.cwd_fd)
         self.cwd_fd = fd
         self.cwd = self.path_of(fd)
+
+    def chroot(self, loc: Loc) -> None:
+        """Make a located directory the root; raises :class:`OSError`.
+
+        The working directory stays where it is on the host; a guest that keeps
+        it outside the new root sees it as ``/`` (Linux would let it climb out).
+        """
+        fd = self.open(loc, os.O_PATH | os.O_DIRECTORY)
+        os.close(self.root_fd)
+        self.root_fd = fd
+        self.root = os.readlink(f"/proc/self/fd/{fd}")
+        self.confined = self.root != "/"
+        self.cwd = self.path_of(self.cwd_fd)
 
     def path_of(self, fd: int) -> str:
         """The guest path of an open host descriptor."""

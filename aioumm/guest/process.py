@@ -186,6 +186,14 @@ class GuestProcess:
         self.gid, self.egid = os.getgid(), os.getegid()
         self.exe = ""
         self.comm = b""
+        #: ``personality(2)``'s value (``PER_LINUX32`` makes ``uname`` say i686).
+        self.personality = 0
+        #: The nice value (-20..19) and the I/O priority: kept, not applied to the host.
+        self.nice = 0
+        self.ioprio = 0
+        #: The CPUs ``sched_setaffinity`` chose (None: the controller's).
+        self.affinity: frozenset[int] | None = None
+        self.no_new_privs = False
         self.clear_child_tid = 0
         self.robust_list = (0, 0)
         self.rlimits: dict[int, tuple[int, int]] = {}
@@ -300,9 +308,9 @@ class GuestProcess:
 
         Its address space is a copy of this one (``share_memory``: this very
         one, for ``vfork``), its descriptor table a copy naming the same open
-        files, its working directory, umask, ids, limits and signal
-        dispositions this process's; its registers are these, with ``rax`` 0.
-        The caller starts it (``ProcessTable.start``).
+        files, its working directory, umask, ids, limits, priorities,
+        personality and signal dispositions this process's; its registers are
+        these, with ``rax`` 0.  The caller starts it (``ProcessTable.start``).
         """
         if share_memory:
             self.mm.share(stub)
@@ -333,6 +341,8 @@ class GuestProcess:
         child.pgid, child.sid = self.pgid, self.sid
         child.uid, child.euid, child.gid, child.egid = self.uid, self.euid, self.gid, self.egid
         child.exe, child.comm = self.exe, self.comm
+        child.personality, child.nice, child.ioprio = self.personality, self.nice, self.ioprio
+        child.affinity, child.no_new_privs = self.affinity, self.no_new_privs
         child.rlimits = dict(self.rlimits)
         child.robust_list = self.robust_list
         child.raise_internal_errors = self.raise_internal_errors

@@ -98,6 +98,7 @@ async def run_program(
     env: Mapping[str, str] | Sequence[str | bytes],
     *,
     root: str = "/",
+    cwd: str | None = None,
     strace: TextIO | bool | None = None,
     layout: Layout | None = None,
     stdio: tuple[int, int, int] | None = None,
@@ -107,7 +108,9 @@ async def run_program(
 
     ``path`` is the guest's name for the program (resolved inside ``root``; a name
     without a slash is searched in the guest's ``PATH``), ``argv`` its arguments
-    (``argv[0]`` included) and ``env`` its environment.  The guest shares the
+    (``argv[0]`` included) and ``env`` its environment.  It starts in the guest
+    directory ``cwd`` (by default the caller's working directory, when that lies
+    inside ``root``, else ``/``).  The guest shares the
     controller's standard input, output and error, or the three host descriptors
     ``stdio`` (duplicated; the caller keeps its own).  ``strace`` (a text stream, or
     True for stderr) gets one line per syscall.
@@ -127,7 +130,11 @@ async def run_program(
     trace: TextIO | None = sys.stderr if strace is True else (strace or None)
     envp = _env_list(env)
     args = [os.fsencode(a) for a in argv]
-    vfs = Vfs(root)
+    try:
+        vfs = Vfs(root, cwd)
+    except OSError as exc:
+        where = exc.filename or (cwd if cwd is not None else root)
+        raise GuestError(f"{where}: {os.strerror(exc.errno or 0).lower()}") from exc
     try:
         path = _search(vfs, path, envp)
         fd = _open(vfs, path)

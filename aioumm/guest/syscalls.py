@@ -61,6 +61,8 @@ _STATX_HEAD = struct.Struct("<IIQIIIHHQQQQ")
 _STATX_TS = struct.Struct("<qIi")
 _UTSNAME_FIELD = 65
 
+PER_LINUX32 = 0x0008
+
 STATX_BASIC_STATS = 0x7FF
 STATX_RESERVED = 0x80000000
 
@@ -256,15 +258,25 @@ def sys_getgroups(p: GuestProcess, size: int, lst: int, *_: int) -> int:
 @syscall("uname")
 def sys_uname(p: GuestProcess, buf: int, *_: int) -> int:
     host = os.uname()
-    fields = ("Linux", host.nodename, host.release, host.version, "x86_64", "(none)")
+    machine = "i686" if p.personality & 0xFF == PER_LINUX32 else "x86_64"
+    fields = ("Linux", host.nodename, host.release, host.version, machine, "(none)")
     blob = b"".join(os.fsencode(f)[: _UTSNAME_FIELD - 1].ljust(_UTSNAME_FIELD, b"\0") for f in fields)
     p.mm.write(buf, blob)
     return 0
 
 
 @syscall("prctl")
-def sys_prctl(p: GuestProcess, option: int, a2: int, *_: int) -> int:
+def sys_prctl(p: GuestProcess, option: int, a2: int, a3: int, a4: int, a5: int, *_: int) -> int:
     option = s32(option)
+    if option == 38:  # PR_SET_NO_NEW_PRIVS: once set, for good (fork and exec keep it)
+        if a2 != 1 or a3 or a4 or a5:
+            raise _fail(errno.EINVAL)
+        p.no_new_privs = True
+        return 0
+    if option == 39:  # PR_GET_NO_NEW_PRIVS
+        if a2 or a3 or a4 or a5:
+            raise _fail(errno.EINVAL)
+        return int(p.no_new_privs)
     if option == 15:  # PR_SET_NAME: at most 15 bytes are kept
         try:
             name = p.mm.read_cstr(a2, 16)
@@ -326,17 +338,41 @@ def sys_getrandom(p: GuestProcess, buf: int, count: int, flags: int, *_: int) ->
     return n
 
 
+def _affinity_target(p: GuestProcess, pid: int) -> GuestProcess:
+    q = p if s32(pid) == 0 else p.kernel.get(s32(pid)) if s32(pid) > 0 else None
+    if q is None:
+        raise _fail(errno.ESRCH)
+    return q
+
+
+def _cpumask_bytes() -> int:
+    """The size of the host's CPU mask (``cpumask_size()``): whole 64-bit words."""
+    return ((max(os.sched_getaffinity(0)) // 64) + 1) * 8
+
+
 @syscall("sched_getaffinity")
 def sys_sched_getaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: int) -> int:
-    if s32(pid) not in (0, p.pid):
-        raise _fail(errno.ESRCH)
-    cpus = os.sched_getaffinity(0)
-    nbytes = ((max(cpus) // 64) + 1) * 8
+    q = _affinity_target(p, pid)
+    cpus = q.affinity if q.affinity is not None else os.sched_getaffinity(0)
+    nbytes = _cpumask_bytes()
     if size < nbytes or size & 7:
         raise _fail(errno.EINVAL)
     bits = sum(1 << c for c in cpus)
     p.mm.write(mask, bits.to_bytes(nbytes, "little"))
     return nbytes
+
+
+@syscall("sched_setaffinity")
+def sys_sched_setaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: int) -> int:
+    """Kept for ``sched_getaffinity`` to report; the stub itself is not moved."""
+    q = _affinity_target(p, pid)
+    nbytes = min(size & 0xFFFFFFFF, _cpumask_bytes())  # Linux reads no more than its mask
+    bits = int.from_bytes(p.mm.read(mask, nbytes), "little") if nbytes else 0
+    cpus = frozenset(c for c in os.sched_getaffinity(0) if bits >> c & 1)
+    if not cpus:
+        raise _fail(errno.EINVAL)
+    q.affinity = cpus
+    return 0
 
 
 @syscall("sched_yield")
@@ -725,6 +761,20 @@ def _pack_stat(st: os.stat_result) -> bytes:
     )
 
 
+def _own_fd(p: GuestProcess, path: str) -> OpenFile | None:
+    """What ``/dev/fd/N`` (``/dev/stdin``...) leads to: the guest's own descriptor N.
+
+    None for any other path; ``ENOENT`` when the guest has no descriptor N (as
+    the missing ``/proc/self/fd/N`` entry gives).
+    """
+    alias = guest_fd_alias(path) if path.startswith("/") else None
+    if alias is None:
+        return None
+    if alias not in p.fds:
+        raise _fail(errno.ENOENT)
+    return p.fds.get(alias)
+
+
 def _stat_at(p: GuestProcess, dirfd: int, path_addr: int, flags: int) -> os.stat_result:
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE):
         raise _fail(errno.EINVAL)
@@ -733,6 +783,9 @@ def _stat_at(p: GuestProcess, dirfd: int, path_addr: int, flags: int) -> os.stat
         if s32(dirfd) == AT_FDCWD:
             return os.stat(".", dir_fd=p.vfs.cwd_fd)
         return os.fstat(p.fds.get(s32(dirfd)).host_fd)
+    own = _own_fd(p, path) if not flags & AT_SYMLINK_NOFOLLOW else None
+    if own is not None:
+        return os.fstat(own.host_fd)
     loc = _locate(p, dirfd, path)
     return p.vfs.stat(loc, follow=not flags & AT_SYMLINK_NOFOLLOW)
 
@@ -825,6 +878,23 @@ def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
     else:
         fcntl.ioctl(file.host_fd, req, p.mm.read(arg, size))
     return 0
+
+
+@syscall(
+    "connect", "accept", "accept4", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
+    "recvmmsg", "shutdown", "bind", "listen", "getsockname", "getpeername", "setsockopt", "getsockopt",
+)
+def sys_socket_call(p: GuestProcess, fd: int, *_: int) -> int:
+    """Calls on a socket: ``ENOTSOCK`` for any other descriptor, as Linux answers.
+
+    (Shells ask ``getpeername`` of their standard input whether a remote shell
+    daemon started them.)  Guests have no sockets of their own; one they inherit
+    gets ``ENOSYS``.
+    """
+    if not stat.S_ISSOCK(p.fds.get(s32(fd)).mode):
+        raise _fail(errno.ENOTSOCK)
+    p.note = "sockets are not supported by aioumm"
+    raise _fail(errno.ENOSYS)
 
 
 _F_DUPFD = 0
@@ -931,8 +1001,11 @@ def _access(p: GuestProcess, dirfd: int, path_addr: int, mode: int, flags: int) 
         if s32(dirfd) != AT_FDCWD:
             p.fds.get(s32(dirfd))  # EBADF
         return 0
-    loc = _locate(p, dirfd, path)
-    fd = p.vfs.open(loc, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
+    own = _own_fd(p, path) if follow else None
+    if own is not None:
+        fd = os.dup(own.host_fd)
+    else:
+        fd = p.vfs.open(_locate(p, dirfd, path), os.O_PATH | (0 if follow else os.O_NOFOLLOW))
     try:
         if mode and not os.access(f"/proc/self/fd/{fd}", mode, effective_ids=bool(flags & AT_EACCESS)):
             raise _fail(errno.EACCES)
@@ -1282,4 +1355,4 @@ def sys_ppoll(
     return _poll(p, fds, nfds & 0xFFFFFFFF, timeout, mask)
 
 # The process calls (fork, execve, wait4, kill...) live in a module of their own.
-from . import syscalls_proc, syscalls_sig  # noqa: E402, F401
+from . import syscalls_fs, syscalls_proc, syscalls_sig  # noqa: E402, F401

@@ -502,3 +502,107 @@ def sys_waitid(
 
 
 UNINTERRUPTIBLE.update(NUMBERS[n] for n in ("fork", "vfork", "clone", "execve", "execveat"))
+
+
+# ------------------------------------------------- personality, priorities
+
+
+@syscall("personality")
+def sys_personality(p: GuestProcess, persona: int, *_: int) -> int:
+    old = p.personality
+    if persona & 0xFFFFFFFF != 0xFFFFFFFF:  # 0xffffffff only asks
+        p.personality = persona & 0xFFFFFFFF
+    return old
+
+
+PRIO_PROCESS = 0
+PRIO_PGRP = 1
+PRIO_USER = 2
+
+
+def _prio_targets(p: GuestProcess, which: int, who: int) -> list[GuestProcess]:
+    """The processes ``getpriority``/``setpriority`` (and the ``ioprio`` calls) name."""
+    who = s32(who)
+    if which == PRIO_PROCESS:
+        q = p if who == 0 else p.kernel.get(who) if who > 0 else None
+        found = [q] if q is not None and q.status is None else []
+    elif which == PRIO_PGRP:
+        found = [q for q in p.kernel.group(who or p.pgid) if q.status is None] if who >= 0 else []
+    elif which == PRIO_USER:
+        uid = p.uid if who == 0 else who & 0xFFFFFFFF
+        found = [q for q in p.kernel.all() if q.status is None and q.uid == uid]
+    else:
+        raise _fail(errno.EINVAL)
+    if not found:
+        raise _fail(errno.ESRCH)
+    return found
+
+
+@syscall("getpriority")
+def sys_getpriority(p: GuestProcess, which: int, who: int, *_: int) -> int:
+    """The highest priority of the targets, as ``20 - nice`` (the raw call's 1..40)."""
+    return max(20 - q.nice for q in _prio_targets(p, s32(which), who))
+
+
+@syscall("setpriority")
+def sys_setpriority(p: GuestProcess, which: int, who: int, prio: int, *_: int) -> int:
+    """Kept for ``getpriority`` to report; the stubs' host priority does not change."""
+    nice = min(max(s32(prio), -20), 19)
+    for q in _prio_targets(p, s32(which), who):
+        if p.euid != 0 and p.euid not in (q.uid, q.euid):
+            raise _fail(errno.EPERM)
+        if p.euid != 0 and nice < q.nice:
+            raise _fail(errno.EACCES)
+        q.nice = nice
+    return 0
+
+
+IOPRIO_CLASS_NONE = 0
+IOPRIO_CLASS_RT = 1
+IOPRIO_CLASS_BE = 2
+IOPRIO_CLASS_IDLE = 3
+
+
+@syscall("ioprio_get")
+def sys_ioprio_get(p: GuestProcess, which: int, who: int, *_: int) -> int:
+    # IOPRIO_WHO_PROCESS, _PGRP and _USER are PRIO_* + 1.
+    return _prio_targets(p, s32(which) - 1, who)[0].ioprio
+
+
+@syscall("ioprio_set")
+def sys_ioprio_set(p: GuestProcess, which: int, who: int, ioprio: int, *_: int) -> int:
+    """Kept for ``ioprio_get`` to report; nothing is scheduled differently."""
+    ioprio = s32(ioprio)
+    # 3 bits of class, then 10 bits of hints and 3 of level (what Linux checks).
+    cls, level = (ioprio >> 13) & 0x7, ioprio & 0x7
+    if ioprio < 0 or ioprio >> 16:
+        raise _fail(errno.EINVAL)
+    if cls == IOPRIO_CLASS_RT and p.euid != 0:
+        raise _fail(errno.EPERM)
+    if cls == IOPRIO_CLASS_NONE and level:
+        raise _fail(errno.EINVAL)
+    if cls not in (IOPRIO_CLASS_NONE, IOPRIO_CLASS_RT, IOPRIO_CLASS_BE, IOPRIO_CLASS_IDLE):
+        raise _fail(errno.EINVAL)
+    for q in _prio_targets(p, s32(which) - 1, who):
+        q.ioprio = ioprio
+    return 0
+
+
+# ---------------------------------------------------------------- unshare
+
+CLONE_NEWTIME = 0x80
+CLONE_NEWNS = 0x20000
+_NAMESPACES = CLONE_NEWTIME | CLONE_NEWNS | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
+#: What unsharing means nothing for a process that shares nothing.
+_UNSHARED_ALREADY = CLONE_FILES | CLONE_FS | CLONE_SYSVSEM | CLONE_VM | CLONE_SIGHAND | CLONE_THREAD
+
+
+@syscall("unshare")
+def sys_unshare(p: GuestProcess, flags: int, *_: int) -> int:
+    flags &= 0xFFFFFFFF
+    if flags & ~(_NAMESPACES | _UNSHARED_ALREADY):
+        raise _fail(errno.EINVAL)
+    if flags & _NAMESPACES:
+        p.note = "namespaces are not supported by aioumm"
+        raise _fail(errno.EPERM)
+    return 0

@@ -135,6 +135,11 @@ ARGS: dict[str, str] = {
     "renameat2": "FsFsx", "utimensat": "Fspt", "fchownat": "Fsiit", "close_range": "iix",
     "sched_getaffinity": "iup", "getcpu": "ppp", "fadvise64": "iddi", "sync": "",
     "fork": "", "vfork": "", "execve": "sAE", "execveat": "FsAEt", "waitid": "IipHp",
+    "mknodat": "Fsmx", "mknod": "smx", "chown": "sii", "lchown": "sii", "fchown": "iii",
+    "fallocate": "iidd", "statfs": "sp", "fstatfs": "ip", "chroot": "s", "personality": "x",
+    "getpriority": "ii", "setpriority": "iii", "ioprio_get": "ii", "ioprio_set": "iix",
+    "sched_setaffinity": "iup", "unshare": "x", "utimes": "sp", "utime": "sp", "futimesat": "Fsp",
+    "syncfs": "i", "getsockname": "ipp", "getpeername": "ipp",
 }
 
 #: Calls whose result is an address, shown in hex.

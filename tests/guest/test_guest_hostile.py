@@ -51,6 +51,8 @@ async def test_random_arguments_never_escape(tmp_path: Path) -> None:
             name = NAMES[nr]
             if name in ("nanosleep", "clock_nanosleep", "alarm", "setitimer"):
                 continue
+            if name in ("fallocate", "sync", "syncfs"):
+                continue  # real work on the host's disks: gigabytes reserved, caches flushed
             if i % 50 == 0:
                 # Sometimes the buffer holds a plausible path, sometimes noise.
                 noise = bytes(rng.randrange(256) for _ in range(64))

@@ -85,6 +85,19 @@ async def test_load_errors_name_path_and_reason(hello: Path, tmp_path: Path) -> 
     assert ctl.stubs == frozenset()
 
 
+@pytest.mark.asyncio
+async def test_the_guest_starts_in_the_directory_it_is_given(
+    busybox: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "here.txt").write_text("found relative\n")
+    async with Controller() as ctl:
+        assert await run_program(ctl, busybox, ["busybox", "sh", "-c", "pwd; cat here.txt"], {}, cwd=str(tmp_path)) == 0
+        with pytest.raises(GuestError, match=f"{tmp_path}/missing: no such file or directory"):
+            await run_program(ctl, busybox, ["busybox", "true"], {}, cwd=str(tmp_path / "missing"))
+    assert capfd.readouterr().out == f"{tmp_path}\nfound relative\n"
+    assert ctl.stubs == frozenset()
+
+
 def test_hello_and_static_pie_match_native(hello: Path, hello_pie: Path) -> None:
     same_as_native([str(hello)])
     same_as_native([str(hello_pie)])

@@ -388,3 +388,150 @@ async def test_opening_a_fifo_does_not_block_the_loop(g: Guest, tmp_path: Path) 
     finally:
         os.close(w)
     assert g.mm.read(g.buf, 5) == b"fifo!"
+
+
+@pytest.mark.asyncio
+async def test_link_time_owner_and_special_file_calls(g: Guest, tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("data")
+    d = await g.call("openat", AT_FDCWD, g.cstr(str(tmp_path)), os.O_RDONLY | os.O_DIRECTORY, 0)
+    assert await g.call("symlinkat", g.cstr("f"), d, g.cstr("sym")) == 0
+    assert os.readlink(tmp_path / "sym") == "f"
+    assert await g.call("symlink", g.cstr(""), g.cstr(str(tmp_path / "x"))) == -errno.ENOENT
+    assert await g.call("linkat", d, g.cstr("sym"), d, g.cstr("hard-to-link"), 0) == 0
+    assert (tmp_path / "hard-to-link").is_symlink()  # linkat does not follow by default
+    assert await g.call("linkat", d, g.cstr("sym"), d, g.cstr("hard"), 0x400) == 0  # AT_SYMLINK_FOLLOW
+    assert os.stat(tmp_path / "hard").st_ino == os.stat(f).st_ino
+    assert await g.call("link", g.cstr(str(f)), g.cstr(str(tmp_path / "hard"))) == -errno.EEXIST
+    assert await g.call("linkat", d, g.cstr("f"), d, g.cstr("y"), 0x1) == -errno.EINVAL
+    # utimensat: explicit times, UTIME_OMIT keeps one, UTIME_NOW, a bad nanosecond count.
+    g.mm.write(g.buf, struct.pack("<qqqq", 1000, 5, 2000, (1 << 30) - 2))
+    before = os.stat(f).st_mtime_ns
+    assert await g.call("utimensat", d, g.cstr("f"), g.buf, 0) == 0
+    assert (os.stat(f).st_atime_ns, os.stat(f).st_mtime_ns) == (1000 * 10**9 + 5, before)
+    g.mm.write(g.buf, struct.pack("<qqqq", 0, (1 << 30) - 1, 7, 0))
+    assert await g.call("utimensat", AT_FDCWD, g.cstr(str(f)), g.buf, 0) == 0
+    assert os.stat(f).st_mtime_ns == 7 * 10**9 and os.stat(f).st_atime > 1000
+    g.mm.write(g.buf, struct.pack("<qqqq", 0, 10**9, 0, 0))
+    assert await g.call("utimensat", d, g.cstr("f"), g.buf, 0) == -errno.EINVAL
+    g.mm.write(g.buf, struct.pack("<qqqq", 3, 0, 4, 0))
+    assert await g.call("utimensat", d, g.cstr("sym"), g.buf, 0x100) == 0  # the link itself
+    assert os.lstat(tmp_path / "sym").st_mtime == 4 and os.stat(f).st_mtime == 7
+    fd = await g.call("openat", d, g.cstr("f"), os.O_RDWR, 0)
+    assert await g.call("utimensat", fd, 0, g.buf, 0) == 0  # NULL path: the descriptor (futimens)
+    assert os.stat(f).st_mtime == 4
+    assert await g.call("utimensat", AT_FDCWD, 0, g.buf, 0) == -errno.EFAULT
+    g.mm.write(g.buf, struct.pack("<qqqq", 10, 0, 20, 1_000_000))
+    assert await g.call("utimes", g.cstr(str(f)), g.buf) == -errno.EINVAL  # tv_usec out of range
+    g.mm.write(g.buf, struct.pack("<qqqq", 10, 0, 20, 5))
+    assert await g.call("utimes", g.cstr(str(f)), g.buf) == 0
+    assert os.stat(f).st_mtime_ns == 20 * 10**9 + 5000
+    g.mm.write(g.buf, struct.pack("<qq", 30, 40))
+    assert await g.call("utime", g.cstr(str(f)), g.buf) == 0
+    assert (os.stat(f).st_atime, os.stat(f).st_mtime) == (30, 40)
+    # Owners: -1 leaves an id alone; AT_EMPTY_PATH names the descriptor.
+    uid, gid = os.getuid(), os.getgid()
+    assert await g.call("fchownat", d, g.cstr("f"), -1, gid, 0) == 0
+    assert await g.call("fchownat", fd, g.cstr(""), uid, -1, 0x1000) == 0
+    assert await g.call("fchown", fd, -1, -1) == 0
+    assert await g.call("lchown", g.cstr(str(tmp_path / "sym")), uid, gid) == 0
+    assert await g.call("chown", g.cstr(str(tmp_path / "nope")), uid, gid) == -errno.ENOENT
+    assert await g.call("fchownat", d, g.cstr("f"), uid, gid, 0x4) == -errno.EINVAL
+    # Special files, space, file systems.
+    assert await g.call("mknodat", d, g.cstr("fifo"), 0o10644, 0) == 0
+    assert (tmp_path / "fifo").is_fifo() and (tmp_path / "fifo").stat().st_mode & 0o777 == 0o644
+    assert await g.call("mknod", g.cstr(str(tmp_path / "plain")), 0o600, 0) == 0
+    assert (tmp_path / "plain").is_file()
+    assert await g.call("mknodat", d, g.cstr("dir"), 0o40755, 0) == -errno.EPERM
+    assert await g.call("mknodat", d, g.cstr("bad"), 0o30755, 0) == -errno.EINVAL
+    assert await g.call("fallocate", fd, 0, 0, 8192) == 0
+    assert os.stat(f).st_size == 8192
+    assert await g.call("fallocate", fd, 0, 0, -1) == -errno.EINVAL
+    assert await g.call("statfs", g.cstr(str(tmp_path)), g.buf) == 0
+    assert await g.call("fstatfs", fd, g.buf + 200) == 0
+    assert g.mm.read(g.buf, 120) == g.mm.read(g.buf + 200, 120)
+    assert struct.unpack_from("<qq", g.mm.read(g.buf, 16))[1] == os.statvfs(tmp_path).f_bsize
+    assert await g.call("statfs", g.cstr(str(tmp_path)), BAD) == -errno.EFAULT
+    assert await g.call("sync") == 0
+    assert await g.call("syncfs", fd) == 0
+    assert await g.call("syncfs", 999) == -errno.EBADF
+    assert g.last_trace() == "syncfs(999) = -1 EBADF (Bad file descriptor)"
+
+
+@pytest.mark.asyncio
+async def test_stat_and_access_of_dev_fd_name_the_guests_own_descriptors(g: Guest) -> None:
+    await g.call("pipe2", g.buf, 0)
+    r, _w = struct.unpack("<ii", g.mm.read(g.buf, 8))
+    assert await g.call("newfstatat", AT_FDCWD, g.cstr(f"/dev/fd/{r}"), g.buf, 0) == 0
+    mode = struct.unpack_from("<I", g.mm.read(g.buf + 24, 4))[0]
+    assert mode & 0o170000 == 0o010000  # the pipe, not whatever the host's /dev/fd/N is
+    assert await g.call("newfstatat", AT_FDCWD, g.cstr("/dev/fd/77"), g.buf, 0) == -errno.ENOENT
+    assert await g.call("access", g.cstr(f"/proc/self/fd/{r}"), os.R_OK) == 0
+    assert await g.call("access", g.cstr("/dev/fd/77"), os.R_OK) == -errno.ENOENT
+
+
+@pytest.mark.asyncio
+async def test_chroot_keeps_later_lookups_and_symlinks_inside(g: Guest, tmp_path: Path) -> None:
+    (tmp_path / "inside").write_text("in")
+    (tmp_path / "escape").symlink_to("/etc/hostname")
+    assert await g.call("chroot", g.cstr(str(tmp_path / "inside"))) == -errno.ENOTDIR
+    assert await g.call("chroot", g.cstr(str(tmp_path))) == 0
+    assert await g.call("chdir", g.cstr("/")) == 0
+    assert await g.call("getcwd", g.buf, 100) == 2
+    assert await g.call("openat", AT_FDCWD, g.cstr("/inside"), os.O_RDONLY, 0) >= 0
+    # The symlink resolves inside the new root, where there is no /etc/hostname.
+    assert await g.call("utimensat", AT_FDCWD, g.cstr("/escape"), 0, 0) == -errno.ENOENT
+    assert await g.call("fchownat", AT_FDCWD, g.cstr("escape"), 0, 0, 0) == -errno.ENOENT
+    assert await g.call("linkat", AT_FDCWD, g.cstr("escape"), AT_FDCWD, g.cstr("x"), 0x400) == -errno.ENOENT
+    assert await g.call("mknodat", AT_FDCWD, g.cstr("null"), 0o20666, os.makedev(1, 3)) == -errno.EPERM
+    g.proc.euid = 1000
+    assert await g.call("chroot", g.cstr("/")) == -errno.EPERM
+
+
+@pytest.mark.asyncio
+async def test_personality_priorities_affinity_and_namespaces(g: Guest) -> None:
+    assert await g.call("personality", 0xFFFFFFFF) == 0
+    assert await g.call("personality", 0x8) == 0  # PER_LINUX32
+    assert await g.call("uname", g.buf) == 0
+    assert g.mm.read(g.buf + 4 * 65, 5) == b"i686\0"
+    assert await g.call("personality", 0xFFFFFFFF) == 0x8
+    assert await g.call("getpriority", 0, 0) == 20  # 20 - nice
+    assert await g.call("setpriority", 0, 0, 5) == 0
+    assert await g.call("getpriority", 0, g.proc.pid) == 15
+    assert await g.call("getpriority", 1, 0) == 15  # its process group
+    assert await g.call("getpriority", 0, 99999) == -errno.ESRCH
+    assert await g.call("getpriority", 7, 0) == -errno.EINVAL
+    assert await g.call("setpriority", 0, 0, 99) == 0  # clamped
+    assert g.proc.nice == 19
+    g.proc.euid = 1000
+    assert await g.call("setpriority", 0, 0, 0) == -errno.EACCES  # only root lowers nice
+    assert await g.call("ioprio_set", 1, 0, 1 << 13) == -errno.EPERM  # real-time class
+    g.proc.euid = 0
+    assert await g.call("ioprio_get", 1, 0) == 0
+    assert await g.call("ioprio_set", 1, 0, (2 << 13) | 4) == 0
+    assert await g.call("ioprio_get", 1, 0) == (2 << 13) | 4
+    assert await g.call("ioprio_set", 1, 0, 5) == -errno.EINVAL  # class none takes no level
+    first = min(os.sched_getaffinity(0))
+    g.mm.write(g.buf, (1 << first).to_bytes(8, "little"))
+    assert await g.call("sched_setaffinity", 0, 8, g.buf) == 0
+    assert await g.call("sched_getaffinity", 0, 128, g.buf + 64) > 0
+    assert int.from_bytes(g.mm.read(g.buf + 64, 8), "little") == 1 << first
+    assert await g.call("sched_setaffinity", 0, 0, g.buf) == -errno.EINVAL  # no CPU left
+    assert await g.call("sched_setaffinity", 99999, 8, g.buf) == -errno.ESRCH
+    assert await g.call("unshare", 0) == 0
+    assert await g.call("unshare", 0x400) == 0  # CLONE_FILES: nothing was shared
+    assert await g.call("unshare", 0x20000) == -errno.EPERM  # CLONE_NEWNS
+    assert g.last_trace().endswith("(namespaces are not supported by aioumm)")
+    assert await g.call("unshare", 0x1) == -errno.EINVAL
+    assert await g.call("prctl", 39, 0) == 0
+    assert await g.call("prctl", 38, 2) == -errno.EINVAL
+    assert await g.call("prctl", 38, 1) == 0
+    assert await g.call("prctl", 39, 0) == 1
+
+
+@pytest.mark.asyncio
+async def test_socket_calls_on_other_descriptors_are_enotsock(g: Guest) -> None:
+    assert await g.call("getpeername", 0, g.buf, g.buf + 64) == -errno.ENOTSOCK
+    assert await g.call("shutdown", 1, 2) == -errno.ENOTSOCK
+    assert await g.call("getsockname", 99, g.buf, g.buf + 64) == -errno.EBADF
+    assert await g.call("socket", 1, 1, 0) == -errno.ENOSYS
