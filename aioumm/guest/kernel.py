@@ -82,9 +82,14 @@ class ChildInfo:
 class ProcessTable:
     """Every guest process of one run, by pid (zombies included until reaped)."""
 
-    def __init__(self, spawner: Spawner | None = None) -> None:
+    #: Processes one run may have at once, zombies included (like RLIMIT_NPROC): a guest
+    #: fork bomb gets EAGAIN instead of filling the host with stubs.
+    DEFAULT_MAX_PROCESSES = 256
+
+    def __init__(self, spawner: Spawner | None = None, max_processes: int = DEFAULT_MAX_PROCESSES) -> None:
         #: Where ``fork`` gets new stubs; None: this table cannot fork.
         self.spawner = spawner
+        self.max_processes = max_processes
         self.procs: dict[int, GuestProcess] = {}
         #: The first process: reaper of orphans; the run ends with it.
         self.init: GuestProcess | None = None

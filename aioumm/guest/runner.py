@@ -103,6 +103,7 @@ async def run_program(
     layout: Layout | None = None,
     stdio: tuple[int, int, int] | None = None,
     forward_signals: bool = False,
+    max_processes: int = ProcessTable.DEFAULT_MAX_PROCESSES,
 ) -> int:
     """Run the static x86-64 program ``path`` in a new stub until it is over.
 
@@ -118,7 +119,9 @@ async def run_program(
     The guest may fork, exec and wait like any Linux program: every process it
     makes runs in a stub of its own, served concurrently on the running loop.  The
     run is over when this first guest exits (it plays ``init``: orphans are given
-    to it); any process still running then is killed.
+    to it); any process still running then is killed.  At most ``max_processes``
+    guest processes (zombies included) exist at once: beyond that, fork and clone
+    fail with ``EAGAIN`` as at Linux's ``RLIMIT_NPROC``.
 
     Returns the status a shell would show: the exit code, or ``128 + N`` when the
     guest died of signal N.  With ``forward_signals``, SIGINT, SIGTERM and SIGHUP sent
@@ -143,7 +146,7 @@ async def run_program(
         raise
     proc: GuestProcess | None = None
     stub: StubLike | None = None
-    kernel = ProcessTable(ctl)
+    kernel = ProcessTable(ctl, max_processes)
     forwarded = _forward_signals(kernel) if forward_signals else []
     try:
         image = check_program(path, fd)

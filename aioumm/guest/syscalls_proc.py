@@ -254,6 +254,8 @@ async def _fork(
     spawner = p.kernel.spawner
     if spawner is None:
         raise _fail(errno.EAGAIN)  # a process made on its own cannot fork
+    if len(p.kernel.procs) >= p.kernel.max_processes:
+        raise _fail(errno.EAGAIN)  # as Linux at RLIMIT_NPROC
     vfork = bool(flags & CLONE_VFORK)
     try:
         stub = await spawner.spawn()

@@ -24,8 +24,22 @@ from aioumm.guest.table import NAMES, NUMBERS
 
 MASK = (1 << 64) - 1
 #: Calls that end the guest: they are allowed to raise GuestExit.
-_ENDING = {"exit", "exit_group", "kill", "tgkill", "tkill", "rt_sigprocmask", "write", "writev",
-           "pwrite64", "pwritev", "sendfile", "rt_sigreturn", "rt_sigsuspend", "pause"}
+_ENDING = {
+    "exit",
+    "exit_group",
+    "kill",
+    "tgkill",
+    "tkill",
+    "rt_sigprocmask",
+    "write",
+    "writev",
+    "pwrite64",
+    "pwritev",
+    "sendfile",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "pause",
+}
 
 
 @pytest.mark.asyncio
@@ -40,9 +54,27 @@ async def test_random_arguments_never_escape(tmp_path: Path) -> None:
         buf = proc.mm.sys_mmap(0, 4 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
         rng = random.Random(int(os.environ.get("AIOUMM_FUZZ_SEED", "1234")))
         interesting = [
-            0, 1, 2, 3, 4, 5, 8, 24, 4096, MASK, MASK - 99, 1 << 31, 1 << 63, 0x7FFFFFFFF000,
-            abi.STUB_START, abi.STUB_START + 0x4000, buf, buf + 4 * PAGE_SIZE - 1, buf + 100,
-            0x10, (1 << 47) - 1,
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+            8,
+            24,
+            4096,
+            MASK,
+            MASK - 99,
+            1 << 31,
+            1 << 63,
+            0x7FFFFFFFF000,
+            abi.STUB_START,
+            abi.STUB_START + 0x4000,
+            buf,
+            buf + 4 * PAGE_SIZE - 1,
+            buf + 100,
+            0x10,
+            (1 << 47) - 1,
         ]
         numbers = sorted(HANDLERS)
         ended = 0
@@ -137,3 +169,22 @@ async def test_proc_and_dev_fd_describe_the_guest_never_the_controller(prog_dir:
         "self/mem relative to /proc opens: 0",
         "/proc/cpuinfo opens: 1",
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_fork_bomb_meets_the_process_limit(prog_dir: Path, tmp_path: Path) -> None:
+    from conftest import compile_prog
+
+    from aioumm.guest.runner import run_program
+    from aioumm.loop import Controller
+
+    prog = compile_prog("forkbomb", prog_dir)
+    out = tmp_path / "out"
+    with open(out, "wb") as f, open(os.devnull, "rb") as null:
+        async with Controller() as ctl:
+            status = await run_program(
+                ctl, str(prog), [str(prog)], {}, stdio=(null.fileno(), f.fileno(), f.fileno()), max_processes=12
+            )
+            assert not ctl.stubs  # every stub of the run is gone with it
+    assert status == 0
+    assert out.read_text().splitlines() == ["fork failed with EAGAIN after 11 children", "all reaped"]
