@@ -161,23 +161,20 @@ async def test_scribbling_over_the_whole_data_page_is_harmless(ctl: Controller) 
     g.close()
 
 
-@pytest.mark.asyncio
-async def test_a_guest_that_blocks_sigalrm_cannot_dodge_interrupt(ctl: Controller) -> None:
-    """rt_sigreturn through the stub's restorer with SIGALRM in the frame's mask, then spin."""
+def _forged_sigreturn(then: str) -> str:
+    """Guest code: rt_sigreturn through the stub's restorer with a frame of its own, whose
+    mask blocks SIGALRM and whose rip is the label ``then`` (the code that follows)."""
     frame = 0x1F0000  # a fake ucontext on the guest stack page
-    stub = await ctl.spawn()
     mcontext = ffi.offsetof("struct stub_ucontext", "mcontext")
     off = {f: mcontext + ffi.offsetof("struct stub_sigcontext", f) for f in ("rip", "rsp", "eflags", "cs", "ss")}
     sigmask = ffi.offsetof("struct stub_ucontext", "sigmask")
-    g = Guest(
-        stub,
-        f"""
+    return f"""
         movabs ${frame}, %rdi
         xor %eax, %eax
         mov $512, %ecx
         rep stosb
         movabs ${frame}, %rsp
-        lea spin(%rip), %rax
+        lea then(%rip), %rax
         mov %rax, {off["rip"]}(%rsp)
         movq ${frame + 0x800}, {off["rsp"]}(%rsp)
         movq $0x202, {off["eflags"]}(%rsp)
@@ -186,10 +183,16 @@ async def test_a_guest_that_blocks_sigalrm_cannot_dodge_interrupt(ctl: Controlle
         movq ${1 << (signal.SIGALRM - 1)}, {sigmask}(%rsp)
         movabs ${_restorer()}, %rax
         jmp *%rax
-    spin:
-        jmp spin
-        """,
-    )
+    then:
+        {then}
+    """
+
+
+@pytest.mark.asyncio
+async def test_a_guest_that_blocks_sigalrm_cannot_dodge_interrupt(ctl: Controller) -> None:
+    """A forged signal return that blocks SIGALRM, then a loop without syscalls."""
+    stub = await ctl.spawn()
+    g = Guest(stub, _forged_sigreturn("1: jmp 1b"))
     task = asyncio.ensure_future(stub.resume())
     await asyncio.sleep(0.1)
     with open(f"/proc/{stub.pid}/status") as f:
@@ -203,36 +206,9 @@ async def test_a_guest_that_blocks_sigalrm_cannot_dodge_interrupt(ctl: Controlle
 
 @pytest.mark.asyncio
 async def test_every_report_unblocks_signals_again(ctl: Controller) -> None:
-    """The same fake frame, then a syscall: the handler's return leaves nothing blocked."""
-    frame = 0x1F0000
+    """The same forged frame, then a syscall: the handler's return leaves nothing blocked."""
     stub = await ctl.spawn()
-    mcontext = ffi.offsetof("struct stub_ucontext", "mcontext")
-    off = {f: mcontext + ffi.offsetof("struct stub_sigcontext", f) for f in ("rip", "rsp", "eflags", "cs", "ss")}
-    sigmask = ffi.offsetof("struct stub_ucontext", "sigmask")
-    g = Guest(
-        stub,
-        f"""
-        movabs ${frame}, %rdi
-        xor %eax, %eax
-        mov $512, %ecx
-        rep stosb
-        movabs ${frame}, %rsp
-        lea after(%rip), %rax
-        mov %rax, {off["rip"]}(%rsp)
-        movq ${frame + 0x800}, {off["rsp"]}(%rsp)
-        movq $0x202, {off["eflags"]}(%rsp)
-        movw $0x33, {off["cs"]}(%rsp)
-        movw $0x2b, {off["ss"]}(%rsp)
-        movq ${1 << (signal.SIGALRM - 1)}, {sigmask}(%rsp)
-        movabs ${_restorer()}, %rax
-        jmp *%rax
-    after:
-        mov $500, %eax
-        syscall
-    spin:
-        jmp spin
-        """,
-    )
+    g = Guest(stub, _forged_sigreturn("mov $500, %eax\n        syscall\n    1:  jmp 1b"))
     assert (await stub.resume()).syscall == 500
     task = asyncio.ensure_future(stub.resume())
     await asyncio.sleep(0.05)

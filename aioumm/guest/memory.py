@@ -89,8 +89,18 @@ MAP_SYNC = 0x80000
 MAP_FIXED_NOREPLACE = 0x100000
 #: Flags Linux accepts with MAP_SHARED_VALIDATE; anything else is EOPNOTSUPP there.
 _MAP_VALIDATE_KNOWN = (
-    MAP_TYPE | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_DENYWRITE | MAP_EXECUTABLE
-    | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB
+    MAP_TYPE
+    | MAP_FIXED
+    | MAP_ANONYMOUS
+    | MAP_GROWSDOWN
+    | MAP_DENYWRITE
+    | MAP_EXECUTABLE
+    | MAP_LOCKED
+    | MAP_NORESERVE
+    | MAP_POPULATE
+    | MAP_NONBLOCK
+    | MAP_STACK
+    | MAP_HUGETLB
     | MAP_FIXED_NOREPLACE
 )
 
@@ -128,9 +138,7 @@ class StubMapper(Protocol):
 class _NullMapper:
     """Drops every record: for an address space being built before it has a stub."""
 
-    def mmap(
-        self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True
-    ) -> None:
+    def mmap(self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True) -> None:
         pass
 
     def munmap(self, addr: int, length: int) -> None:
@@ -150,9 +158,7 @@ class _Mirror:
     def __init__(self, stubs: list[StubMapper]) -> None:
         self.stubs = stubs
 
-    def mmap(
-        self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True
-    ) -> None:
+    def mmap(self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True) -> None:
         for s in self.stubs:
             s.mmap(addr, length, prot, fd, offset, shared=shared)
 
@@ -222,9 +228,7 @@ class PageAllocator:
         if length <= 0 or start < 0 or end > self.size:
             raise ValueError("free outside the allocator")
         i = bisect.bisect_left(self._free, (start, start))
-        if (i > 0 and self._free[i - 1][1] > start) or (
-            i < len(self._free) and self._free[i][0] < end
-        ):
+        if (i > 0 and self._free[i - 1][1] > start) or (i < len(self._free) and self._free[i][0] < end):
             raise ValueError(f"double free of {start:#x}+{length:#x}")
         if i > 0 and self._free[i - 1][1] == start:
             start = self._free[i - 1][0]
@@ -264,6 +268,15 @@ class Backing:
         """Bytes readable through :attr:`view` (past it, a mapping reads zeros)."""
         return len(self.view)
 
+    def close(self) -> None:
+        """Unmap and close now (every view of it must be released first); safe to call twice."""
+        if self.fd < 0:
+            return
+        _unmap(self.view, self.map)
+        self.map = None
+        os.close(self.fd)
+        self.fd = -1
+
     def find_nul(self, start: int, end: int) -> int:
         """Offset of the first NUL byte in ``[start, end)``, or -1."""
         end = min(end, self.size)
@@ -287,7 +300,9 @@ class PhysMem(Backing):
         try:
             os.ftruncate(self.fd, size)
             self.map = mmap.mmap(
-                self.fd, size, flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST,
+                self.fd,
+                size,
+                flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST,
                 prot=mmap.PROT_READ | mmap.PROT_WRITE,
             )
         except BaseException:
@@ -354,15 +369,6 @@ class PhysMem(Backing):
                 return
             pos += n
 
-    def close(self) -> None:
-        """Unmap and close (every view of it must be released first)."""
-        if self.fd < 0:
-            return
-        _unmap(self.view, self.map)
-        self.map = None
-        os.close(self.fd)
-        self.fd = -1
-
 
 class _Counted(Backing):
     """A backing owned by the VMAs that use it (across address spaces): the last one closes it."""
@@ -376,15 +382,6 @@ class _Counted(Backing):
         self._refs -= 1
         if self._refs <= 0:
             self.close()
-
-    def close(self) -> None:
-        """Unmap and close now."""
-        if self.fd < 0:
-            return
-        _unmap(self.view, self.map)
-        self.map = None
-        os.close(self.fd)
-        self.fd = -1
 
 
 class SharedAnon(_Counted):
@@ -402,7 +399,9 @@ class SharedAnon(_Counted):
         try:
             os.ftruncate(self.fd, length)
             self.map = mmap.mmap(
-                self.fd, length, flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST,
+                self.fd,
+                length,
+                flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST,
                 prot=mmap.PROT_READ | mmap.PROT_WRITE,
             )
         except BaseException:
@@ -460,9 +459,7 @@ class Vma:
 class AddressSpace:
     """One guest's mappings, the queued stub records that mirror them, and access."""
 
-    def __init__(
-        self, stub: StubMapper, layout: Layout, physmem: PhysMem | None = None
-    ) -> None:
+    def __init__(self, stub: StubMapper, layout: Layout, physmem: PhysMem | None = None) -> None:
         self.stub = stub
         self.layout = layout
         self.physmem = physmem if physmem is not None else PhysMem()
@@ -555,8 +552,11 @@ class AddressSpace:
         while k < hi and k + 1 < len(self._vmas):
             a, b = self._vmas[k], self._vmas[k + 1]
             if (
-                a.end == b.start and a.backing is b.backing and a.prot == b.prot
-                and a.shared == b.shared and a.name == b.name
+                a.end == b.start
+                and a.backing is b.backing
+                and a.prot == b.prot
+                and a.shared == b.shared
+                and a.name == b.name
                 and b.offset == a.offset + a.length
             ):
                 a.end = b.end
@@ -568,12 +568,22 @@ class AddressSpace:
 
     def _queue_map(self, vma: Vma) -> None:
         self.stub.mmap(
-            vma.start, vma.length, vma.prot, vma.backing.fd, vma.offset,
+            vma.start,
+            vma.length,
+            vma.prot,
+            vma.backing.fd,
+            vma.offset,
             shared=vma.backing.stub_shared,
         )
 
     def map_anon(
-        self, start: int, length: int, prot: int, *, shared: bool = False, name: str = "",
+        self,
+        start: int,
+        length: int,
+        prot: int,
+        *,
+        shared: bool = False,
+        name: str = "",
         near: int | None = None,
     ) -> Vma:
         """Map fresh zeroed memory at ``[start, start + length)`` (replacing what is there).
@@ -603,8 +613,15 @@ class AddressSpace:
         return vma
 
     def map_backing(
-        self, start: int, length: int, prot: int, backing: Backing, offset: int, *,
-        shared: bool = False, name: str = "",
+        self,
+        start: int,
+        length: int,
+        prot: int,
+        backing: Backing,
+        offset: int,
+        *,
+        shared: bool = False,
+        name: str = "",
     ) -> Vma:
         """Map ``backing`` at ``offset`` on ``[start, start + length)`` (replacing)."""
         vma = Vma(start, start + length, prot, backing, offset, shared, name)
@@ -636,9 +653,7 @@ class AddressSpace:
     def protect(self, start: int, end: int, prot: int) -> None:
         """Change the protection of ``[start, end)``, which must be fully mapped."""
         i, j = self._overlapping(start, end)
-        if prot & PROT_WRITE and any(
-            v.shared and not v.backing.writable for v in self._vmas[i:j]
-        ):
+        if prot & PROT_WRITE and any(v.shared and not v.backing.writable for v in self._vmas[i:j]):
             raise SyscallError(errno.EACCES)  # a shared mapping of a read-only file
         self._split_at(start)
         self._split_at(end)
@@ -709,8 +724,13 @@ class AddressSpace:
         raise SyscallError(errno.ENOMEM)
 
     def sys_mmap(
-        self, addr: int, length: int, prot: int, flags: int,
-        file: FileSource | None = None, offset: int = 0,
+        self,
+        addr: int,
+        length: int,
+        prot: int,
+        flags: int,
+        file: FileSource | None = None,
+        offset: int = 0,
     ) -> int:
         """``mmap(2)``: ``file`` is the opened file for a non-anonymous mapping."""
         if length == 0:
@@ -816,16 +836,13 @@ class AddressSpace:
             if prev is not None and prev.backing is self.physmem and prev.name == "[heap]":
                 near = prev.offset + prev.length
             try:
-                self.map_anon(old_top, new_top - old_top, PROT_READ | PROT_WRITE,
-                              name="[heap]", near=near)
+                self.map_anon(old_top, new_top - old_top, PROT_READ | PROT_WRITE, name="[heap]", near=near)
             except SyscallError:
                 return self.brk
         self.brk = addr
         return addr
 
-    def sys_mremap(
-        self, old: int, old_size: int, new_size: int, flags: int, new_addr: int = 0
-    ) -> int:
+    def sys_mremap(self, old: int, old_size: int, new_size: int, flags: int, new_addr: int = 0) -> int:
         """``mremap(2)``: shrink, grow in place, or move (pages are remapped, not copied)."""
         if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) or old & PAGE_MASK:
             raise SyscallError(errno.EINVAL)
@@ -880,8 +897,7 @@ class AddressSpace:
             near: int | None = last.offset + last.length
         else:
             near = None
-        self.map_anon(last.end, new_end - last.end, last.prot, shared=last.shared,
-                      name=last.name, near=near)
+        self.map_anon(last.end, new_end - last.end, last.prot, shared=last.shared, name=last.name, near=near)
 
     def _move(self, pieces: list[Vma], old: int, old_size: int, dst: int, new_size: int) -> int:
         keep = min(old_size, new_size)
@@ -1096,9 +1112,7 @@ def _unmap(view: memoryview, mapping: mmap.mmap | None) -> None:
 class FileSource(Protocol):
     """An open guest file that can be mapped (see ``files.OpenFile.map_into``)."""
 
-    def map_into(
-        self, mm: AddressSpace, start: int, size: int, prot: int, shared: bool, offset: int
-    ) -> int: ...
+    def map_into(self, mm: AddressSpace, start: int, size: int, prot: int, shared: bool, offset: int) -> int: ...
 
 
 def page_count(n: int) -> int:
