@@ -69,7 +69,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             async with Controller() as ctl:
                 # The program is looked up (in $PATH, inside the root) and checked by the runner.
                 return await run_program(
-                    ctl, args.program[0], args.program, dict(os.environ), root=args.root, strace=trace,
+                    ctl,
+                    args.program[0],
+                    args.program,
+                    dict(os.environ),
+                    root=args.root,
+                    strace=trace,
                     forward_signals=True,
                 )
 

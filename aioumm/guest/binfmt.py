@@ -148,8 +148,13 @@ def _parse_elf(path: str, fd: int) -> ElfImage:
 
 
 def prepare_exec(
-    vfs: Vfs, locate: Callable[[str], Loc], first: Loc | int, filename: bytes, argv: list[bytes],
-    *, nofollow: bool = False,
+    vfs: Vfs,
+    locate: Callable[[str], Loc],
+    first: Loc | int,
+    filename: bytes,
+    argv: list[bytes],
+    *,
+    nofollow: bool = False,
 ) -> ExecPlan:
     """Open and check what ``execve(filename, argv, ...)`` runs.
 

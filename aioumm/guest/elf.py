@@ -146,10 +146,7 @@ class ElfImage:
                     f"area {layout.stub_start:#x}..{layout.stub_end:#x}"
                 )
         if layout.touches_stub(lo, hi) or hi > layout.mmap_top:
-            raise GuestError(
-                f"{self.path}: image at {lo:#x}..{hi:#x} collides with the stub area "
-                "or the stack"
-            )
+            raise GuestError(f"{self.path}: image at {lo:#x}..{hi:#x} collides with the stub area or the stack")
 
 
 class DynamicProgram(GuestError):
@@ -170,8 +167,22 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
         raise _fail(path, "not an ELF file (bad magic)")
     if size < EHDR.size:
         raise _fail(path, f"truncated ELF file ({size} bytes, header needs {EHDR.size})")
-    (ident, e_type, e_machine, e_version, e_entry, e_phoff, _shoff, _flags, e_ehsize,
-     e_phentsize, e_phnum, _shentsize, _shnum, _shstrndx) = EHDR.unpack_from(data, 0)
+    (
+        ident,
+        e_type,
+        e_machine,
+        e_version,
+        e_entry,
+        e_phoff,
+        _shoff,
+        _flags,
+        e_ehsize,
+        e_phentsize,
+        e_phnum,
+        _shentsize,
+        _shnum,
+        _shstrndx,
+    ) = EHDR.unpack_from(data, 0)
     if ident[4] != ELFCLASS64:
         raise _fail(path, f"wrong ELF class {ident[4]} (need 64-bit)")
     if ident[5] != ELFDATA2LSB:
@@ -197,8 +208,8 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
     exec_stack = False
     dynamic: tuple[int, int] | None = None
     for i in range(e_phnum):
-        p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, p_align = (
-            PHDR.unpack_from(data, e_phoff + i * PHDR.size)
+        p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, p_align = PHDR.unpack_from(
+            data, e_phoff + i * PHDR.size
         )
         seg = Segment(p_vaddr, p_memsz, p_offset, p_filesz, p_flags, p_align)
         if p_type == PT_INTERP:
@@ -226,8 +237,7 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
         if b.vaddr < a.end:
             raise _fail(path, f"PT_LOAD segments overlap or are out of order at {b.vaddr:#x}")
     if e_type == ET_DYN and dynamic is not None and _needs_libraries(data, *dynamic):
-        raise DynamicProgram(f"{path}: dynamically linked (DT_NEEDED without PT_INTERP); "
-                             "only static programs run")
+        raise DynamicProgram(f"{path}: dynamically linked (DT_NEEDED without PT_INTERP); only static programs run")
     if not any(s.vaddr <= e_entry < s.end and s.flags & PF_X for s in loads):
         raise _fail(path, f"entry point {e_entry:#x} is not in an executable segment")
     if phdr_vaddr is None:
@@ -237,9 +247,18 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
                 phdr_vaddr = s.vaddr + (e_phoff - s.offset)
                 break
     return ElfImage(
-        path=path, file_size=size, e_type=e_type, entry=e_entry, phoff=e_phoff,
-        phentsize=e_phentsize, phnum=e_phnum, segments=tuple(loads),
-        phdr_vaddr=phdr_vaddr, tls=tls, relro=relro, exec_stack=exec_stack,
+        path=path,
+        file_size=size,
+        e_type=e_type,
+        entry=e_entry,
+        phoff=e_phoff,
+        phentsize=e_phentsize,
+        phnum=e_phnum,
+        segments=tuple(loads),
+        phdr_vaddr=phdr_vaddr,
+        tls=tls,
+        relro=relro,
+        exec_stack=exec_stack,
     )
 
 
@@ -251,8 +270,7 @@ def _check_load(path: str, seg: Segment, size: int) -> None:
     if seg.align > 1 and seg.align & (seg.align - 1):
         raise _fail(path, f"segment at {seg.vaddr:#x} has a bad alignment {seg.align:#x}")
     if (seg.vaddr - seg.offset) & PAGE_MASK:
-        raise _fail(path, f"segment at {seg.vaddr:#x}: address and file offset "
-                          "disagree modulo the page size")
+        raise _fail(path, f"segment at {seg.vaddr:#x}: address and file offset disagree modulo the page size")
     if seg.vaddr + seg.memsz >= 1 << 47:
         raise _fail(path, f"segment at {seg.vaddr:#x} lies outside user space")
 

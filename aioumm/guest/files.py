@@ -61,9 +61,24 @@ _DIRENT_HEAD = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type (then th
 _O_TMPFILE = 0o20200000
 #: Every flag open(2) knows (it ignores others; openat2 would refuse them).
 _VALID_OPEN_FLAGS = (
-    os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
-    | os.O_NONBLOCK | os.O_DSYNC | os.O_ASYNC | os.O_DIRECT | os.O_LARGEFILE | os.O_DIRECTORY
-    | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC | os.O_SYNC | os.O_PATH | _O_TMPFILE
+    os.O_ACCMODE
+    | os.O_CREAT
+    | os.O_EXCL
+    | os.O_NOCTTY
+    | os.O_TRUNC
+    | os.O_APPEND
+    | os.O_NONBLOCK
+    | os.O_DSYNC
+    | os.O_ASYNC
+    | os.O_DIRECT
+    | os.O_LARGEFILE
+    | os.O_DIRECTORY
+    | os.O_NOFOLLOW
+    | os.O_NOATIME
+    | os.O_CLOEXEC
+    | os.O_SYNC
+    | os.O_PATH
+    | _O_TMPFILE
 )
 _PATH_OPEN_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -109,10 +124,15 @@ def host_syscall(nr: int, *args: HostArg) -> int:
 def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
     """``openat2(2)``; raises :class:`OSError`."""
     how = _OPEN_HOW.pack(flags, mode, resolve)
-    fd = int(_syscall(
-        ctypes.c_long(_SYS_OPENAT2), ctypes.c_long(dirfd), ctypes.c_char_p(path),
-        ctypes.c_char_p(how), ctypes.c_long(len(how)),
-    ))
+    fd = int(
+        _syscall(
+            ctypes.c_long(_SYS_OPENAT2),
+            ctypes.c_long(dirfd),
+            ctypes.c_char_p(path),
+            ctypes.c_char_p(how),
+            ctypes.c_long(len(how)),
+        )
+    )
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -121,8 +141,12 @@ def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int
 
 def _mode_dtype(mode: int) -> int:
     for test, dt in (
-        (stat.S_ISDIR, DT_DIR), (stat.S_ISREG, DT_REG), (stat.S_ISLNK, DT_LNK),
-        (stat.S_ISFIFO, DT_FIFO), (stat.S_ISCHR, DT_CHR), (stat.S_ISBLK, DT_BLK),
+        (stat.S_ISDIR, DT_DIR),
+        (stat.S_ISREG, DT_REG),
+        (stat.S_ISLNK, DT_LNK),
+        (stat.S_ISFIFO, DT_FIFO),
+        (stat.S_ISCHR, DT_CHR),
+        (stat.S_ISBLK, DT_BLK),
         (stat.S_ISSOCK, DT_SOCK),
     ):
         if test(mode):
@@ -217,9 +241,7 @@ class OpenFile:
         st = os.fstat(host_fd)
         self.mode = st.st_mode
         m = st.st_mode
-        self._may_block = (
-            stat.S_ISFIFO(m) or stat.S_ISSOCK(m) or (stat.S_ISCHR(m) and os.isatty(host_fd))
-        )
+        self._may_block = stat.S_ISFIFO(m) or stat.S_ISSOCK(m) or (stat.S_ISCHR(m) and os.isatty(host_fd))
         #: The guest's ``O_NONBLOCK`` on this description (see the module docstring).
         self.nonblocking = bool(fcntl.fcntl(host_fd, fcntl.F_GETFL) & os.O_NONBLOCK)
         self.refs = 0
@@ -383,13 +405,13 @@ class OpenFile:
 
     # ------------------------------------------------------------- mapping
 
-    def map_into(
-        self, mm: AddressSpace, start: int, size: int, prot: int, shared: bool, offset: int
-    ) -> int:
+    def map_into(self, mm: AddressSpace, start: int, size: int, prot: int, shared: bool, offset: int) -> int:
         """Map this file for ``mmap(2)`` (see :class:`aioumm.guest.memory.FileSource`)."""
         acc = self.flags & os.O_ACCMODE
-        if stat.S_ISCHR(self.mode) and os.major(os.fstat(self.host_fd).st_rdev) == 1 and (
-            os.minor(os.fstat(self.host_fd).st_rdev) == 5
+        if (
+            stat.S_ISCHR(self.mode)
+            and os.major(os.fstat(self.host_fd).st_rdev) == 1
+            and (os.minor(os.fstat(self.host_fd).st_rdev) == 5)
         ):
             mm.map_anon(start, size, prot, shared=shared)  # /dev/zero
             return start
@@ -611,8 +633,10 @@ class Vfs:
         """``/proc/self`` and ``/proc/thread-self`` of an absolute path, as the guest's stub."""
         squeezed = re.sub("/+", "/", path)
         for alias, own in (
-            ("/proc/self", ""), ("/proc/thread-self", "/task/{pid}"),
-            ("/proc/mounts", "/mounts"), ("/proc/net", "/net"),  # symlinks into /proc/self
+            ("/proc/self", ""),
+            ("/proc/thread-self", "/task/{pid}"),
+            ("/proc/mounts", "/mounts"),
+            ("/proc/net", "/net"),  # symlinks into /proc/self
         ):
             if squeezed == alias or squeezed.startswith(alias + "/"):
                 pid = self.proc_pid if self.proc_pid is not None else 0  # 0: no such process
@@ -673,8 +697,7 @@ class Vfs:
     def stat(self, loc: Loc, *, follow: bool = True) -> os.stat_result:
         """``stat``/``lstat`` of a located path."""
         if not self.confined:
-            return os.stat(loc.path, dir_fd=loc.dirfd if loc.dirfd >= 0 else None,
-                           follow_symlinks=follow)
+            return os.stat(loc.path, dir_fd=loc.dirfd if loc.dirfd >= 0 else None, follow_symlinks=follow)
         fd = self.open(loc, os.O_PATH | (0 if follow else os.O_NOFOLLOW))
         try:
             return os.fstat(fd)

@@ -43,9 +43,7 @@ def load_image(mm: AddressSpace, image: ElfImage, fd: int) -> LoadedProgram:
         ranges = [(page_down(s.vaddr + bias), page_up(s.end + bias)) for s in segs]
         for i, seg in enumerate(segs):
             start, end = ranges[i]
-            shares_page = (i > 0 and ranges[i - 1][1] > start) or (
-                i + 1 < len(segs) and ranges[i + 1][0] < end
-            )
+            shares_page = (i > 0 and ranges[i - 1][1] > start) or (i + 1 < len(segs) and ranges[i + 1][0] < end)
             file_lo = page_down(seg.offset)
             if not seg.flags & PF_W and seg.filesz == seg.memsz and not shares_page:
                 mm.map_backing(start, end - start, seg.prot, prog, file_lo, name=image.path)
@@ -61,8 +59,12 @@ def load_image(mm: AddressSpace, image: ElfImage, fd: int) -> LoadedProgram:
     mm.brk_start = mm.brk = brk
     phdr = image.phdr_vaddr + bias if image.phdr_vaddr is not None else 0
     return LoadedProgram(
-        bias=bias, entry=image.entry + bias, phdr=phdr, phnum=image.phnum,
-        phent=image.phentsize, brk_start=brk,
+        bias=bias,
+        entry=image.entry + bias,
+        phdr=phdr,
+        phnum=image.phnum,
+        phent=image.phentsize,
+        brk_start=brk,
     )
 
 
@@ -85,10 +87,16 @@ def setup_stack(
     mm.map_anon(layout.stack_bottom, layout.stack_size, prot, name="[stack]")
     uid, euid, gid, egid = creds if creds is not None else (None, None, None, None)
     auxv = initial_auxv(
-        phdr=prog.phdr, phent=prog.phent, phnum=prog.phnum, entry=prog.entry,
-        page_size=PAGE_SIZE, uid=uid, euid=euid, gid=gid, egid=egid,
+        phdr=prog.phdr,
+        phent=prog.phent,
+        phnum=prog.phnum,
+        entry=prog.entry,
+        page_size=PAGE_SIZE,
+        uid=uid,
+        euid=euid,
+        gid=gid,
+        egid=egid,
     )
     img = build_stack(layout.stack_top, argv, envp, execfn, auxv, stack_size=layout.stack_size)
     mm.poke(img.sp, img.data)
     return img
-

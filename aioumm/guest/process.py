@@ -116,9 +116,24 @@ HANDLERS: dict[int, Handler] = {}
 #: Syscall numbers whose waits a signal does not interrupt (fork, vfork, execve...).
 UNINTERRUPTIBLE: set[int] = set()
 
-_GENERAL_REGS = (
-    ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "eflags"]
-)
+_GENERAL_REGS = [
+    "rax",
+    "rbx",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "rbp",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+    "eflags",
+]
 #: What a forked child takes over from its parent (the FPU state is the core's: see README).
 _FORK_REGS = [*_GENERAL_REGS, "rsp", "rip", "fs_base"]
 
@@ -204,9 +219,7 @@ class GuestProcess:
                 self.rlimits[res] = (_U64, _U64)
         self.rlimits[resource.RLIMIT_STACK] = (self.layout.stack_size, _U64)
         self.rlimits[resource.RLIMIT_NOFILE] = (self.fds.limit, self.fds.limit)
-        self.strace = (
-            Strace(strace, prefix=self._strace_prefix) if strace is not None else None
-        )
+        self.strace = Strace(strace, prefix=self._strace_prefix) if strace is not None else None
         #: Re-raise handler bugs instead of answering ENOSYS (for tests).
         self.raise_internal_errors = False
         self.kernel.add(self)
@@ -241,13 +254,23 @@ class GuestProcess:
             self.fds.install_at(guest_fd, OpenFile(host, f"/proc/self/fd/{fd}", flags=flags))
 
     def exec_image(
-        self, image: ElfImage, fd: int, argv: list[bytes], envp: list[bytes], execfn: bytes,
+        self,
+        image: ElfImage,
+        fd: int,
+        argv: list[bytes],
+        envp: list[bytes],
+        execfn: bytes,
         exe_path: str,
     ) -> None:
         """Fill the (empty) address space with ``image`` and set the start registers."""
         prog = load_image(self.mm, image, fd)
         stack = setup_stack(
-            self.mm, prog, argv, envp, execfn, exec_stack=image.exec_stack,
+            self.mm,
+            prog,
+            argv,
+            envp,
+            execfn,
+            exec_stack=image.exec_stack,
             creds=(self.uid, self.euid, self.gid, self.egid),
         )
         self.exe = exe_path
@@ -275,7 +298,12 @@ class GuestProcess:
         try:
             prog = load_image(new, plan.image, plan.fd)
             stack = setup_stack(
-                new, prog, plan.argv, envp, plan.filename, exec_stack=plan.image.exec_stack,
+                new,
+                prog,
+                plan.argv,
+                envp,
+                plan.filename,
+                exec_stack=plan.image.exec_stack,
                 creds=(self.uid, self.euid, self.gid, self.egid),
             )
         except GuestError as exc:  # the image does not fit in the address space
@@ -323,9 +351,14 @@ class GuestProcess:
             vfs = self.vfs.fork_copy()
             fds = self.fds.fork_copy()
             child = GuestProcess(
-                stub, layout=self.layout, vfs=vfs, fds=fds,
+                stub,
+                layout=self.layout,
+                vfs=vfs,
+                fds=fds,
                 strace=self.strace.out if self.strace is not None else None,
-                kernel=self.kernel, pid=self.kernel.new_pid(), mm=mm,
+                kernel=self.kernel,
+                pid=self.kernel.new_pid(),
+                mm=mm,
                 signals=self.signals.fork_copy(),
             )
         except BaseException:
@@ -399,7 +432,6 @@ class GuestProcess:
         elif self._in_guest:
             with contextlib.suppress(Exception):
                 self.stub.interrupt()  # stops with SIGALRM; serve() delivers
-
 
     # ------------------------------------------------------------ children
 

@@ -58,7 +58,13 @@ if TYPE_CHECKING:
     from .process import GuestProcess, ReportLike
 
 __all__ = [
-    "INTR_ALWAYS", "deliver_fault", "deliver_signals", "mask_text", "restart_text", "set_altstack", "sigreturn",
+    "INTR_ALWAYS",
+    "deliver_fault",
+    "deliver_signals",
+    "mask_text",
+    "restart_text",
+    "set_altstack",
+    "sigreturn",
 ]
 
 _U64 = 0xFFFFFFFFFFFFFFFF
@@ -85,8 +91,24 @@ UC_OFF = 8
 INFO_OFF = UC_OFF + UCONTEXT_SIZE
 FRAME_SIZE = INFO_OFF + 128
 _REG_ORDER = (
-    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
-    "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip", "eflags",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+    "rdi",
+    "rsi",
+    "rbp",
+    "rbx",
+    "rdx",
+    "rax",
+    "rcx",
+    "rsp",
+    "rip",
+    "eflags",
 )
 
 # The XSAVE image (<asm/sigcontext.h>, the SDM's XSAVE layout).
@@ -102,11 +124,26 @@ _XSAVE_HEADER = struct.Struct("<QQ48s")
 #: (``-ERESTARTNOHAND`` and ``-ERESTART_RESTARTBLOCK`` in Linux); the other
 #: interruptible calls are restarted under SA_RESTART (``-ERESTARTSYS``).
 INTR_ALWAYS = frozenset(
-    NUMBERS[name] for name in (
-        "pause", "rt_sigsuspend", "rt_sigtimedwait", "nanosleep", "clock_nanosleep", "select",
-        "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait", "io_getevents", "msgrcv", "msgsnd",
-        "semop", "semtimedop",
-    ) if name in NUMBERS
+    NUMBERS[name]
+    for name in (
+        "pause",
+        "rt_sigsuspend",
+        "rt_sigtimedwait",
+        "nanosleep",
+        "clock_nanosleep",
+        "select",
+        "pselect6",
+        "poll",
+        "ppoll",
+        "epoll_wait",
+        "epoll_pwait",
+        "io_getevents",
+        "msgrcv",
+        "msgsnd",
+        "semop",
+        "semtimedop",
+    )
+    if name in NUMBERS
 )
 
 
@@ -263,8 +300,15 @@ def _setup_frame(p: GuestProcess, sig: int, act: SigAction, info: SigInfo) -> bo
     err, trapno, cr2 = p.trap
     mctx = _SIGCONTEXT.pack(
         *(saved[name] & _U64 for name in _REG_ORDER),
-        USER_CS, 0, 0, USER_SS,
-        err & _U64, trapno & _U64, mask & _U64, cr2 & _U64, fp_addr,
+        USER_CS,
+        0,
+        0,
+        USER_SS,
+        err & _U64,
+        trapno & _U64,
+        mask & _U64,
+        cr2 & _U64,
+        fp_addr,
     )
     flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS | (UC_FP_XSTATE if fp is not None and len(fp) > 512 else 0)
     uc = _UC_HEAD.pack(flags, 0, *uc_stack) + mctx + struct.pack("<Q", mask & _U64)

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from .errors import GuestExit
 
 __all__ = [
-    "NSIG", "SigAction", "SigInfo", "SignalState", "default_dumps_core", "default_is_fatal", "sigbit",
+    "NSIG",
+    "SigAction",
+    "SigInfo",
+    "SignalState",
+    "default_dumps_core",
+    "default_is_fatal",
+    "sigbit",
 ]
 
 NSIG = 64
@@ -61,13 +67,28 @@ SIGINFO_SIZE = 128
 _IGNORED_BY_DEFAULT = frozenset({signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT})
 _STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 #: Signals whose default action dumps core (``SIG_KERNEL_COREDUMP_MASK``).
-_CORE = frozenset({
-    signal.SIGQUIT, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE,
-    signal.SIGSEGV, signal.SIGXCPU, signal.SIGXFSZ, signal.SIGSYS,
-})
+_CORE = frozenset(
+    {
+        signal.SIGQUIT,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGABRT,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGSEGV,
+        signal.SIGXCPU,
+        signal.SIGXFSZ,
+        signal.SIGSYS,
+    }
+)
 #: Delivered before any other pending signal (``SYNCHRONOUS_MASK``).
 _SYNCHRONOUS: tuple[int, ...] = (
-    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGTRAP, signal.SIGFPE, signal.SIGSYS,
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGILL,
+    signal.SIGTRAP,
+    signal.SIGFPE,
+    signal.SIGSYS,
 )
 UNBLOCKABLE = (1 << (signal.SIGKILL - 1)) | (1 << (signal.SIGSTOP - 1))
 
@@ -99,19 +120,39 @@ def signame(sig: int) -> str:
         return str(sig)
 
 
-_SI_CODES = {SI_USER: "SI_USER", SI_KERNEL: "SI_KERNEL", SI_QUEUE: "SI_QUEUE", SI_TIMER: "SI_TIMER",
-             SI_TKILL: "SI_TKILL"}
+_SI_CODES = {
+    SI_USER: "SI_USER",
+    SI_KERNEL: "SI_KERNEL",
+    SI_QUEUE: "SI_QUEUE",
+    SI_TIMER: "SI_TIMER",
+    SI_TKILL: "SI_TKILL",
+}
 _FAULT_CODES: dict[int, dict[int, str]] = {
     signal.SIGSEGV: {1: "SEGV_MAPERR", 2: "SEGV_ACCERR", 3: "SEGV_BNDERR", 4: "SEGV_PKUERR"},
     signal.SIGBUS: {1: "BUS_ADRALN", 2: "BUS_ADRERR", 3: "BUS_OBJERR"},
-    signal.SIGILL: {1: "ILL_ILLOPC", 2: "ILL_ILLOPN", 3: "ILL_ILLADR", 4: "ILL_ILLTRP", 5: "ILL_PRVOPC",
-                    6: "ILL_PRVREG", 7: "ILL_COPROC", 8: "ILL_BADSTK"},
-    signal.SIGFPE: {1: "FPE_INTDIV", 2: "FPE_INTOVF", 3: "FPE_FLTDIV", 4: "FPE_FLTOVF", 5: "FPE_FLTUND",
-                    6: "FPE_FLTRES", 7: "FPE_FLTINV", 8: "FPE_FLTSUB"},
+    signal.SIGILL: {
+        1: "ILL_ILLOPC",
+        2: "ILL_ILLOPN",
+        3: "ILL_ILLADR",
+        4: "ILL_ILLTRP",
+        5: "ILL_PRVOPC",
+        6: "ILL_PRVREG",
+        7: "ILL_COPROC",
+        8: "ILL_BADSTK",
+    },
+    signal.SIGFPE: {
+        1: "FPE_INTDIV",
+        2: "FPE_INTOVF",
+        3: "FPE_FLTDIV",
+        4: "FPE_FLTOVF",
+        5: "FPE_FLTUND",
+        6: "FPE_FLTRES",
+        7: "FPE_FLTINV",
+        8: "FPE_FLTSUB",
+    },
     signal.SIGTRAP: {1: "TRAP_BRKPT", 2: "TRAP_TRACE", 3: "TRAP_BRANCH", 4: "TRAP_HWBKPT"},
 }
-_CLD_CODES = {1: "CLD_EXITED", 2: "CLD_KILLED", 3: "CLD_DUMPED", 4: "CLD_TRAPPED", 5: "CLD_STOPPED",
-              6: "CLD_CONTINUED"}
+_CLD_CODES = {1: "CLD_EXITED", 2: "CLD_KILLED", 3: "CLD_DUMPED", 4: "CLD_TRAPPED", 5: "CLD_STOPPED", 6: "CLD_CONTINUED"}
 _FAULTS = frozenset(_FAULT_CODES)
 
 

@@ -91,8 +91,15 @@ def host_auxv() -> dict[int, int]:
 
 
 def initial_auxv(
-    *, phdr: int, phent: int, phnum: int, entry: int, page_size: int = 4096,
-    uid: int | None = None, euid: int | None = None, gid: int | None = None,
+    *,
+    phdr: int,
+    phent: int,
+    phnum: int,
+    entry: int,
+    page_size: int = 4096,
+    uid: int | None = None,
+    euid: int | None = None,
+    gid: int | None = None,
     egid: int | None = None,
 ) -> list[tuple[int, int]]:
     """The auxv a static program gets, in the order Linux writes it.
@@ -218,6 +225,13 @@ def build_stack(
     put(env_base, b"".join(s + b"\0" for s in envp))
     put(execfn_at, execfn + b"\0")
     return StackImage(
-        sp=sp, top=top, data=bytes(image), argv=tuple(arg_at), envp=tuple(env_at),
-        execfn=execfn_at, platform=platform_at, random=random_at, auxv=tuple(aux),
+        sp=sp,
+        top=top,
+        data=bytes(image),
+        argv=tuple(arg_at),
+        envp=tuple(env_at),
+        execfn=execfn_at,
+        platform=platform_at,
+        random=random_at,
+        auxv=tuple(aux),
     )

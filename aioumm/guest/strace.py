@@ -25,34 +25,95 @@ STRING_LIMIT = 32
 AT_FDCWD = -100
 
 _OPEN_FLAGS = [
-    (0o100, "O_CREAT"), (0o200, "O_EXCL"), (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"),
-    (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"), (0o10000, "O_DSYNC"),
-    (0o20000, "O_ASYNC"), (0o40000, "O_DIRECT"), (0o200000, "O_DIRECTORY"),
-    (0o400000, "O_NOFOLLOW"), (0o1000000, "O_NOATIME"), (0o2000000, "O_CLOEXEC"),
-    (0o4000000, "O_SYNC"), (0o10000000, "O_PATH"), (0o20000000, "O_TMPFILE"),
+    (0o100, "O_CREAT"),
+    (0o200, "O_EXCL"),
+    (0o400, "O_NOCTTY"),
+    (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"),
+    (0o4000, "O_NONBLOCK"),
+    (0o10000, "O_DSYNC"),
+    (0o20000, "O_ASYNC"),
+    (0o40000, "O_DIRECT"),
+    (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"),
+    (0o1000000, "O_NOATIME"),
+    (0o2000000, "O_CLOEXEC"),
+    (0o4000000, "O_SYNC"),
+    (0o10000000, "O_PATH"),
+    (0o20000000, "O_TMPFILE"),
     (0o100000, "O_LARGEFILE"),
 ]
-_PROT = [(1, "PROT_READ"), (2, "PROT_WRITE"), (4, "PROT_EXEC"), (8, "PROT_SEM"),
-         (0x01000000, "PROT_GROWSDOWN"), (0x02000000, "PROT_GROWSUP")]
-_MAP = [(0x10, "MAP_FIXED"), (0x20, "MAP_ANONYMOUS"), (0x100, "MAP_GROWSDOWN"),
-        (0x800, "MAP_DENYWRITE"), (0x1000, "MAP_EXECUTABLE"), (0x2000, "MAP_LOCKED"),
-        (0x4000, "MAP_NORESERVE"), (0x8000, "MAP_POPULATE"), (0x10000, "MAP_NONBLOCK"),
-        (0x20000, "MAP_STACK"), (0x40000, "MAP_HUGETLB"), (0x80000, "MAP_SYNC"),
-        (0x100000, "MAP_FIXED_NOREPLACE")]
-_AT = [(0x100, "AT_SYMLINK_NOFOLLOW"), (0x200, "AT_REMOVEDIR"), (0x400, "AT_SYMLINK_FOLLOW"),
-       (0x800, "AT_NO_AUTOMOUNT"), (0x1000, "AT_EMPTY_PATH")]
+_PROT = [
+    (1, "PROT_READ"),
+    (2, "PROT_WRITE"),
+    (4, "PROT_EXEC"),
+    (8, "PROT_SEM"),
+    (0x01000000, "PROT_GROWSDOWN"),
+    (0x02000000, "PROT_GROWSUP"),
+]
+_MAP = [
+    (0x10, "MAP_FIXED"),
+    (0x20, "MAP_ANONYMOUS"),
+    (0x100, "MAP_GROWSDOWN"),
+    (0x800, "MAP_DENYWRITE"),
+    (0x1000, "MAP_EXECUTABLE"),
+    (0x2000, "MAP_LOCKED"),
+    (0x4000, "MAP_NORESERVE"),
+    (0x8000, "MAP_POPULATE"),
+    (0x10000, "MAP_NONBLOCK"),
+    (0x20000, "MAP_STACK"),
+    (0x40000, "MAP_HUGETLB"),
+    (0x80000, "MAP_SYNC"),
+    (0x100000, "MAP_FIXED_NOREPLACE"),
+]
+_AT = [
+    (0x100, "AT_SYMLINK_NOFOLLOW"),
+    (0x200, "AT_REMOVEDIR"),
+    (0x400, "AT_SYMLINK_FOLLOW"),
+    (0x800, "AT_NO_AUTOMOUNT"),
+    (0x1000, "AT_EMPTY_PATH"),
+]
 _MAP_TYPES = {1: "MAP_SHARED", 2: "MAP_PRIVATE", 3: "MAP_SHARED_VALIDATE"}
 _WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
-_CLOCKS = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 2: "CLOCK_PROCESS_CPUTIME_ID",
-           3: "CLOCK_THREAD_CPUTIME_ID", 4: "CLOCK_MONOTONIC_RAW", 5: "CLOCK_REALTIME_COARSE",
-           6: "CLOCK_MONOTONIC_COARSE", 7: "CLOCK_BOOTTIME", 8: "CLOCK_REALTIME_ALARM",
-           9: "CLOCK_BOOTTIME_ALARM", 11: "CLOCK_TAI"}
-_ARCH_PRCTL = {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS",
-               0x1004: "ARCH_GET_GS", 0x1011: "ARCH_GET_CPUID", 0x1012: "ARCH_SET_CPUID"}
-_RLIMITS = ["RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
-            "RLIMIT_RSS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS",
-            "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
-            "RLIMIT_RTPRIO", "RLIMIT_RTTIME"]
+_CLOCKS = {
+    0: "CLOCK_REALTIME",
+    1: "CLOCK_MONOTONIC",
+    2: "CLOCK_PROCESS_CPUTIME_ID",
+    3: "CLOCK_THREAD_CPUTIME_ID",
+    4: "CLOCK_MONOTONIC_RAW",
+    5: "CLOCK_REALTIME_COARSE",
+    6: "CLOCK_MONOTONIC_COARSE",
+    7: "CLOCK_BOOTTIME",
+    8: "CLOCK_REALTIME_ALARM",
+    9: "CLOCK_BOOTTIME_ALARM",
+    11: "CLOCK_TAI",
+}
+_ARCH_PRCTL = {
+    0x1001: "ARCH_SET_GS",
+    0x1002: "ARCH_SET_FS",
+    0x1003: "ARCH_GET_FS",
+    0x1004: "ARCH_GET_GS",
+    0x1011: "ARCH_GET_CPUID",
+    0x1012: "ARCH_SET_CPUID",
+}
+_RLIMITS = [
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+]
 
 
 def _s32(v: int) -> int:
@@ -113,18 +174,40 @@ def _signame(v: int) -> str:
 
 
 _CLONE_FLAGS = [
-    (0x100, "CLONE_VM"), (0x200, "CLONE_FS"), (0x400, "CLONE_FILES"), (0x800, "CLONE_SIGHAND"),
-    (0x1000, "CLONE_PIDFD"), (0x2000, "CLONE_PTRACE"), (0x4000, "CLONE_VFORK"),
-    (0x8000, "CLONE_PARENT"), (0x10000, "CLONE_THREAD"), (0x20000, "CLONE_NEWNS"),
-    (0x40000, "CLONE_SYSVSEM"), (0x80000, "CLONE_SETTLS"), (0x100000, "CLONE_PARENT_SETTID"),
-    (0x200000, "CLONE_CHILD_CLEARTID"), (0x400000, "CLONE_DETACHED"), (0x800000, "CLONE_UNTRACED"),
-    (0x1000000, "CLONE_CHILD_SETTID"), (0x2000000, "CLONE_NEWCGROUP"), (0x4000000, "CLONE_NEWUTS"),
-    (0x8000000, "CLONE_NEWIPC"), (0x10000000, "CLONE_NEWUSER"), (0x20000000, "CLONE_NEWPID"),
-    (0x40000000, "CLONE_NEWNET"), (0x80000000, "CLONE_IO"),
+    (0x100, "CLONE_VM"),
+    (0x200, "CLONE_FS"),
+    (0x400, "CLONE_FILES"),
+    (0x800, "CLONE_SIGHAND"),
+    (0x1000, "CLONE_PIDFD"),
+    (0x2000, "CLONE_PTRACE"),
+    (0x4000, "CLONE_VFORK"),
+    (0x8000, "CLONE_PARENT"),
+    (0x10000, "CLONE_THREAD"),
+    (0x20000, "CLONE_NEWNS"),
+    (0x40000, "CLONE_SYSVSEM"),
+    (0x80000, "CLONE_SETTLS"),
+    (0x100000, "CLONE_PARENT_SETTID"),
+    (0x200000, "CLONE_CHILD_CLEARTID"),
+    (0x400000, "CLONE_DETACHED"),
+    (0x800000, "CLONE_UNTRACED"),
+    (0x1000000, "CLONE_CHILD_SETTID"),
+    (0x2000000, "CLONE_NEWCGROUP"),
+    (0x4000000, "CLONE_NEWUTS"),
+    (0x8000000, "CLONE_NEWIPC"),
+    (0x10000000, "CLONE_NEWUSER"),
+    (0x20000000, "CLONE_NEWPID"),
+    (0x40000000, "CLONE_NEWNET"),
+    (0x80000000, "CLONE_IO"),
 ]
 _WAIT_OPTIONS = [
-    (1, "WNOHANG"), (2, "WSTOPPED"), (4, "WEXITED"), (8, "WCONTINUED"), (0x1000000, "WNOWAIT"),
-    (0x20000000, "__WNOTHREAD"), (0x40000000, "__WALL"), (0x80000000, "__WCLONE"),
+    (1, "WNOHANG"),
+    (2, "WSTOPPED"),
+    (4, "WEXITED"),
+    (8, "WCONTINUED"),
+    (0x1000000, "WNOWAIT"),
+    (0x20000000, "__WNOTHREAD"),
+    (0x40000000, "__WALL"),
+    (0x80000000, "__WCLONE"),
 ]
 _IDTYPES = {0: "P_ALL", 1: "P_PID", 2: "P_PGID", 3: "P_PIDFD"}
 #: Calls whose arguments are shown before the call runs (it replaces the memory they name).
@@ -273,14 +356,19 @@ def format_args(nr: int, args: Sequence[int], result: int | None, mm: AddressSpa
     if kinds is None:
         return ", ".join(hex(a) for a in args)
     return ", ".join(
-        format_arg(k, args[i], mm, args[i + 1] if i + 1 < len(args) else 0, res)
-        for i, k in enumerate(kinds)
+        format_arg(k, args[i], mm, args[i + 1] if i + 1 < len(args) else 0, res) for i, k in enumerate(kinds)
     )
 
 
 def format_call(
-    nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None, *,
-    unknown: bool = False, shown: str | None = None, note: str | None = None,
+    nr: int,
+    args: Sequence[int],
+    result: int | None,
+    mm: AddressSpace | None,
+    *,
+    unknown: bool = False,
+    shown: str | None = None,
+    note: str | None = None,
 ) -> str:
     """The whole strace line (without the newline); ``result`` None shows ``?``.
 
@@ -314,15 +402,27 @@ class Strace:
         self.prefix = prefix
 
     def call(
-        self, nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None,
-        *, unknown: bool = False, shown: str | None = None, note: str | None = None,
+        self,
+        nr: int,
+        args: Sequence[int],
+        result: int | None,
+        mm: AddressSpace | None,
+        *,
+        unknown: bool = False,
+        shown: str | None = None,
+        note: str | None = None,
     ) -> None:
         """Print one finished call (``shown``: its arguments, formatted before it ran)."""
         self.emit(format_call(nr, args, result, mm, unknown=unknown, shown=shown, note=note))
 
     def line(
-        self, nr: int, args: Sequence[int], result: int | None, mm: AddressSpace | None,
-        *, shown: str | None = None,
+        self,
+        nr: int,
+        args: Sequence[int],
+        result: int | None,
+        mm: AddressSpace | None,
+        *,
+        shown: str | None = None,
     ) -> str:
         """The line :meth:`call` would print (without printing it)."""
         return format_call(nr, args, result, mm, shown=shown)

@@ -490,9 +490,7 @@ def sys_nanosleep(p: GuestProcess, req: int, rem: int, *_: int) -> int | Awaitab
 
 
 @syscall("clock_nanosleep")
-def sys_clock_nanosleep(
-    p: GuestProcess, clk: int, flags: int, req: int, rem: int, *_: int
-) -> int | Awaitable[int]:
+def sys_clock_nanosleep(p: GuestProcess, clk: int, flags: int, req: int, rem: int, *_: int) -> int | Awaitable[int]:
     clk = s32(clk)
     if clk not in (0, 1, 7, 11):  # REALTIME, MONOTONIC, BOOTTIME, TAI
         raise _fail(errno.EINVAL)
@@ -604,7 +602,7 @@ def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | A
     views = p.mm.views(buf, _count(count), write=True)
     if not views:
         return 0
-    return (file.readv(views))
+    return file.readv(views)
 
 
 @syscall("write")
@@ -615,7 +613,7 @@ def sys_write(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | 
     views = p.mm.views(buf, _count(count))
     if not views:
         return 0
-    return (_write(p, file, views))
+    return _write(p, file, views)
 
 
 async def _write(p: GuestProcess, file: OpenFile, views: list[memoryview], offset: int | None = None) -> int:
@@ -636,7 +634,7 @@ def sys_pread64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: in
     views = p.mm.views(buf, _count(count), write=True)
     if not views:
         return 0
-    return (file.readv(views, s64(off)))
+    return file.readv(views, s64(off))
 
 
 @syscall("pwrite64")
@@ -649,7 +647,7 @@ def sys_pwrite64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: i
     views = p.mm.views(buf, _count(count))
     if not views:
         return 0
-    return (_write(p, file, views, s64(off)))
+    return _write(p, file, views, s64(off))
 
 
 def _iovecs(p: GuestProcess, iov: int, cnt: int, *, write: bool) -> list[memoryview]:
@@ -678,7 +676,7 @@ def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Aw
     views = _iovecs(p, iov, cnt, write=True)
     if not views:
         return 0
-    return (file.readv(views))
+    return file.readv(views)
 
 
 @syscall("writev")
@@ -687,7 +685,7 @@ def sys_writev(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | A
     views = _iovecs(p, iov, cnt, write=False)
     if not views:
         return 0
-    return (_write(p, file, views))
+    return _write(p, file, views)
 
 
 @syscall("preadv")
@@ -698,7 +696,7 @@ def sys_preadv(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) 
     views = _iovecs(p, iov, cnt, write=True)
     if not views:
         return 0
-    return (file.readv(views, s64(off)))
+    return file.readv(views, s64(off))
 
 
 @syscall("pwritev")
@@ -709,13 +707,11 @@ def sys_pwritev(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int)
     views = _iovecs(p, iov, cnt, write=False)
     if not views:
         return 0
-    return (_write(p, file, views, s64(off)))
+    return _write(p, file, views, s64(off))
 
 
 @syscall("sendfile")
-def sys_sendfile(
-    p: GuestProcess, out_fd: int, in_fd: int, offp: int, count: int, *_: int
-) -> int | Awaitable[int]:
+def sys_sendfile(p: GuestProcess, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int | Awaitable[int]:
     out, src = p.fds.get(s32(out_fd)), p.fds.get(s32(in_fd))
     if s64(count) < 0:
         raise _fail(errno.EINVAL)
@@ -737,7 +733,7 @@ def sys_sendfile(
             p.mm.write_u64(offp, new)
         return n
 
-    return (run())
+    return run()
 
 
 @syscall("lseek")
@@ -756,8 +752,23 @@ def sys_lseek(p: GuestProcess, fd: int, off: int, whence: int, *_: int) -> int:
 def _pack_stat(st: os.stat_result) -> bytes:
     a, m, c = (divmod(t, 1_000_000_000) for t in (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns))
     return _STAT.pack(
-        st.st_dev, st.st_ino, st.st_nlink, st.st_mode, st.st_uid, st.st_gid, 0, st.st_rdev,
-        st.st_size, st.st_blksize, st.st_blocks, a[0], a[1], m[0], m[1], c[0], c[1],
+        st.st_dev,
+        st.st_ino,
+        st.st_nlink,
+        st.st_mode,
+        st.st_uid,
+        st.st_gid,
+        0,
+        st.st_rdev,
+        st.st_size,
+        st.st_blksize,
+        st.st_blocks,
+        a[0],
+        a[1],
+        m[0],
+        m[1],
+        c[0],
+        c[1],
     )
 
 
@@ -816,8 +827,18 @@ def sys_lstat(p: GuestProcess, path: int, buf: int, *_: int) -> int:
 
 def _pack_statx(st: os.stat_result) -> bytes:
     head = _STATX_HEAD.pack(
-        STATX_BASIC_STATS, st.st_blksize, 0, st.st_nlink, st.st_uid, st.st_gid,
-        st.st_mode & 0xFFFF, 0, st.st_ino, st.st_size, st.st_blocks, 0,
+        STATX_BASIC_STATS,
+        st.st_blksize,
+        0,
+        st.st_nlink,
+        st.st_uid,
+        st.st_gid,
+        st.st_mode & 0xFFFF,
+        0,
+        st.st_ino,
+        st.st_size,
+        st.st_blocks,
+        0,
     )
 
     def ts(ns: int) -> bytes:
@@ -825,9 +846,7 @@ def _pack_statx(st: os.stat_result) -> bytes:
         return _STATX_TS.pack(sec, nsec, 0)
 
     body = ts(st.st_atime_ns) + bytes(16) + ts(st.st_ctime_ns) + ts(st.st_mtime_ns)
-    devs = struct.pack(
-        "<IIII", os.major(st.st_rdev), os.minor(st.st_rdev), os.major(st.st_dev), os.minor(st.st_dev)
-    )
+    devs = struct.pack("<IIII", os.major(st.st_rdev), os.minor(st.st_rdev), os.major(st.st_dev), os.minor(st.st_dev))
     return (head + body + devs).ljust(256, b"\0")
 
 
@@ -881,8 +900,22 @@ def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
 
 
 @syscall(
-    "connect", "accept", "accept4", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
-    "recvmmsg", "shutdown", "bind", "listen", "getsockname", "getpeername", "setsockopt", "getsockopt",
+    "connect",
+    "accept",
+    "accept4",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "shutdown",
+    "bind",
+    "listen",
+    "getsockname",
+    "getpeername",
+    "setsockopt",
+    "getsockopt",
 )
 def sys_socket_call(p: GuestProcess, fd: int, *_: int) -> int:
     """Calls on a socket: ``ENOTSOCK`` for any other descriptor, as Linux answers.
@@ -1229,8 +1262,20 @@ def sys_sysinfo(p: GuestProcess, info: int, *_: int) -> int:
     avail = os.sysconf("SC_AVPHYS_PAGES")
     size = os.sysconf("SC_PAGE_SIZE")
     raw = struct.pack(
-        "<q3Q6QHH4xQQI", up, *(int(x * 65536) for x in load), pages * size, avail * size,
-        0, 0, 0, 0, 1, 0, 0, 0, 1,
+        "<q3Q6QHH4xQQI",
+        up,
+        *(int(x * 65536) for x in load),
+        pages * size,
+        avail * size,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
     )
     p.mm.write(info, raw.ljust(112, b"\0"))
     return 0
@@ -1353,6 +1398,7 @@ def sys_ppoll(
             raise _fail(errno.EINVAL)
         mask = _U64.unpack(p.mm.read(sigmask, 8))[0]
     return _poll(p, fds, nfds & 0xFFFFFFFF, timeout, mask)
+
 
 # The process calls (fork, execve, wait4, kill...) live in a module of their own.
 from . import syscalls_fs, syscalls_proc, syscalls_sig  # noqa: E402, F401

@@ -137,7 +137,10 @@ def _utimens(p: GuestProcess, dirfd: int, path_addr: int, times: bytes | None, f
         return 0
     with _node(p, dirfd, _path(p, path_addr), flags) as (dfd, name, follow):
         host_syscall(
-            NUMBERS["utimensat"], AT_FDCWD if dfd is None else dfd, os.fsencode(name), times,
+            NUMBERS["utimensat"],
+            AT_FDCWD if dfd is None else dfd,
+            os.fsencode(name),
+            times,
             0 if follow else AT_SYMLINK_NOFOLLOW,
         )
     return 0

@@ -63,8 +63,17 @@ CLONE_CHILD_SETTID = 0x1000000
 CLONE_IO = 0x80000000
 #: Flags a process (not a thread) made by fork, vfork or posix_spawn may carry.
 _CLONE_OFFERED = (
-    CSIGNAL | CLONE_VFORK | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID
-    | CLONE_CHILD_SETTID | CLONE_DETACHED | CLONE_UNTRACED | CLONE_PTRACE | CLONE_IO | CLONE_SYSVSEM
+    CSIGNAL
+    | CLONE_VFORK
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID
+    | CLONE_CHILD_SETTID
+    | CLONE_DETACHED
+    | CLONE_UNTRACED
+    | CLONE_PTRACE
+    | CLONE_IO
+    | CLONE_SYSVSEM
 )
 
 WNOHANG = 1
@@ -160,9 +169,7 @@ def sys_setpgid(p: GuestProcess, pid: int, pgid: int, *_: int) -> int:
     if target.pid == target.sid:
         raise _fail(errno.EPERM)  # a session leader stays in its group
     group = want or target.pid
-    if group != target.pid and not any(
-        q.pgid == group and q.sid == p.sid for q in p.kernel.all()
-    ):
+    if group != target.pid and not any(q.pgid == group and q.sid == p.sid for q in p.kernel.all()):
         raise _fail(errno.EPERM)  # no such group in this session
     target.pgid = group
     return 0
@@ -248,9 +255,7 @@ def sys_tkill(p: GuestProcess, tid: int, sig: int, *_: int) -> int:
 # -------------------------------------------------------- fork and clone
 
 
-async def _fork(
-    p: GuestProcess, flags: int, newsp: int = 0, ptid: int = 0, ctid: int = 0, tls: int = 0
-) -> int:
+async def _fork(p: GuestProcess, flags: int, newsp: int = 0, ptid: int = 0, ctid: int = 0, tls: int = 0) -> int:
     spawner = p.kernel.spawner
     if spawner is None:
         raise _fail(errno.EAGAIN)  # a process made on its own cannot fork
@@ -304,17 +309,14 @@ def sys_vfork(p: GuestProcess, *_: int) -> Awaitable[int]:
 
 
 @syscall("clone")
-def sys_clone(
-    p: GuestProcess, flags: int, newsp: int, ptid: int, ctid: int, tls: int, *_: int
-) -> Awaitable[int]:
+def sys_clone(p: GuestProcess, flags: int, newsp: int, ptid: int, ctid: int, tls: int, *_: int) -> Awaitable[int]:
     flags &= 0xFFFFFFFF
     if (flags & CLONE_VM and not flags & CLONE_VFORK) or flags & (CLONE_THREAD | CLONE_SIGHAND):
         p.note = "threads are not supported by aioumm"
         raise _fail(errno.ENOSYS)
     if flags & ~_CLONE_OFFERED & ~CLONE_VM:
         p.note = "these clone flags are not supported by aioumm"
-        raise _fail(errno.ENOSYS if flags & (CLONE_FS | CLONE_FILES | CLONE_PARENT | CLONE_PIDFD)
-                    else errno.EINVAL)
+        raise _fail(errno.ENOSYS if flags & (CLONE_FS | CLONE_FILES | CLONE_PARENT | CLONE_PIDFD) else errno.EINVAL)
     return _fork(p, flags, newsp, ptid, ctid, tls)
 
 
@@ -364,7 +366,11 @@ def _execve(p: GuestProcess, dirfd: int, path_addr: int, argv_addr: int, envp_ad
     argv = _strings(p, argv_addr, budget)
     envp = _strings(p, envp_addr, budget)
     plan = prepare_exec(
-        p.vfs, lambda name: _locate(p, AT_FDCWD, name), first, filename, argv,
+        p.vfs,
+        lambda name: _locate(p, AT_FDCWD, name),
+        first,
+        filename,
+        argv,
         nofollow=bool(flags & AT_SYMLINK_NOFOLLOW),
     )
     try:
@@ -399,9 +405,7 @@ def _selects(p: GuestProcess, child: GuestProcess, idtype: int, ident: int, opti
     return clone_child == bool(options & __WCLONE)
 
 
-async def _wait_for_child(
-    p: GuestProcess, idtype: int, ident: int, options: int
-) -> GuestProcess | None:
+async def _wait_for_child(p: GuestProcess, idtype: int, ident: int, options: int) -> GuestProcess | None:
     """The first zombie child that matches; None with WNOHANG when none is yet."""
     while True:
         kids = [c for pid, c in sorted(p.children.items()) if _selects(p, c, idtype, ident, options)]

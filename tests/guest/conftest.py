@@ -23,7 +23,8 @@ def compile_prog(name: str, out_dir: Path, *flags: str) -> Path:
     link = [] if "-static-pie" in flags else ["-static"]
     subprocess.run(
         ["gcc", "-O1", *link, *flags, "-o", str(out), str(PROGS / f"{name}.c")],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     return out
 

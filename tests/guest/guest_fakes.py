@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 _REGISTERS = (
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15", "rip", "eflags", "fs_base",
+    "rax",
+    "rbx",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "rbp",
+    "rsp",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+    "rip",
+    "eflags",
+    "fs_base",
 )
 
 
@@ -25,9 +42,7 @@ class FakeStub:
         self.regs = FakeRegs()
         self.ops: list[tuple[object, ...]] = []
 
-    def mmap(
-        self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True
-    ) -> None:
+    def mmap(self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True) -> None:
         assert addr % 4096 == 0 and length % 4096 == 0 and length > 0 and offset % 4096 == 0
         self.ops.append(("mmap", addr, length, prot, fd, offset, shared))
 

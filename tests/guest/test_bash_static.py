@@ -129,7 +129,11 @@ async def test_a_bash_script_runs_as_it_runs_natively(tmp_path: Path, busybox: s
                 async with Controller() as ctl:
                     status = await asyncio.wait_for(
                         run_program(
-                            ctl, BASH, [BASH, str(script)], env, cwd=str(work),
+                            ctl,
+                            BASH,
+                            [BASH, str(script)],
+                            env,
+                            cwd=str(work),
                             stdio=(i.fileno(), o.fileno(), e.fileno()),
                         ),
                         60,

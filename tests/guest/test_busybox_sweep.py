@@ -235,7 +235,7 @@ CASES: list[Case] = [
     c("nsenter", "true"),
     c("busybox", "true"),
     c("sh", "-c", "x=$((6 * 7)); for i in 1 2; do echo $i $x; done; exit 3"),
-    c("ash", "-c", "f() { echo \"in f: $1\"; return 2; }; f arg; echo $?"),
+    c("ash", "-c", 'f() { echo "in f: $1"; return 2; }; f arg; echo $?'),
 ]
 
 #: Applets whose case does not give the native result as a guest today, and why.
@@ -263,14 +263,20 @@ def _each(names: str, why: str) -> dict[str, str]:
 NOT_SWEPT: dict[str, str] = {
     **_each(
         "arp arping brctl ftpget ftpput ifconfig ifdown ifup ipneigh nameif netstat nslookup ping ping6"
-        " rdate ssl_client tc telnet tftp traceroute traceroute6 tunctl udhcpc vconfig", _NETWORK),
+        " rdate ssl_client tc telnet tftp traceroute traceroute6 tunctl udhcpc vconfig",
+        _NETWORK,
+    ),
     **_each(
         "blkdiscard blockdev chvt deallocvt devmem dumpkmap fatattr findfs freeramdisk fsfreeze fstrim"
         " hwclock i2cdetect i2cdump i2cget i2cset i2ctransfer loadfont loadkmap microcom mt openvt"
-        " partprobe resume setkeycodes ubirename", _DEVICE),
+        " partprobe resume setkeycodes ubirename",
+        _DEVICE,
+    ),
     **_each(
         "adjtimex depmod halt init insmod linuxrc mdev modprobe pivot_root poweroff reboot run-init"
-        " rmmod swapoff swapon uevent", _SYSTEM),
+        " rmmod swapoff swapon uevent",
+        _SYSTEM,
+    ),
     **_each("acpid crond httpd klogd syslogd telnetd udhcpd watchdog", _DAEMON),
     **_each("getty login passwd sulogin top vi watch", _INTERACTIVE),
     **_each("dmesg free uptime w", _CLOCK),
@@ -340,11 +346,13 @@ def populate(d: Path) -> None:
         "sub/run-me": b"#!/bin/busybox sh\necho ran\n",
     }
     files["lib.a"] = ar_archive({"one.txt": b"1\n", "two.txt": b"22\n"})
-    files["pkg.deb"] = ar_archive({
-        "debian-binary": b"2.0\n",
-        "control.tar.gz": gzip.compress(tar({"./control": b"Package: x\n"}), mtime=0),
-        "data.tar.gz": gzip.compress(tar({"./usr/share/x/a.txt": FRUIT}), mtime=0),
-    })
+    files["pkg.deb"] = ar_archive(
+        {
+            "debian-binary": b"2.0\n",
+            "control.tar.gz": gzip.compress(tar({"./control": b"Package: x\n"}), mtime=0),
+            "data.tar.gz": gzip.compress(tar({"./usr/share/x/a.txt": FRUIT}), mtime=0),
+        }
+    )
     files["fruit.txt.Z"] = compress_literals(FRUIT)
     files["mim.txt"] = b"hello:\n\techo hello from mim\n"
     zipped = io.BytesIO()
@@ -393,7 +401,11 @@ async def guest(ctl: Controller, busybox: str, case: Case, work: Path, out: Path
     with open(out / "in", "rb") as i, open(out / "out", "wb") as o, open(out / "err", "wb") as e:
         status = await asyncio.wait_for(
             run_program(
-                ctl, busybox, [busybox, *case.argv], environment(work), cwd=str(work),
+                ctl,
+                busybox,
+                [busybox, *case.argv],
+                environment(work),
+                cwd=str(work),
                 stdio=(i.fileno(), o.fileno(), e.fileno()),
             ),
             30,

@@ -99,7 +99,7 @@ def test_dynamic_program_refused(tmp_path: Path) -> None:
 
 def test_shared_library_refused(tmp_path: Path) -> None:
     src = tmp_path / "lib.c"
-    src.write_text("#include <stdio.h>\nint f(void) { return puts(\"x\"); }\n")
+    src.write_text('#include <stdio.h>\nint f(void) { return puts("x"); }\n')
     out = tmp_path / "lib.so"
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
     with pytest.raises(GuestError, match=r"dynamically linked|entry point"):

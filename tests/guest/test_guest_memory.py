@@ -136,7 +136,9 @@ def test_mprotect_splits_and_checks(mm: AddressSpace, fake_stub: FakeStub) -> No
     assert mm.sys_mprotect(a + P, 2 * P, PROT_READ) == 0
     assert fake_stub.take() == [("mprotect", a + P, 2 * P, PROT_READ)]
     assert [(v.start - a, v.end - a, v.prot) for v in mm.vmas] == [
-        (0, P, RW), (P, 3 * P, PROT_READ), (3 * P, 4 * P, RW)
+        (0, P, RW),
+        (P, 3 * P, PROT_READ),
+        (3 * P, 4 * P, RW),
     ]
     with pytest.raises(GuestFault):
         mm.write(a + P, b"x")  # no longer writable by the guest

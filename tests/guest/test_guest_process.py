@@ -44,7 +44,9 @@ def same_as_native(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[
     want, got = both(cmd, **kw)
     status = 128 - want.returncode if want.returncode < 0 else want.returncode
     assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == (
-        status, want.stdout.decode(), want.stderr.decode()
+        status,
+        want.stdout.decode(),
+        want.stderr.decode(),
     )
     return got
 
@@ -91,6 +93,7 @@ def test_wait_status_encoding_and_kill(prog_dir: Path) -> None:
 @pytest.fixture
 def exec_dir(tmp_path: Path, busybox: str) -> Path:
     """A directory of things to execve: scripts, and files that are not programs."""
+
     def put(name: str, text: str, mode: int = 0o755) -> None:
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(mode)
@@ -187,8 +190,9 @@ def test_the_run_ends_with_the_first_guest(busybox: str) -> None:
     # Natively the background sleep would outlive the shell (holding its stdout open);
     # a run ends with its first guest, and whatever it left running is killed.
     start = time.monotonic()
-    got = subprocess.run([*RUN, busybox, "sh", "-c", f"{busybox} sleep 30 & echo started"],
-                         capture_output=True, timeout=60)
+    got = subprocess.run(
+        [*RUN, busybox, "sh", "-c", f"{busybox} sleep 30 & echo started"], capture_output=True, timeout=60
+    )
     assert (got.returncode, got.stdout, got.stderr) == (0, b"started\n", b"")
     assert time.monotonic() - start < 20
 
@@ -198,20 +202,19 @@ def test_the_run_ends_with_the_first_guest(busybox: str) -> None:
 
 @pytest.mark.asyncio
 async def test_32_pipelines_at_once_on_one_loop(busybox: str, tmp_path: Path) -> None:
-    scripts = [
-        f"echo line{i} | {busybox} tr a-z A-Z | {busybox} wc -c; x=$(echo {i}); echo got $x"
-        for i in range(32)
-    ]
+    scripts = [f"echo line{i} | {busybox} tr a-z A-Z | {busybox} wc -c; x=$(echo {i}); echo got $x" for i in range(32)]
     want = [
-        subprocess.run([busybox, "sh", "-c", s], capture_output=True, timeout=60, check=True).stdout
-        for s in scripts
+        subprocess.run([busybox, "sh", "-c", s], capture_output=True, timeout=60, check=True).stdout for s in scripts
     ]
 
     async def one(ctl: Controller, i: int) -> tuple[int, bytes]:
         out = tmp_path / f"out{i}"
         with open(out, "wb") as f, open(os.devnull, "rb") as nul:
             status = await run_program(
-                ctl, busybox, ["busybox", "sh", "-c", scripts[i]], {"PATH": "/bin"},
+                ctl,
+                busybox,
+                ["busybox", "sh", "-c", scripts[i]],
+                {"PATH": "/bin"},
                 stdio=(nul.fileno(), f.fileno(), f.fileno()),
             )
         return status, out.read_bytes()
@@ -235,9 +238,12 @@ async def test_strace_shows_the_process_calls(busybox: str, capfd: pytest.Captur
     text = trace.getvalue()
     assert re.search(
         r"clone\(child_stack=NULL, flags=CLONE_CHILD_CLEARTID\|CLONE_CHILD_SETTID\|SIGCHLD, "
-        r"child_tidptr=0x[0-9a-f]+\) = 1001\n", text)
+        r"child_tidptr=0x[0-9a-f]+\) = 1001\n",
+        text,
+    )
     assert re.search(
-        rf'\[pid  1002\] execve\("{busybox}", \["{busybox}", "cat"\], 0x[0-9a-f]+ /\* \d+ vars? \*/\) = 0\n', text)
+        rf'\[pid  1002\] execve\("{busybox}", \["{busybox}", "cat"\], 0x[0-9a-f]+ /\* \d+ vars? \*/\) = 0\n', text
+    )
     assert re.search(r"wait4\(-1, \[\{WIFEXITED\(s\) && WEXITSTATUS\(s\) == 0\}\], 0, NULL\) = 100[12]\n", text)
     assert re.search(r"pipe2\(\[3, 4\], 0\) = 0\n", text)
     assert "[pid  1001] +++ exited with 0 +++\n" in text
@@ -264,7 +270,8 @@ async def test_threads_and_lone_processes_cannot_clone() -> None:
         await proc.syscall(NUMBERS["clone"])
         assert regs.rax == (-errno.ENOSYS) & MASK  # type: ignore[attr-defined]
         assert trace.getvalue().endswith(
-            ") = -1 ENOSYS (Function not implemented) (threads are not supported by aioumm)\n")
+            ") = -1 ENOSYS (Function not implemented) (threads are not supported by aioumm)\n"
+        )
         await proc.syscall(NUMBERS["fork"])  # no controller to spawn a stub from
         assert regs.rax == (-errno.EAGAIN) & MASK  # type: ignore[attr-defined]
         await proc.syscall(NUMBERS["wait4"])

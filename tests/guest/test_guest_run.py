@@ -27,9 +27,7 @@ def guest(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(RUN + cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload,no-any-return]
 
 
-def same_as_native(
-    cmd: list[str], stdin_path: Path | None = None, **kw: object
-) -> subprocess.CompletedProcess[bytes]:
+def same_as_native(cmd: list[str], stdin_path: Path | None = None, **kw: object) -> subprocess.CompletedProcess[bytes]:
     if stdin_path is not None:
         with stdin_path.open("rb") as a, stdin_path.open("rb") as b:
             want, got = native(cmd, stdin=a, **kw), guest(cmd, stdin=b, **kw)

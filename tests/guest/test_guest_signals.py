@@ -85,9 +85,7 @@ def test_busybox_trap(busybox: str) -> None:
 
 def test_runner_forwards_its_signals(busybox: str) -> None:
     script = 'trap "echo got; exit 3" TERM; while :; do /bin/busybox sleep 0.05; done'
-    with subprocess.Popen(
-        [*RUN, busybox, "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as proc:
+    with subprocess.Popen([*RUN, busybox, "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         time.sleep(1.0)
         os.kill(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

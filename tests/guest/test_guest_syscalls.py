@@ -128,9 +128,7 @@ async def test_big_write_to_a_full_pipe_does_not_block_the_loop(g: Guest) -> Non
 async def test_open_errors_and_strace_lines(g: Guest, tmp_path: Path) -> None:
     missing = g.cstr("/nonexistent/x")
     assert await g.call("openat", AT_FDCWD, missing, os.O_RDONLY, 0) == -errno.ENOENT
-    assert g.last_trace() == (
-        'openat(AT_FDCWD, "/nonexistent/x", O_RDONLY) = -1 ENOENT (No such file or directory)'
-    )
+    assert g.last_trace() == ('openat(AT_FDCWD, "/nonexistent/x", O_RDONLY) = -1 ENOENT (No such file or directory)')
     assert await g.call("openat", AT_FDCWD, BAD, 0, 0) == -errno.EFAULT
     assert await g.call("openat", AT_FDCWD, g.cstr(""), 0, 0) == -errno.ENOENT
     f = tmp_path / "data"
@@ -144,8 +142,8 @@ async def test_open_errors_and_strace_lines(g: Guest, tmp_path: Path) -> None:
     assert await g.call("read", fd, BAD, 100) == -errno.EFAULT
     assert await g.call("write", fd, g.buf, 1) == -errno.EBADF  # opened read-only
     assert await g.call("fstat", fd, g.buf) == 0
-    size, = struct.unpack_from("<q", g.mm.read(g.buf + 48, 8))
-    mode, = struct.unpack_from("<I", g.mm.read(g.buf + 24, 4))
+    (size,) = struct.unpack_from("<q", g.mm.read(g.buf + 48, 8))
+    (mode,) = struct.unpack_from("<I", g.mm.read(g.buf + 24, 4))
     assert size == 10 and mode == os.stat(f).st_mode
     assert await g.call("close", fd) == 0
     assert await g.call("close", fd) == -errno.EBADF
