@@ -201,6 +201,9 @@ class GuestProcess:
         self.gid, self.egid = os.getgid(), os.getegid()
         self.exe = ""
         self.comm = b""
+        #: What ``/proc/self/cmdline`` and ``environ`` show: the argv and envp of the last exec.
+        self.cmdline = b""
+        self.environ = b""
         #: ``personality(2)``'s value (``PER_LINUX32`` makes ``uname`` say i686).
         self.personality = 0
         #: The nice value (-20..19) and the I/O priority: kept, not applied to the host.
@@ -275,6 +278,7 @@ class GuestProcess:
         )
         self.exe = exe_path
         self.comm = os.fsencode(os.path.basename(exe_path))[:15]
+        self.cmdline, self.environ = _nul_joined(argv), _nul_joined(envp)
         self._start_at(prog, stack)
 
     def _start_at(self, prog: LoadedProgram, stack: StackImage) -> None:
@@ -323,6 +327,7 @@ class GuestProcess:
         self._start_at(prog, stack)
         self.exe = plan.exe
         self.comm = os.path.basename(plan.filename)[:15]
+        self.cmdline, self.environ = _nul_joined(plan.argv), _nul_joined(envp)
         self.fds.close_on_exec()
         self.signals.reset_for_exec()
         self.clear_child_tid = 0
@@ -374,6 +379,7 @@ class GuestProcess:
         child.pgid, child.sid = self.pgid, self.sid
         child.uid, child.euid, child.gid, child.egid = self.uid, self.euid, self.gid, self.egid
         child.exe, child.comm = self.exe, self.comm
+        child.cmdline, child.environ = self.cmdline, self.environ
         child.personality, child.nice, child.ioprio = self.personality, self.nice, self.ioprio
         child.affinity, child.no_new_privs = self.affinity, self.no_new_privs
         child.rlimits = dict(self.rlimits)
@@ -612,3 +618,8 @@ def _signame(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return f"signal {sig}"
+
+
+def _nul_joined(strings: list[bytes]) -> bytes:
+    """Strings as ``/proc/PID/cmdline`` shows them: each ended by a NUL."""
+    return b"".join(bytes(x) + b"\0" for x in strings)

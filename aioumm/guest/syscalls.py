@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import select
 import stat
 import struct
@@ -521,11 +522,46 @@ def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) ->
     alias = guest_fd_alias(path) if path.startswith("/") else None
     if alias is not None:
         return _reopen(p, alias, flags)
+    own = _own_proc_file(p, path)
+    if own is not None:
+        return _synthetic_file(p, path, own, flags)
     loc = _locate(p, dirfd, path)
     flags = s32(flags) & 0xFFFFFFFF
     create_mode = (mode & 0o7777) & ~p.vfs.umask
     host = p.vfs.open(loc, flags & ~os.O_CLOEXEC, create_mode)
     return _new_fd(p, host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags)
+
+
+def _own_proc_file(p: GuestProcess, path: str) -> bytes | None:
+    """The contents of ``/proc/{self,PID}/{cmdline,comm,environ}`` of a guest of this run, if ``path``
+    names one.
+
+    The stub process behind ``/proc/self`` would show the stub's own; these say
+    what the guest's own process would.
+    """
+    m = re.fullmatch(r"/+proc/+(?:self|thread-self|(\d+))/+(cmdline|comm|environ)", path)
+    if m is None:
+        return None
+    q = p if m.group(1) is None else p.kernel.get(int(m.group(1)))
+    if q is None:
+        return None  # not a guest of this run: the lookup (and its refusal) goes on as usual
+    comm = q.comm if isinstance(q.comm, bytes) else os.fsencode(q.comm)
+    return {"cmdline": q.cmdline, "comm": comm + b"\n", "environ": q.environ}[m.group(2)]
+
+
+def _synthetic_file(p: GuestProcess, path: str, contents: bytes, flags: int) -> int:
+    """A read-only file with ``contents``, opened for the guest (a sealed memfd)."""
+    if s32(flags) & os.O_ACCMODE != os.O_RDONLY:
+        raise _fail(errno.EACCES)
+    host = os.memfd_create("aioumm-proc", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.write(host, contents)
+        os.lseek(host, 0, os.SEEK_SET)
+        fcntl.fcntl(host, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+    except BaseException:
+        os.close(host)
+        raise
+    return _new_fd(p, host, path, s32(flags) & 0xFFFFFFFF)
 
 
 def _reopen(p: GuestProcess, fd: int, flags: int) -> int:

@@ -141,3 +141,13 @@ def test_confined_root(busybox: str, tmp_path: Path) -> None:
     for escape in ("/../secret.txt", "/link", "../../secret.txt"):
         res = subprocess.run([*run, "/bin/busybox", "cat", escape], capture_output=True, timeout=60)
         assert res.returncode == 1 and b"outside" not in res.stdout, escape
+
+
+def test_proc_cmdline_comm_and_environ_describe_guests(busybox: str) -> None:
+    """What /proc/PID/{cmdline,comm,environ} show for the shell itself, read by a child."""
+    script = (
+        "cat /proc/$$/cmdline | tr '\\0' ' '; echo; cat /proc/$$/comm;"
+        " tr '\\0' '\\n' < /proc/$$/environ | grep -c '^AIOUMM_PROC_TEST=yes$'"
+    )
+    got = same_as_native([busybox, "sh", "-c", script], env={"AIOUMM_PROC_TEST": "yes", "PATH": "/usr/bin:/bin"})
+    assert got.stdout.splitlines()[1:] == [b"busybox", b"1"]
