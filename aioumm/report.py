@@ -106,7 +106,8 @@ class ReportReader:
         self._frames.clear()
 
 
-_GPRS = [
+#: The general registers of the kernel's x86-64 sigcontext, in its order.
+SIGCONTEXT_REGISTERS = [
     "r8",
     "r9",
     "r10",
@@ -211,7 +212,7 @@ class Registers:
 
     def as_dict(self) -> dict[str, int]:
         """Every register by name (a snapshot)."""
-        out = {name: getattr(self, name) for name in _GPRS}
+        out = {name: getattr(self, name) for name in SIGCONTEXT_REGISTERS}
         out["fs_base"] = self.fs_base
         out["gs_base"] = self.gs_base
         return out

@@ -33,6 +33,8 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TextIO
 
+from aioumm.report import SIGCONTEXT_REGISTERS
+
 from .binfmt import ExecPlan
 from .elf import ElfImage
 from .errors import GuestError, GuestExit, SyscallError
@@ -116,24 +118,8 @@ HANDLERS: dict[int, Handler] = {}
 #: Syscall numbers whose waits a signal does not interrupt (fork, vfork, execve...).
 UNINTERRUPTIBLE: set[int] = set()
 
-_GENERAL_REGS = [
-    "rax",
-    "rbx",
-    "rcx",
-    "rdx",
-    "rsi",
-    "rdi",
-    "rbp",
-    "r8",
-    "r9",
-    "r10",
-    "r11",
-    "r12",
-    "r13",
-    "r14",
-    "r15",
-    "eflags",
-]
+#: Registers a new program starts with cleared (rsp and rip are set).
+_GENERAL_REGS = [r for r in SIGCONTEXT_REGISTERS if r not in ("rsp", "rip")]
 #: What a forked child takes over from its parent (the FPU state is the core's: see README).
 _FORK_REGS = [*_GENERAL_REGS, "rsp", "rip", "fs_base"]
 

@@ -28,6 +28,8 @@ import signal
 import struct
 from typing import TYPE_CHECKING
 
+from aioumm.report import SIGCONTEXT_REGISTERS
+
 from .errors import GuestExit, GuestFault
 from .signals import (
     MINSIGSTKSZ,
@@ -90,26 +92,7 @@ UCONTEXT_SIZE = _UC_HEAD.size + _SIGCONTEXT.size + 8
 UC_OFF = 8
 INFO_OFF = UC_OFF + UCONTEXT_SIZE
 FRAME_SIZE = INFO_OFF + 128
-_REG_ORDER = (
-    "r8",
-    "r9",
-    "r10",
-    "r11",
-    "r12",
-    "r13",
-    "r14",
-    "r15",
-    "rdi",
-    "rsi",
-    "rbp",
-    "rbx",
-    "rdx",
-    "rax",
-    "rcx",
-    "rsp",
-    "rip",
-    "eflags",
-)
+_REG_ORDER = SIGCONTEXT_REGISTERS
 
 # The XSAVE image (<asm/sigcontext.h>, the SDM's XSAVE layout).
 _FXSAVE_SIZE = 512
