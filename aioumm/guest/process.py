@@ -419,6 +419,8 @@ class GuestProcess:
         ):
             return
         if self._interruptible and self.task is not None and not self.task.done():
+            if self._kicked:
+                return  # one cancel per wait: _wait takes back exactly one (two signals in one turn)
             self._kicked = True
             self.task.cancel()  # caught in _wait: the syscall answers EINTR
         elif self._in_guest:

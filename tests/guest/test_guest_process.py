@@ -342,3 +342,23 @@ async def test_a_wait_leaves_the_guest_and_host_blocking_modes_alone() -> None:
     finally:
         file.close()
         os.close(w)
+
+
+@pytest.mark.asyncio
+async def test_two_signals_in_one_loop_turn_interrupt_a_wait_once() -> None:
+    """SIGINT to the group and the SIGCHLD of a dying child, both kicking one waiting
+    process in the same turn: the wait ends with EINTR, never with a stray cancellation."""
+    import signal
+
+    proc = GuestProcess(FakeStub(), physmem=PhysMem(1 << 30))  # type: ignore[arg-type]
+    try:
+        never: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        proc.task = asyncio.ensure_future(proc._wait(never))
+        await asyncio.sleep(0)
+        proc.signals.post(signal.SIGINT)
+        proc.signals.post(signal.SIGCHLD)
+        proc._kick_now()
+        proc._kick_now()
+        assert await asyncio.wait_for(proc.task, 5) == -errno.EINTR
+    finally:
+        proc.close()
