@@ -64,12 +64,21 @@ def test_run_unknown_command_is_127(tmp_path: Path) -> None:
 
 
 def test_run_non_elf_is_126(tmp_path: Path) -> None:
+    text = tmp_path / "text"
+    text.write_text("echo hi\n")
+    text.chmod(0o755)
+    res = aioumm("run", "--", str(text))
+    assert res.returncode == 126
+    assert res.stderr == f"aioumm run: {text}: not an ELF file (bad magic)\n"
+
+
+def test_run_script_with_a_dynamic_interpreter_is_126(tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
-    script.write_text("#!/bin/sh\necho hi\n")
+    script.write_text("#!/bin/sh\necho hi\n")  # Debian's /bin/sh (dash) is dynamically linked
     script.chmod(0o755)
     res = aioumm("run", "--", str(script))
     assert res.returncode == 126
-    assert res.stderr == f"aioumm run: {script}: not an ELF file (bad magic)\n"
+    assert res.stderr == f"aioumm run: {script}: its #! interpreter is not a static program\n"
 
 
 def test_run_not_executable_is_126(tmp_path: Path, examples: dict[str, Path]) -> None:

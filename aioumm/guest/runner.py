@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from typing import Protocol, TextIO
 from aioumm.errors import BatchError
 
 from . import syscalls  # noqa: F401  (importing it registers every handler)
+from .binfmt import prepare_exec
 from .elf import check_program
 from .errors import GuestError, SyscallError
 from .files import Vfs
@@ -55,6 +57,14 @@ def _search(vfs: Vfs, name: str, env: list[bytes]) -> str:
         if st.st_mode & 0o111 and not os.path.isdir(cand):
             return cand
     raise GuestError(f"{name}: command not found")
+
+
+def _is_script(fd: int) -> bool:
+    """Whether the opened program starts with ``#!`` (a directory or unreadable file is not)."""
+    try:
+        return os.pread(fd, 2, 0) == b"#!"
+    except OSError:
+        return False
 
 
 def _open(vfs: Vfs, path: str) -> int:
@@ -149,8 +159,20 @@ async def run_program(
     kernel = ProcessTable(ctl, max_processes)
     forwarded = _forward_signals(kernel) if forward_signals else []
     try:
-        image = check_program(path, fd)
-        exe = vfs.path_of(fd)
+        if _is_script(fd):
+            # A script: what execve would run (the interpreter, argv as Linux builds it).
+            try:
+                plan = prepare_exec(vfs, vfs.locate, fd, os.fsencode(path), args)
+            except (OSError, SyscallError) as exc:  # the errno execve would give
+                err = exc.errno or errno.ENOEXEC
+                if err == errno.ELIBBAD:  # the interpreter is dynamically linked
+                    raise GuestError(f"{path}: its #! interpreter is not a static program") from exc
+                raise GuestError(f"{path}: {os.strerror(err).lower()}") from exc
+            os.close(fd)
+            fd, image, args, exe = plan.fd, plan.image, plan.argv, plan.exe
+        else:
+            image = check_program(path, fd)
+            exe = vfs.path_of(fd)
         stub = await ctl.spawn()
         proc = GuestProcess(stub, layout=layout, vfs=vfs, strace=trace, kernel=kernel, pid=kernel.new_pid())
         proc.pgid = proc.sid = OUTER_GROUP

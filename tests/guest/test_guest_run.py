@@ -151,3 +151,11 @@ def test_proc_cmdline_comm_and_environ_describe_guests(busybox: str) -> None:
     )
     got = same_as_native([busybox, "sh", "-c", script], env={"AIOUMM_PROC_TEST": "yes", "PATH": "/usr/bin:/bin"})
     assert got.stdout.splitlines()[1:] == [b"busybox", b"1"]
+
+
+def test_a_script_can_be_the_program(busybox: str, tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text(f'#!{busybox} sh\necho "args: $0 $*"; exit 7\n')
+    script.chmod(0o755)
+    got = same_as_native([str(script), "a", "b c"])
+    assert (got.returncode, got.stdout) == (7, f"args: {script} a b c\n".encode())
