@@ -17,7 +17,10 @@ Facts, and what follows from them
   or a hostile guest jumped into the handler).  The controller then awaits
   writability on the loop instead of blocking, for at most the handler
   timeout; a dead stub's end closes, which makes the socket writable and
-  the retried ``sendmsg`` fail with EPIPE.
+  the retried ``sendmsg`` fail with EPIPE.  (An AF_UNIX socket reports
+  itself writable again only once most of its queue has been read, so a
+  full channel stays full until the stub has drained it: the timeout, not
+  the next message, is what ends a stuck wait.)
 * SCM_RIGHTS duplicates: the controller keeps its descriptors; the stub
   closes its copies after the batch, whatever the result.
 * A control message the stub could not take whole (``MSG_CTRUNC``: its fd
