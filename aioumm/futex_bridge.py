@@ -107,14 +107,13 @@ class WakeBatch:
     sleeps and gets the wake a moment later.
     """
 
-    __slots__ = ("_loop", "_pending", "_unanswered", "batches", "deferred")
+    __slots__ = ("_loop", "_pending", "_unanswered", "deferred")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._pending: list[Any] = []
         self._unanswered = 0  # notifications since the last hand-back that had none left
-        self.deferred = 0
-        self.batches = 0
+        self.deferred = 0  # hand-backs whose wake was deferred (how often batching happened)
 
     def notified(self) -> None:
         self._unanswered += 1
@@ -138,7 +137,6 @@ class WakeBatch:
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
-            self.batches += 1
             lib.aioumm_wake_many(pending, len(pending))
 
 

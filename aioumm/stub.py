@@ -230,6 +230,7 @@ class Stub:
             child.close()
             for fd in temps:
                 os.close(fd)
+        pidfd = -1
         try:
             pidfd = os.pidfd_open(pid)
             stub = cls(controller, pid, pidfd, FdChannel(controller.loop, parent), data_fd)
@@ -237,7 +238,7 @@ class Stub:
             # pidfd_open cannot race with pid reuse here: the child is ours and not reaped yet.
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            with contextlib.suppress(NameError):
+            if pidfd >= 0:
                 os.close(pidfd)
             parent.close()
             os.close(evfd)

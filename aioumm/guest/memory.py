@@ -240,6 +240,19 @@ class PageAllocator:
         self._free.insert(i, (start, end))
 
 
+def _shared_memfd(name: str, size: int) -> tuple[int, mmap.mmap]:
+    """A new sparse memfd of ``size`` bytes and the controller's shared mapping of it."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        return fd, mmap.mmap(
+            fd, size, flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST, prot=mmap.PROT_READ | mmap.PROT_WRITE
+        )
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class Backing:
     """Something both the stub and the controller map: a file and its controller view."""
 
@@ -296,18 +309,7 @@ class PhysMem(Backing):
             raise ValueError("physmem size must be a positive multiple of the page size")
         self.stub_shared = True
         self.writable = True
-        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self.fd, size)
-            self.map = mmap.mmap(
-                self.fd,
-                size,
-                flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST,
-                prot=mmap.PROT_READ | mmap.PROT_WRITE,
-            )
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self.fd, self.map = _shared_memfd(name, size)
         self.view = memoryview(self.map)
         self.pages = PageAllocator(size)
 
@@ -395,18 +397,7 @@ class SharedAnon(_Counted):
     def __init__(self, length: int) -> None:
         self.stub_shared = True
         self.writable = True
-        self.fd = os.memfd_create("aioumm-shared-anon", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self.fd, length)
-            self.map = mmap.mmap(
-                self.fd,
-                length,
-                flags=mmap.MAP_SHARED | _MAP_NORESERVE_HOST,
-                prot=mmap.PROT_READ | mmap.PROT_WRITE,
-            )
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self.fd, self.map = _shared_memfd("aioumm-shared-anon", length)
         self.view = memoryview(self.map)
 
 

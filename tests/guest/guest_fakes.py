@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-_REGISTERS = (
-    "rax",
-    "rbx",
-    "rcx",
-    "rdx",
-    "rsi",
-    "rdi",
-    "rbp",
-    "rsp",
-    "r8",
-    "r9",
-    "r10",
-    "r11",
-    "r12",
-    "r13",
-    "r14",
-    "r15",
-    "rip",
-    "eflags",
-    "fs_base",
-)
+from aioumm.report import SIGCONTEXT_REGISTERS
+
+# The core's register view has every sigcontext register and the FS base.
+_REGISTERS = (*SIGCONTEXT_REGISTERS, "fs_base")
 
 
 class FakeRegs:
