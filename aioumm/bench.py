@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from aioumm.loop import Controller, new_event_loop
+from aioumm.report import Report
 from aioumm.stub import Stub
 
 USAGE = 2
@@ -352,29 +353,53 @@ def load_guest(stub: Stub, fd: int) -> None:
     stub.regs.rsp = STACK_TOP - 64
 
 
-async def converse(stub: Stub, rounds: int, out: list[int]) -> None:
+async def converse(stub: Stub, rounds: int, out: list[int], *, coroutine: bool = False) -> None:
     """Answer ``rounds`` asks of a loaded guest, appending each round trip's ns to ``out``.
 
     The first resume starts the guest; its last ask (RDI = rounds) proves the
-    last answer passed the guest's own check.
+    last answer passed the guest's own check.  By default every ask is
+    answered from the loop's callback (``resume(answer)``, the fast path for
+    reports that need no waiting); ``coroutine`` makes it one ``await
+    stub.resume()`` per ask instead.
     """
     regs = stub.regs
     clock = time.perf_counter_ns
     report = await stub.resume()
     if report.syscall != GUEST_SYSCALL or regs.rdi != 0:
         raise BenchError(f"stub {stub.pid}: first report {report}, rdi={regs.rdi}")
-    prev = clock()
-    for i in range(rounds):
-        regs.rax = 3 * i + 1
-        report = await stub.resume()
+    if coroutine:
+        prev = clock()
+        for i in range(rounds):
+            regs.rax = 3 * i + 1
+            report = await stub.resume()
+            t = clock()
+            if report.syscall != GUEST_SYSCALL or regs.rdi != i + 1:
+                raise BenchError(f"stub {stub.pid}: round {i}: {report}, rdi={regs.rdi} (wrong answer seen?)")
+            out.append(t - prev)
+            prev = t
+        return
+    asked = 0  # asks answered so far
+    prev = 0
+
+    def answer(report: Report) -> bool:
+        nonlocal asked, prev
         t = clock()
-        if report.syscall != GUEST_SYSCALL or regs.rdi != i + 1:
-            raise BenchError(f"stub {stub.pid}: round {i}: {report}, rdi={regs.rdi} (wrong answer seen?)")
-        out.append(t - prev)
-        prev = t
+        if report.syscall != GUEST_SYSCALL or regs.rdi != asked:
+            raise BenchError(f"stub {stub.pid}: round {asked - 1}: {report}, rdi={regs.rdi} (wrong answer seen?)")
+        if asked:
+            out.append(t - prev)
+        if asked == rounds:
+            return False
+        regs.rax = 3 * asked + 1
+        asked += 1
+        prev = clock()
+        return True
+
+    answer(report)
+    await stub.resume(answer)
 
 
-async def aioumm_roundtrip(n: int) -> list[int]:
+async def aioumm_roundtrip(n: int, *, coroutine: bool = False) -> list[int]:
     async with Controller() as ctl:
         stub = await ctl.spawn()
         fd = guest_memfd()
@@ -384,7 +409,7 @@ async def aioumm_roundtrip(n: int) -> list[int]:
         finally:
             os.close(fd)
         samples: list[int] = []
-        await converse(stub, n, samples)
+        await converse(stub, n, samples, coroutine=coroutine)
         return samples
 
 
@@ -641,7 +666,11 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
     def aioumm_rt(pin: str) -> None:
         with placement(pin):
             samples = run_on_loop(aioumm_roundtrip(settings.n_aioumm))
+            awaited = summary(run_on_loop(aioumm_roundtrip(settings.n_aioumm, coroutine=True)))
         record_rt("aioumm", pin, {"n": len(samples), "extra": {}, **_ns(summary(samples))})
+        # The same asks answered by one `await stub.resume()` each: what a task switch per report costs.
+        figure = results.data["roundtrip_ns"]["aioumm"][PLACEMENTS[pin]]
+        figure.update(coroutine_median=awaited["median"], coroutine_p99=awaited["p99"])
 
     def aioumm_fl(pin: str) -> None:
         with placement(pin):

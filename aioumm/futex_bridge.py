@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aioumm.abi import Handoff, lib
@@ -149,7 +150,7 @@ class HandoffBridge:
     start, not one per round trip.
     """
 
-    __slots__ = ("_data", "_eventfd", "_loop", "_waiter", "_wakes")
+    __slots__ = ("_data", "_eventfd", "_loop", "_waiter", "_wakes", "offer")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, data: Any, eventfd: int, wakes: WakeBatch | None = None
@@ -159,6 +160,9 @@ class HandoffBridge:
         self._data = data
         self._eventfd = eventfd
         self._waiter: asyncio.Future[bool] | None = None
+        # Called (if set) when the page is handed over while a wait is pending, before the
+        # waiter is woken: True means it answered the stub itself and the wait goes on.
+        self.offer: Callable[[], bool] | None = None
         loop.add_reader(eventfd, self._on_notify)
 
     @property
@@ -174,9 +178,12 @@ class HandoffBridge:
             return
         waiter = self._waiter
         if waiter is not None and not waiter.done() and lib.aioumm_load_handoff(self._data) == Handoff.CONTROLLER:
-            waiter.set_result(True)
             if self._wakes is not None:
                 self._wakes.notified()
+            offer = self.offer
+            if offer is not None and offer():
+                return
+            waiter.set_result(True)
 
     @staticmethod
     def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -65,6 +65,7 @@ _SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be tar
 
 
 _RESUME = int(Command.RESUME)
+_FLUSH_THEN_RESUME = object()  # resume(answer)'s answer queued records: flush, then resume
 _OFFSET_LIMIT = 1 << 63
 _FD_MAX = (1 << 31) - 1
 
@@ -151,6 +152,8 @@ class Stub:
         self._exit: asyncio.Future[ExitStatus] = loop.create_future()
         self._busy = False
         self._batch_seq = 0
+        self._answer: Callable[[Report], bool] | None = None  # resume()'s, while it waits
+        self._outcome: object = None  # what the answer path left for resume(): see there
         self._reports = 0  # reports taken so far: an interrupt's deadline checks for a newer one
         self._death_note = ""  # why the controller killed it, for the StubDied message
         self.regs = Registers(self, self._data)
@@ -416,30 +419,82 @@ class Stub:
         # It may have handed over and died before this task ran again: then its page is gone.
         self._require_alive(call)
 
-    async def resume(self) -> Report:
-        """Flush queued records, run the guest until it stops again, return the new report."""
+    async def resume(self, answer: Callable[[Report], bool] | None = None) -> Report:
+        """Flush queued records, run the guest until it stops again, return the new report.
+
+        ``answer``, if given, sees each report first, straight from the loop's
+        callback for the stub's notification and without waking this
+        coroutine: it may read and edit the registers and queue records, and
+        returns True to resume the stub at once (any queued records are
+        flushed first), False to have ``resume`` return that report.  What it
+        raises, ``resume`` raises, with the stub stopped at that report.  This
+        is the fast path for reports that need no waiting: it saves a task
+        switch per round trip.
+        """
         if self._state is not State.STOPPED or self._busy:
             self._require_stopped("resume")
-        if self._batches[-1].calls or len(self._batches) > 1:
-            await self.flush()
         bridge = self._bridge
         assert bridge is not None
+        while True:
+            if self._batches[-1].calls or len(self._batches) > 1:
+                await self.flush()
+            self._outcome = None
+            self._answer = answer
+            self._go(bridge)
+            if answer is not None:
+                bridge.offer = self._offer
+            # No deadline: guest code runs as long as it likes.  (Inlined _wait_handover: hot path.)
+            try:
+                await bridge.arm()
+            except asyncio.CancelledError:
+                self.kill()
+                raise
+            finally:
+                bridge.disarm()
+                bridge.offer = None
+                self._answer = None
+            outcome, self._outcome = self._outcome, None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            self._require_alive("resume")  # it may have handed over and died before this task ran
+            if outcome is None:
+                return self._take_report()
+            if outcome is _FLUSH_THEN_RESUME:
+                continue
+            assert isinstance(outcome, Report)
+            return outcome
+
+    def _go(self, bridge: HandoffBridge) -> None:
         self._state = State.RUNNING
         self._report = None
         self._frame = None
-        bridge.hand_back(_RESUME)
-        # No deadline: guest code runs as long as it likes.  (Inlined _wait_handover: hot path.)
-        try:
-            await bridge.arm()
-        except asyncio.CancelledError:
-            self.kill()
-            raise
-        finally:
-            bridge.disarm()
-        self._require_alive("resume")  # it may have handed over and died before this task ran
-        report = self._take_report()
         self.controller.stats.round_trips += 1
-        return report
+        bridge.hand_back(_RESUME)
+
+    def _offer(self) -> bool:
+        """The bridge's callback while ``resume(answer)`` waits (see there); never raises."""
+        answer = self._answer
+        bridge = self._bridge
+        if answer is None or bridge is None:
+            return False
+        try:
+            report = self._take_report()
+            if not answer(report):
+                self._outcome = report
+                return False
+        except BaseException as exc:  # given to the waiting resume(), which raises it
+            self._outcome = exc
+            return False
+        if self._batches[-1].calls or len(self._batches) > 1:
+            # Flushing waits for the stub: only the coroutine can do that.
+            self._outcome = _FLUSH_THEN_RESUME
+            return False
+        try:
+            self._go(bridge)
+        except OSError as exc:
+            self._outcome = exc
+            return False
+        return True
 
     # ----------------------------------------------------------------- batches
 
