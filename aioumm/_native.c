@@ -25,14 +25,34 @@ enum {
 
 /* What aioumm_read_report copies out of a validated report. */
 struct aioumm_report {
-	int32_t signal, si_signo, code, errno_, syscall, pid;
-	uint32_t arch;
-	uint64_t addr, siginfo_addr, ucontext_addr, frame_offset;
+	/* What a Report holds, in its order (read by Python in one unpack). */
+	int64_t signal, code, errno_;
+	uint64_t addr;
+	int64_t syscall;
+	uint64_t arch;
+	int64_t pid;
+	/* For the checks' messages and the register views. */
+	int64_t si_signo;
+	uint64_t siginfo_addr, ucontext_addr, frame_offset;
 };
 
 static uint32_t aioumm_load_handoff(const struct stub_data *d)
 {
 	return __atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * The loop saw the stub's eventfd readable: reset it (read) first, then load
+ * the word (see futex_bridge.py for why in this order).  Returns the word, or
+ * -errno when there was nothing to read.
+ */
+static int64_t aioumm_take_notification(int eventfd, const struct stub_data *d)
+{
+	uint64_t count;
+
+	if (read(eventfd, &count, sizeof(count)) < 0)
+		return -errno;
+	return aioumm_load_handoff(d);
 }
 
 /*

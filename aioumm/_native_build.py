@@ -24,12 +24,19 @@ HELPERS_CDEF = """
 #define AIOUMM_REPORT_BAD_UCONTEXT ...
 #define AIOUMM_REPORT_SIGNO_MISMATCH ...
 struct aioumm_report {
-    int32_t signal, si_signo, code, errno_, syscall, pid;
-    uint32_t arch;
-    uint64_t addr, siginfo_addr, ucontext_addr, frame_offset;
+    /* What a Report holds, in its order (read by Python in one unpack). */
+    int64_t signal, code, errno_;
+    uint64_t addr;
+    int64_t syscall;
+    uint64_t arch;
+    int64_t pid;
+    /* For the checks' messages and the register views. */
+    int64_t si_signo;
+    uint64_t siginfo_addr, ucontext_addr, frame_offset;
 };
 int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
+int64_t aioumm_take_notification(int eventfd, const struct stub_data *d);
 int aioumm_hand_back(struct stub_data *d, uint32_t command);
 int aioumm_wake(struct stub_data *d);
 void aioumm_hand_back_later(struct stub_data *d, uint32_t command);

@@ -92,6 +92,8 @@ from typing import Any
 
 from aioumm.abi import Handoff, lib
 
+_CONTROLLER = int(Handoff.CONTROLLER)
+
 
 class WakeBatch:
     """Hand-backs of one loop pass, with their FUTEX_WAKEs made together.
@@ -172,12 +174,10 @@ class HandoffBridge:
         return Handoff(word) if word in (Handoff.CHILD, Handoff.CONTROLLER) else None
 
     def _on_notify(self) -> None:
-        try:
-            os.read(self._eventfd, 8)
-        except BlockingIOError:
-            return
+        # The eventfd is read (reset) before the word is loaded: see "Why no wake-up is lost".
+        word = lib.aioumm_take_notification(self._eventfd, self._data)
         waiter = self._waiter
-        if waiter is not None and not waiter.done() and lib.aioumm_load_handoff(self._data) == Handoff.CONTROLLER:
+        if word == _CONTROLLER and waiter is not None and not waiter.done():
             if self._wakes is not None:
                 self._wakes.notified()
             offer = self.offer

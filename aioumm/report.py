@@ -63,6 +63,10 @@ _PROBLEMS = {
 }
 
 
+# The leading fields of struct aioumm_report, which are a Report's (checked in tests/test_abi.py).
+_REPORT_FIELDS = struct.Struct("=3qQqQq")
+
+
 class ReportReader:
     """Reads one stub's reports: validation and copying happen in C (``aioumm_read_report``).
 
@@ -70,13 +74,14 @@ class ReportReader:
     after report, so the register views over it are cached by offset.
     """
 
-    __slots__ = ("_base", "_data", "_frames", "_out", "_pid")
+    __slots__ = ("_base", "_data", "_fields", "_frames", "_out", "_pid")
 
     def __init__(self, pid: int, data: Any, base: int) -> None:
         self._pid = pid
         self._data = data
         self._base = base
         self._out = ffi.new("struct aioumm_report *")
+        self._fields = ffi.buffer(self._out)
         self._frames: dict[int, Any] = {}
 
     def read(self) -> tuple[Report, Any]:
@@ -91,7 +96,7 @@ class ReportReader:
         problem = lib.aioumm_read_report(self._data, r)
         if problem:
             raise StubCorrupt(self._pid, _PROBLEMS[problem].format(r=r))
-        report = Report(r.signal, r.code, r.errno_, r.addr, r.syscall, r.arch, r.pid)
+        report = Report._make(_REPORT_FIELDS.unpack_from(self._fields))
         offset = r.frame_offset
         frame = self._frames.get(offset)
         if frame is None:

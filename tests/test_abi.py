@@ -111,3 +111,16 @@ int main(void) {{ return 0; }}
 """
     )
     subprocess.run(["gcc", "-fsyntax-only", str(src)], check=True)
+
+
+def test_a_report_is_read_from_the_leading_fields_of_the_native_struct() -> None:
+    """``ReportReader`` unpacks a Report straight from ``struct aioumm_report``'s bytes."""
+    from aioumm.report import _REPORT_FIELDS, Report
+
+    names = ["signal", "code", "errno_", "addr", "syscall", "arch", "pid"]
+    assert len(names) == len(Report._fields)
+    assert [ffi.offsetof("struct aioumm_report", n) for n in names] == [8 * i for i in range(len(names))]
+    assert _REPORT_FIELDS.size == ffi.offsetof("struct aioumm_report", "si_signo")
+    r = ffi.new("struct aioumm_report *")
+    r.signal, r.code, r.errno_, r.addr, r.syscall, r.arch, r.pid = 31, -1, 0, 2**64 - 8, 500, 0xC000003E, 7
+    assert Report._make(_REPORT_FIELDS.unpack_from(ffi.buffer(r))) == (31, -1, 0, 2**64 - 8, 500, 0xC000003E, 7)
