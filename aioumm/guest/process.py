@@ -106,7 +106,7 @@ class StubLike(Protocol):
     def munmap(self, addr: int, length: int) -> None: ...
     def mprotect(self, addr: int, length: int, prot: int) -> None: ...
     async def flush(self) -> None: ...
-    async def resume(self) -> ReportLike: ...
+    async def resume(self, answer: Callable[[Any], bool] | None = None) -> ReportLike: ...
     def kill(self) -> None: ...
     def interrupt(self) -> None: ...
     async def wait_exit(self) -> object: ...
@@ -122,6 +122,19 @@ UNINTERRUPTIBLE: set[int] = set()
 _GENERAL_REGS = [r for r in SIGCONTEXT_REGISTERS if r not in ("rsp", "rip")]
 #: What a forked child takes over from its parent (the FPU state is the core's: see README).
 _FORK_REGS = [*_GENERAL_REGS, "rsp", "rip", "fs_base"]
+
+
+class _Waiting:
+    """A syscall whose handler gave an awaitable: answered once it is done."""
+
+    __slots__ = ("args", "awaitable", "nr", "shown", "unknown")
+
+    def __init__(self, nr: int, args: tuple[int, ...], shown: str | None, unknown: bool) -> None:
+        self.nr = nr
+        self.args = args
+        self.shown = shown  # the arguments as shown before the call (execve's memory goes)
+        self.unknown = unknown
+        self.awaitable: Awaitable[int] | None = None
 
 
 class GuestProcess:
@@ -175,6 +188,7 @@ class GuestProcess:
         self.note: str | None = None
         self._child_waiters: list[asyncio.Future[None]] = []
         self._in_guest = False
+        self._waiting: _Waiting | None = None  # a syscall the fast path left to serve()
         self._interruptible = False
         self._kicked = False
         self._interrupted = False
@@ -486,14 +500,26 @@ class GuestProcess:
     # --------------------------------------------------------------- serve
 
     async def serve(self) -> int:
-        """Run the guest until it is over; return its ``wait`` status."""
+        """Run the guest until it is over; return its ``wait`` status.
+
+        Syscalls whose handler answers at once are answered from the stub's
+        notification callback (``resume(answer)``), without waking this task;
+        it takes over for the ones that wait, for faults and for interrupts.
+        """
         try:
             while True:
                 self._in_guest = True
                 try:
-                    report = await self.stub.resume()
+                    report = await self.stub.resume(self._answer)
+                except BaseException:
+                    self._drop_waiting()
+                    raise
                 finally:
                     self._in_guest = False
+                waiting, self._waiting = self._waiting, None
+                if waiting is not None:
+                    await self._finish_waiting(waiting)
+                    continue
                 sig = report.signal
                 if sig == signal.SIGSYS:
                     await self.syscall(report.syscall)
@@ -513,54 +539,96 @@ class GuestProcess:
                     self.strace.emit(f"+++ exited with {done.wait_status >> 8} +++")
             return done.wait_status
 
+    def _answer(self, report: ReportLike) -> bool:
+        """``resume``'s fast path: answer a syscall now if its handler does not wait."""
+        if report.signal != signal.SIGSYS:
+            return False
+        self._waiting = self._start_syscall(report.syscall)
+        return self._waiting is None
+
+    def _drop_waiting(self) -> None:
+        """Forget a syscall left by the fast path that will never be awaited (the stub died)."""
+        waiting, self._waiting = self._waiting, None
+        close = getattr(waiting and waiting.awaitable, "close", None)
+        if close is not None:
+            close()  # a coroutine never started: no "never awaited" warning
+
     async def syscall(self, nr: int) -> None:
         """Answer one trapped syscall (the stub is stopped with its registers in view)."""
+        waiting = self._start_syscall(nr)
+        if waiting is not None:
+            await self._finish_waiting(waiting)
+
+    def _start_syscall(self, nr: int) -> _Waiting | None:
+        """Run the handler of syscall ``nr``; answer it unless it has to wait.
+
+        Returns what ``_finish_waiting`` needs when the handler gave an
+        awaitable, None when the syscall is answered (or the process is over:
+        ``GuestExit`` goes through).
+        """
         regs = self.stub.regs
         fetch = getattr(regs, "syscall_args", None)  # one frame lookup, when the view offers it
         args: tuple[int, ...] = (
             fetch() if fetch is not None else (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         )
         handler = HANDLERS.get(nr)
-        unknown = handler is None
         # execve's arguments name memory that is gone once it succeeds: shown first.
         shown = self.strace.render_args(nr, args, self.mm) if self.strace is not None else None
         self.note = None
         self.trace_args = None
         self._interrupted = False
+        call = _Waiting(nr, args, shown, handler is None)
         try:
             if handler is None:
                 result = -errno.ENOSYS
             else:
                 res = handler(self, *args)
-                if isinstance(res, int):
-                    result = res
-                elif nr in UNINTERRUPTIBLE:
-                    result = await res
-                else:
-                    result = await self._wait(res)
-        except SyscallError as exc:
-            result = -exc.errno
-        except GuestExit:
+                if not isinstance(res, int):
+                    call.awaitable = res
+                    return call
+                result = res
+        except Exception as exc:
+            result = self._failed(call, exc)
+        self._answered(call, result)
+        return None
+
+    async def _finish_waiting(self, call: _Waiting) -> None:
+        """Await a syscall whose handler waits, then answer it."""
+        aw, call.awaitable = call.awaitable, None
+        assert aw is not None
+        try:
+            result = await aw if call.nr in UNINTERRUPTIBLE else await self._wait(aw)
+        except Exception as exc:
+            result = self._failed(call, exc)
+        self._answered(call, result)
+
+    def _failed(self, call: _Waiting, exc: Exception) -> int:
+        """The answer for a handler that raised (``GuestExit`` and, in tests, bugs go through)."""
+        if isinstance(exc, SyscallError):
+            return -exc.errno
+        if isinstance(exc, GuestExit):
             if self.strace is not None:
-                self.strace.call(nr, args, None, self.mm, shown=shown)
-            raise
-        except OSError as exc:
-            result = -(exc.errno or errno.EIO)
-        except Exception:
-            if self.raise_internal_errors:
-                raise
-            log.exception("internal error serving syscall %d; answering ENOSYS", nr)
-            result = -errno.ENOSYS
+                self.strace.call(call.nr, call.args, None, self.mm, shown=call.shown)
+            raise exc
+        if isinstance(exc, OSError):
+            return -(exc.errno or errno.EIO)
+        if self.raise_internal_errors:
+            raise exc
+        log.error("internal error serving syscall %d; answering ENOSYS", call.nr, exc_info=exc)
+        return -errno.ENOSYS
+
+    def _answered(self, call: _Waiting, result: int) -> None:
+        """Put ``result`` in rax, trace the call, and let pending signals act."""
+        nr = call.nr
         interrupted = self._interrupted and result == -errno.EINTR
         if self.strace is not None:
-            if self.trace_args is not None:
-                shown = self.trace_args
+            shown = self.trace_args if self.trace_args is not None else call.shown
             if interrupted:
-                line = self.strace.line(nr, args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
+                line = self.strace.line(nr, call.args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
                 self.strace.emit(f"{line} = ? {restart_text(nr)}")
             else:
-                self.strace.call(nr, args, result, self.mm, unknown=unknown, shown=shown, note=self.note)
-        regs.rax = result & _U64
+                self.strace.call(nr, call.args, result, self.mm, unknown=call.unknown, shown=shown, note=self.note)
+        self.stub.regs.rax = result & _U64
         if self.signals.has_deliverable() or interrupted:
             deliver_signals(self, nr if interrupted else None)
 

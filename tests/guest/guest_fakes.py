@@ -38,7 +38,7 @@ class FakeStub:
     async def flush(self) -> None:
         pass
 
-    async def resume(self) -> object:
+    async def resume(self, answer: object = None) -> object:
         raise AssertionError("a fake stub never runs")
 
     def take(self) -> list[tuple[object, ...]]:
