@@ -5,7 +5,9 @@
  * FUTEX_WAKE that hands a stub data page back, the acquire load that reads
  * the handoff word, and mapping the data memfd in the controller.
  */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <stdint.h>
@@ -185,4 +187,10 @@ static int aioumm_probe_mseal(void)
 	if (syscall(462, 0UL, 0UL, ~0UL) == 0)
 		return 0;
 	return errno == EINVAL ? 0 : -errno;
+}
+
+/* The CPU the calling thread runs on now (where the controller's stubs are placed). */
+static int aioumm_current_cpu(void)
+{
+	return sched_getcpu();
 }

@@ -45,6 +45,7 @@ int aioumm_same_file(int a, int b);
 void *aioumm_map_shared(int fd, size_t length);
 int aioumm_unmap(void *addr, size_t length);
 int aioumm_probe_mseal(void);
+int aioumm_current_cpu(void);
 """
 
 _C_ONLY = re.compile(r"/\* STUB_ABI_C_ONLY_BEGIN \*/.*?/\* STUB_ABI_C_ONLY_END \*/", re.S)

@@ -399,8 +399,9 @@ async def converse(stub: Stub, rounds: int, out: list[int], *, coroutine: bool =
     await stub.resume(answer)
 
 
-async def aioumm_roundtrip(n: int, *, coroutine: bool = False) -> list[int]:
-    async with Controller() as ctl:
+async def aioumm_roundtrip(n: int, *, coroutine: bool = False, adaptive: bool = True) -> list[int]:
+    """Round trips of one stub; ``adaptive``: the placement ``aioumm run`` uses (see placement.py)."""
+    async with Controller(placement=adaptive) as ctl:
         stub = await ctl.spawn()
         fd = guest_memfd()
         try:
@@ -465,7 +466,9 @@ async def aioumm_many(settings: Settings, results: Results, progress: Progress) 
     at 0 again.
     """
     _raise_nofile()
-    async with Controller() as ctl:
+    # Placement off: each figure's stubs go where its placement says (the adaptive placement
+    # would keep stubs this chatty on the controller's CPU: the same_core figure).
+    async with Controller(placement=False) as ctl:
         fd = guest_memfd()
         try:
             # Warm up first, so one-time costs (imports, the first loop callbacks) are not charged to stubs.
@@ -667,10 +670,14 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
         with placement(pin):
             samples = run_on_loop(aioumm_roundtrip(settings.n_aioumm))
             awaited = summary(run_on_loop(aioumm_roundtrip(settings.n_aioumm, coroutine=True)))
+            free = None if pin == "same" else summary(run_on_loop(aioumm_roundtrip(settings.n_aioumm, adaptive=False)))
         record_rt("aioumm", pin, {"n": len(samples), "extra": {}, **_ns(summary(samples))})
-        # The same asks answered by one `await stub.resume()` each: what a task switch per report costs.
+        # The same asks answered by one `await stub.resume()` each: what a task switch per report
+        # costs; and with the controller's placement off: where the scheduler alone puts both sides.
         figure = results.data["roundtrip_ns"]["aioumm"][PLACEMENTS[pin]]
         figure.update(coroutine_median=awaited["median"], coroutine_p99=awaited["p99"])
+        if free is not None:  # on one CPU there is nothing to place
+            figure.update(no_placement_median=free["median"], no_placement_p99=free["p99"])
 
     def aioumm_fl(pin: str) -> None:
         with placement(pin):

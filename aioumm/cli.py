@@ -66,7 +66,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             trace = sys.stderr
 
         async def go() -> int:
-            async with Controller() as ctl:
+            async with Controller(placement=not args.no_placement) as ctl:
                 # The program is looked up (in $PATH, inside the root) and checked by the runner.
                 return await run_program(
                     ctl,
@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strace", action="store_true", help="print every trapped syscall on stderr, as strace does")
     run.add_argument("--strace-file", metavar="FILE", help="write the --strace lines to FILE instead")
     run.add_argument("--root", default="/", metavar="DIR", help="the guest's root directory (default /)")
+    run.add_argument(
+        "--no-placement",
+        action="store_true",
+        help="leave every CPU choice to the scheduler (default: guests that make syscalls often share the "
+        "controller's CPU, the others run anywhere)",
+    )
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     run.set_defaults(func=_cmd_run)
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from aioumm.abi import CODE_SIZE, code_image_path, lib
 from aioumm.errors import ControllerClosed
 from aioumm.futex_bridge import WakeBatch
+from aioumm.placement import Placement
 from aioumm.stub import Stub
 
 T = TypeVar("T")
@@ -111,10 +112,28 @@ class Controller:
     closed.  ``spawn_timeout`` bounds the bootstrap; ``handler_timeout``
     bounds how long a stub may take over a batch before it is woken again
     and then killed.
+
+    ``placement=True`` (or a ``Placement`` with other thresholds) pins the
+    loop's thread to its CPU while the controller is open and keeps the
+    stubs that report often on that CPU, the others on every CPU the thread
+    had (see ``aioumm.placement``): on a virtual machine a round trip across
+    CPUs can cost ten times one within a CPU.  Anything else the thread
+    starts meanwhile inherits the pinned mask, so it is off by default;
+    ``aioumm run`` turns it on.
     """
 
-    def __init__(self, *, spawn_timeout: float = 10.0, handler_timeout: float = 5.0, batch_wakes: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        spawn_timeout: float = 10.0,
+        handler_timeout: float = 5.0,
+        batch_wakes: bool = True,
+        placement: bool | Placement = False,
+    ) -> None:
         self.spawn_timeout = spawn_timeout
+        self._placement_wanted = placement
+        #: The adaptive placement while open (None: off, or not possible on this machine).
+        self.placement: Placement | None = None
         self.batch_wakes = batch_wakes
         self._wake_batch: WakeBatch | None = None
         self.handler_timeout = handler_timeout
@@ -136,6 +155,13 @@ class Controller:
         return self._code_fd
 
     @property
+    def cpus(self) -> frozenset[int]:
+        """The CPUs this controller's stubs may run on (its thread's mask before placement pinned it)."""
+        if self.placement is not None:
+            return frozenset(self.placement.wide)
+        return frozenset(os.sched_getaffinity(0))
+
+    @property
     def stubs(self) -> frozenset[Stub]:
         """The stubs alive now."""
         return frozenset(self._stubs)
@@ -144,6 +170,10 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         self._wake_batch = WakeBatch(self._loop) if self.batch_wakes else None
         _raise_fd_limit()
+        wanted = self._placement_wanted
+        if wanted is not False:
+            placement = Placement() if wanted is True else wanted
+            self.placement = placement if placement.start(self._loop) else None
         self._code_fd = _sealed_code_memfd()
         self.code_size = os.fstat(self._code_fd).st_size
         return self
@@ -190,6 +220,9 @@ class Controller:
         if self._code_fd >= 0:
             os.close(self._code_fd)
             self._code_fd = -1
+        if self.placement is not None:
+            self.placement.stop()
+            self.placement = None
         self._loop = None
 
 

@@ -18,6 +18,7 @@ import operator
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ _SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be tar
 
 
 _RESUME = int(Command.RESUME)
+_clock = time.perf_counter_ns
 _FLUSH_THEN_RESUME = object()  # resume(answer)'s answer queued records: flush, then resume
 _OFFSET_LIMIT = 1 << 63
 _FD_MAX = (1 << 31) - 1
@@ -154,6 +156,11 @@ class Stub:
         self._batch_seq = 0
         self._answer: Callable[[Report], bool] | None = None  # resume()'s, while it waits
         self._outcome: object = None  # what the answer path left for resume(): see there
+        # Adaptive placement (placement.py): on the controller's CPU, the average run, the last resume.
+        self._placement = controller.placement
+        self._at_home = True
+        self._run_avg = 0
+        self._resumed_at = 0
         self._reports = 0  # reports taken so far: an interrupt's deadline checks for a newer one
         self._death_note = ""  # why the controller killed it, for the StubDied message
         self.regs = Registers(self, self._data)
@@ -315,6 +322,8 @@ class Stub:
             self._pidfd = -1
         if self._bridge is not None:
             self._bridge.close()
+        if self._placement is not None:
+            self._placement.forget(self)
         self._channel.close()
         for batch in self._batches:
             batch.close()
@@ -458,6 +467,8 @@ class Stub:
                 raise outcome
             self._require_alive("resume")  # it may have handed over and died before this task ran
             if outcome is None:
+                if self._placement is not None:
+                    self._placement.ran(self, _clock() - self._resumed_at)
                 return self._take_report()
             if outcome is _FLUSH_THEN_RESUME:
                 continue
@@ -465,6 +476,11 @@ class Stub:
             return outcome
 
     def _go(self, bridge: HandoffBridge) -> None:
+        placement = self._placement
+        if placement is not None:
+            self._resumed_at = now = _clock()
+            if self._at_home:
+                placement.resumed(self, now)
         self._state = State.RUNNING
         self._report = None
         self._frame = None
@@ -477,6 +493,8 @@ class Stub:
         bridge = self._bridge
         if answer is None or bridge is None:
             return False
+        if self._placement is not None:
+            self._placement.ran(self, _clock() - self._resumed_at)
         try:
             report = self._take_report()
             if not answer(report):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ class ProcessTable:
         self._next_pid = FIRST_PID
         self._tasks: set[asyncio.Task[None]] = set()
         self.alive = 0
+        #: The CPUs the run's guests may ask for: the controller's, before it pinned its thread.
+        cpus = getattr(spawner, "cpus", None)
+        self.cpus: frozenset[int] = cpus if isinstance(cpus, frozenset) else frozenset(os.sched_getaffinity(0))
 
     # ---------------------------------------------------------------- lookup
 

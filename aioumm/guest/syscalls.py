@@ -346,16 +346,16 @@ def _affinity_target(p: GuestProcess, pid: int) -> GuestProcess:
     return q
 
 
-def _cpumask_bytes() -> int:
+def _cpumask_bytes(p: GuestProcess) -> int:
     """The size of the host's CPU mask (``cpumask_size()``): whole 64-bit words."""
-    return ((max(os.sched_getaffinity(0)) // 64) + 1) * 8
+    return ((max(p.kernel.cpus) // 64) + 1) * 8
 
 
 @syscall("sched_getaffinity")
 def sys_sched_getaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: int) -> int:
     q = _affinity_target(p, pid)
-    cpus = q.affinity if q.affinity is not None else os.sched_getaffinity(0)
-    nbytes = _cpumask_bytes()
+    cpus = q.affinity if q.affinity is not None else p.kernel.cpus
+    nbytes = _cpumask_bytes(p)
     if size < nbytes or size & 7:
         raise _fail(errno.EINVAL)
     bits = sum(1 << c for c in cpus)
@@ -367,9 +367,9 @@ def sys_sched_getaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: i
 def sys_sched_setaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: int) -> int:
     """Kept for ``sched_getaffinity`` to report; the stub itself is not moved."""
     q = _affinity_target(p, pid)
-    nbytes = min(size & 0xFFFFFFFF, _cpumask_bytes())  # Linux reads no more than its mask
+    nbytes = min(size & 0xFFFFFFFF, _cpumask_bytes(p))  # Linux reads no more than its mask
     bits = int.from_bytes(p.mm.read(mask, nbytes), "little") if nbytes else 0
-    cpus = frozenset(c for c in os.sched_getaffinity(0) if bits >> c & 1)
+    cpus = frozenset(c for c in p.kernel.cpus if bits >> c & 1)
     if not cpus:
         raise _fail(errno.EINVAL)
     q.affinity = cpus

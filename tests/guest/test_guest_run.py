@@ -159,3 +159,12 @@ def test_a_script_can_be_the_program(busybox: str, tmp_path: Path) -> None:
     script.chmod(0o755)
     got = same_as_native([str(script), "a", "b c"])
     assert (got.returncode, got.stdout) == (7, f"args: {script} a b c\n".encode())
+
+
+def test_guests_see_every_cpu_of_the_run_whatever_the_placement(busybox: str) -> None:
+    """`aioumm run` pins its loop thread and chatty stubs to one CPU; guests still see the run's CPUs."""
+    script = "nproc; taskset -c 0 nproc; grep -c ^processor /proc/cpuinfo"
+    got = same_as_native([busybox, "sh", "-c", script])
+    assert got.stdout.split()[1] == b"1"
+    cmd = [*RUN[:-1], "--no-placement", "--", busybox, "sh", "-c", script]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).stdout == got.stdout

@@ -1,0 +1,108 @@
+"""Adaptive placement: chatty stubs share the controller's CPU, busy ones are let out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from guestcode import Guest
+
+from aioumm.loop import Controller
+from aioumm.placement import Placement
+from aioumm.report import Report
+
+# Asks syscall 500 (RDI = round), or spins for ever once RDI reaches 1 << 40.
+CHATTY_THEN_SPIN = """
+    xor %r12d, %r12d
+1:  mov $500, %eax
+    mov %r12, %rdi
+    syscall
+    mov %rax, %r12
+    cmp $0, %r12
+    jge 1b
+2:  jmp 2b
+"""
+
+WIDE = os.sched_getaffinity(0)
+
+
+def test_thresholds_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="chatty_ns < busy_ns"):
+        Placement(chatty_ns=5_000_000, busy_ns=1_000_000)
+
+
+@pytest.mark.asyncio
+async def test_placement_is_off_by_default_and_leaves_the_thread_alone() -> None:
+    async with Controller() as ctl:
+        assert ctl.placement is None
+        assert os.sched_getaffinity(0) == WIDE
+        stub = await ctl.spawn()
+        assert os.sched_getaffinity(stub.pid) == WIDE
+
+
+@pytest.mark.asyncio
+async def test_chatty_stubs_stay_home_and_busy_ones_are_let_out() -> None:
+    assert len(WIDE) >= 2, "this machine has one CPU: nothing to place"
+    async with Controller(placement=Placement(chatty_ns=200_000, busy_ns=20_000_000)) as ctl:
+        placement = ctl.placement
+        assert placement is not None and placement.home is not None
+        home = {placement.home}
+        # The loop's thread is pinned; new stubs inherit its CPU; the guests' CPUs are the wide set.
+        assert os.sched_getaffinity(0) == home
+        assert ctl.cpus == frozenset(WIDE)
+        stub = await ctl.spawn()
+        g = Guest(stub, CHATTY_THEN_SPIN)
+        assert os.sched_getaffinity(stub.pid) == home
+        rounds = 0
+
+        def answer(report: Report) -> bool:
+            nonlocal rounds
+            rounds += 1
+            stub.regs.rax = rounds if rounds < 2000 else -1  # -1: spin from now on
+            return rounds < 2000
+
+        await stub.resume(answer)
+        assert os.sched_getaffinity(stub.pid) == home  # 2000 short runs: chatty
+        assert placement.moves == 0
+        stub.regs.rax = -1
+        task = asyncio.ensure_future(stub.resume())
+        # A run longer than busy_ns is let out by the placement's timer, while it still runs.
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if os.sched_getaffinity(stub.pid) == WIDE:
+                break
+        assert os.sched_getaffinity(stub.pid) == WIDE
+        assert placement.moves == 1
+        stub.interrupt()
+        assert (await task).signal == signal.SIGALRM
+        g.close()
+    # Closed: the thread has its mask back.
+    assert os.sched_getaffinity(0) == WIDE
+
+
+@pytest.mark.asyncio
+async def test_a_stub_comes_home_when_its_runs_become_short_again() -> None:
+    assert len(WIDE) >= 2, "this machine has one CPU: nothing to place"
+    async with Controller(placement=Placement(chatty_ns=200_000, busy_ns=2_000_000)) as ctl:
+        placement = ctl.placement
+        assert placement is not None
+        stub = await ctl.spawn()
+        g = Guest(stub, CHATTY_THEN_SPIN)
+        stub._run_avg = 50_000_000  # as after a long computation
+        placement._move(stub, home=False)
+        assert os.sched_getaffinity(stub.pid) == WIDE
+        rounds = 0
+
+        def answer(report: Report) -> bool:
+            nonlocal rounds
+            rounds += 1
+            stub.regs.rax = rounds
+            return os.sched_getaffinity(stub.pid) != {placement.home} and rounds < 5000
+
+        await stub.resume(answer)
+        # The average decays by 1/8 per short run: back home after a few dozen, not thousands.
+        assert os.sched_getaffinity(stub.pid) == {placement.home}
+        assert 20 < rounds < 200, rounds
+        g.close()
