@@ -76,6 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     root=args.root,
                     strace=trace,
                     forward_signals=True,
+                    wait_for_all=not args.kill_leftovers,
                 )
 
         # The guest writes to the same descriptors: what Python buffered must go first.
@@ -131,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strace", action="store_true", help="print every trapped syscall on stderr, as strace does")
     run.add_argument("--strace-file", metavar="FILE", help="write the --strace lines to FILE instead")
     run.add_argument("--root", default="/", metavar="DIR", help="the guest's root directory (default /)")
+    run.add_argument(
+        "--kill-leftovers",
+        action="store_true",
+        help="when PROGRAM exits, kill the guests it left running (by default they are served until they exit)",
+    )
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     run.set_defaults(func=_cmd_run)
 
