@@ -219,6 +219,11 @@ class GuestProcess:
         return self.parent.pid if self.parent is not None else self._outer_ppid
 
     @property
+    def running_code(self) -> bool:
+        """Whether the guest is running its own code now (not waiting in a syscall)."""
+        return self._in_guest
+
+    @property
     def host_pid(self) -> int:
         """The stub's pid on the host (its CPU clocks are the guest's)."""
         return self.stub.pid
