@@ -257,7 +257,7 @@ class GuestProcess:
         exe_path: str,
     ) -> None:
         """Fill the (empty) address space with ``image`` and set the start registers."""
-        prog = load_image(self.mm, image, fd)
+        prog = load_image(self.mm, image, fd, exe_path)
         stack = setup_stack(
             self.mm,
             prog,
@@ -291,7 +291,7 @@ class GuestProcess:
         """
         new = AddressSpace(NULL_MAPPER, self.layout, PhysMem(self.mm.physmem.size))
         try:
-            prog = load_image(new, plan.image, plan.fd)
+            prog = load_image(new, plan.image, plan.fd, plan.exe)
             stack = setup_stack(
                 new,
                 prog,

@@ -26,6 +26,7 @@ A guest confined to a root sees this only where its root has a procfs at
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -43,7 +44,7 @@ from .signals import SIG_DFL, SIG_IGN, sigbit
 if TYPE_CHECKING:
     from .process import GuestProcess
 
-__all__ = ["HostPath", "ProcDir", "ProcDirFile", "ProcFile", "ProcLink", "resolve"]
+__all__ = ["ProcDir", "ProcDirFile", "ProcFile", "ProcLink", "Redirect", "resolve"]
 
 _PROC_DEV = os.stat("/proc").st_dev
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -90,13 +91,14 @@ class ProcDir:
 
 
 @dataclass(frozen=True)
-class HostPath:
-    """Not made here: the host path to look up instead (the guest's own stub's entry)."""
+class Redirect:
+    """Not made here: the guest path to look up instead (an entry of the guest's own
+    stub, or what lies beyond a link such as ``cwd/..``)."""
 
     path: str
 
 
-Node = ProcFile | ProcLink | ProcDir | HostPath
+Node = ProcFile | ProcLink | ProcDir | Redirect
 
 
 class ProcDirFile(OpenFile):
@@ -131,20 +133,31 @@ def resolve(p: GuestProcess, path: str) -> Node | None:
     Raises :class:`SyscallError` for a pid that is no guest's (``ENOENT``), an
     entry of another guest that is not made here (``EACCES``) and the like.
     """
-    norm = posixpath.normpath("/" + path.lstrip("/"))
-    parts = [c for c in norm.split("/") if c]
+    parts = [c for c in path.split("/") if c and c != "."]
     if parts[:1] != ["proc"] or not _guest_proc_mounted(p):
         return None
-    rest = parts[1:]
+    if ".." in parts:
+        # Only links lead out of /proc, and those are followed below with their rest intact.
+        link = next((i for i, c in enumerate(parts) if c in _LINKS or (parts[i - 1] == "fd" and c.isdigit())), len(parts))
+        head = [c for c in posixpath.normpath("/" + "/".join(parts[:link])).split("/") if c]
+        if head[:1] != ["proc"]:
+            return None
+        parts = head + parts[link:]
+    # A trailing slash (or "/.") follows a final link.
+    beyond = [""] if path.endswith(("/", "/.")) else []
+    return _resolve(p, parts[1:], beyond)
+
+
+def _resolve(p: GuestProcess, rest: list[str], beyond: list[str]) -> Node | None:
     if not rest:
         return ProcDir("/proc", "/proc", lambda: _proc_root_entries(p))
     head, pid = rest[0], str(p.pid)
     if head == "self":
-        if len(rest) == 1:
+        if len(rest) == 1 and not beyond:
             return ProcLink("/proc/self", pid, stat.S_IFLNK | 0o777, dest=f"/proc/{pid}")
         rest = [pid, *rest[1:]]
     elif head == "thread-self":
-        if len(rest) == 1:
+        if len(rest) == 1 and not beyond:
             return ProcLink("/proc/thread-self", f"{pid}/task/{pid}", stat.S_IFLNK | 0o777, dest=f"/proc/{pid}")
         rest = [pid, "task", pid, *rest[1:]]
     elif not head.isdigit():
@@ -155,11 +168,16 @@ def resolve(p: GuestProcess, path: str) -> Node | None:
     rest = rest[1:]
     if rest[:1] == ["task"]:
         if len(rest) == 1:
-            return ProcDir(f"/proc/{q.pid}/task", _host_dir(q), lambda: [_DirEntry(0, DT_DIR, str(q.pid).encode())])
+            return ProcDir(f"/proc/{q.pid}/task", _host_dir(q), lambda: _task_entries(q))
         if rest[1] != str(q.pid):
             raise _fail(errno.ENOENT)
         rest = rest[2:]
-    return _pid_entry(p, q, rest)
+    return _pid_entry(p, q, rest, beyond)
+
+
+def _task_entries(q: GuestProcess) -> list[_DirEntry]:
+    names = (b".", b"..", str(q.pid).encode())
+    return [_DirEntry(_inode(q.pid, 3000 + n), DT_DIR, name) for n, name in enumerate(names)]
 
 
 def _proc_root_entries(p: GuestProcess) -> list[_DirEntry]:
@@ -190,7 +208,7 @@ def _host_dir(q: GuestProcess) -> str:
     return "/proc/self"  # a zombie's stub is gone: only the metadata of this one is used
 
 
-def _pid_entry(p: GuestProcess, q: GuestProcess, rest: list[str]) -> Node:
+def _pid_entry(p: GuestProcess, q: GuestProcess, rest: list[str], beyond: list[str]) -> Node:
     base = f"/proc/{q.pid}"
     if not rest:
         return ProcDir(base, _host_dir(q), lambda: _pid_entries(q))
@@ -201,11 +219,11 @@ def _pid_entry(p: GuestProcess, q: GuestProcess, rest: list[str]) -> Node:
             raise _fail(errno.ENOTDIR)
         return ProcFile(f"{base}/{name}", _contents(p, q, name), like)
     if name in _LINKS:
-        if len(rest) > 1:
-            raise _fail(errno.ENOTDIR if name == "exe" else errno.EACCES)
-        target = {"exe": q.exe, "cwd": q.vfs.cwd, "root": "/"}[name]
         if q.status is not None:
             raise _fail(errno.ENOENT)  # a zombie has none of these
+        target = {"exe": q.exe, "cwd": q.vfs.cwd, "root": "/"}[name]
+        if len(rest) > 1 or beyond:
+            return Redirect("/".join([target.rstrip("/"), *rest[1:], *beyond]) or "/")
         return ProcLink(f"{base}/{name}", target, stat.S_IFLNK | 0o777, dest=target)
     if name in ("fd", "fdinfo"):
         if q.status is not None:
@@ -213,15 +231,17 @@ def _pid_entry(p: GuestProcess, q: GuestProcess, rest: list[str]) -> Node:
         if len(rest) == 1:
             kind = DT_LNK if name == "fd" else DT_REG
             return ProcDir(f"{base}/{name}", _host_dir(q), lambda: _fd_entries(q, kind))
-        if len(rest) > 2 or not rest[1].isdigit() or rest[1] != str(int(rest[1])) or int(rest[1]) not in q.fds:
-            raise _fail(errno.ENOENT if len(rest) == 2 else errno.ENOTDIR)
+        if not rest[1].isdigit() or rest[1] != str(int(rest[1])) or int(rest[1]) not in q.fds:
+            raise _fail(errno.ENOENT)
+        if len(rest) > 2 or beyond:
+            raise _fail(errno.ENOTDIR)  # what lies beyond a descriptor's link: not followed here
         n = int(rest[1])
         file = q.fds.get(n)
         if name == "fdinfo":
             return ProcFile(f"{base}/fdinfo/{n}", _fdinfo(q, n), like)
         return ProcLink(f"{base}/fd/{n}", fd_target(q, file), _fd_link_mode(file), file=file)
     if q is p and q.status is None:
-        return HostPath(f"/proc/{q.host_pid}/" + "/".join(rest))
+        return Redirect(f"/proc/{q.host_pid}/" + "/".join(rest))
     raise _fail(errno.EACCES if q.status is None else errno.ENOENT)
 
 
@@ -471,16 +491,21 @@ def _maps(q: GuestProcess) -> bytes:
             + ("s" if v.shared else "p")
         )
         dev = ino = offset = 0
-        if v.name.startswith("/"):
+        name = v.name
+        if isinstance(v.backing, FileBacking):
+            with contextlib.suppress(OSError):
+                host = os.readlink(f"/proc/self/fd/{v.backing.fd}")
+                name = q.vfs.guest_path_of_host(host) or host
+        if name.startswith("/"):
             try:
-                st = os.fstat(v.backing.fd) if isinstance(v.backing, FileBacking) else q.vfs.stat(q.vfs.locate(v.name))
+                st = os.fstat(v.backing.fd) if isinstance(v.backing, FileBacking) else q.vfs.stat(q.vfs.locate(name))
                 dev, ino = st.st_dev, st.st_ino
             except OSError:
                 pass
             if isinstance(v.backing, FileBacking):
                 offset = v.offset
         head = f"{v.start:08x}-{v.end:08x} {perms} {offset:08x} {os.major(dev):02x}:{os.minor(dev):02x} {ino} "
-        lines.append(head.ljust(73) + v.name if v.name else head)
+        lines.append(head.ljust(73) + name if name else head)
     host = _read_host(f"/proc/{q.host_pid}/maps") or ""
     # The kernel's own pages of the stub's address space (vsyscall) are the guest's too.
     lines += [line for line in host.splitlines() if line.endswith("[vsyscall]")]

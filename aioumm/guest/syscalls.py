@@ -526,7 +526,7 @@ def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, de
     if alias is not None:
         return _reopen(p, alias, flags)
     node = _proc_node(p, dirfd, path)
-    if isinstance(node, procfs.HostPath):
+    if isinstance(node, procfs.Redirect):
         path = node.path
     elif node is not None:
         return _open_proc_node(p, node, flags, mode, depth)
@@ -549,13 +549,29 @@ def _proc_node(p: GuestProcess, dirfd: int, path: str) -> procfs.Node | None:
     """
     if not path.startswith("/"):
         fd = s32(dirfd)
-        if not path or fd == AT_FDCWD:
+        if not path:
             return None
-        base = p.fds.get(fd)
-        if not isinstance(base, procfs.ProcDirFile):
-            return None
-        path = base.path + "/" + path
+        if fd == AT_FDCWD:
+            if not _cwd_in_proc(p):
+                return None
+            path = p.vfs.cwd + "/" + path
+        else:
+            base = p.fds.get(fd)
+            if not isinstance(base, procfs.ProcDirFile):
+                return None
+            path = base.path + "/" + path
     return procfs.resolve(p, path)
+
+
+def _cwd_in_proc(p: GuestProcess) -> bool:
+    """Whether the working directory is a directory of the guest's ``/proc`` made there."""
+    cwd = p.vfs.cwd
+    if cwd != "/proc" and not cwd.startswith("/proc/"):
+        return False
+    try:
+        return isinstance(procfs.resolve(p, cwd), procfs.ProcDir)
+    except SyscallError:
+        return False
 
 
 def _open_proc_node(p: GuestProcess, node: procfs.Node, flags: int, mode: int, depth: int) -> int:
@@ -883,7 +899,7 @@ def _stat_at(p: GuestProcess, dirfd: int, path_addr: int, flags: int) -> os.stat
 
 def _stat_path(p: GuestProcess, dirfd: int, path: str, follow: bool, depth: int = 0) -> os.stat_result:
     node = _proc_node(p, dirfd, path)
-    if isinstance(node, procfs.HostPath):
+    if isinstance(node, procfs.Redirect):
         path = node.path
     elif isinstance(node, procfs.ProcLink) and follow:
         if node.file is not None:
@@ -1131,7 +1147,7 @@ def _access(p: GuestProcess, dirfd: int, path_addr: int, mode: int, flags: int) 
         return 0
     own = _own_fd(p, path) if follow else None
     node = _proc_node(p, dirfd, path) if own is None else None
-    for _ in range(_MAX_PROC_LINKS):
+    for _hop in range(_MAX_PROC_LINKS):
         if not (isinstance(node, procfs.ProcLink) and follow and node.dest is not None):
             break
         dirfd, path = AT_FDCWD, node.dest
@@ -1144,7 +1160,7 @@ def _access(p: GuestProcess, dirfd: int, path_addr: int, mode: int, flags: int) 
         if mode & 2 or (mode & 1 and not stat.S_ISDIR(st_mode)):
             raise _fail(errno.EACCES)
         return 0
-    elif isinstance(node, procfs.HostPath):
+    elif isinstance(node, procfs.Redirect):
         path = node.path
     if own is not None:
         fd = os.dup(own.host_fd)
@@ -1184,8 +1200,26 @@ def sys_getcwd(p: GuestProcess, buf: int, size: int, *_: int) -> int:
 
 @syscall("chdir")
 def sys_chdir(p: GuestProcess, path: int, *_: int) -> int:
-    p.vfs.chdir(_locate(p, AT_FDCWD, _path(p, path)))
+    name = _path(p, path)
+    node = _proc_node(p, AT_FDCWD, name)
+    for _hop in range(_MAX_PROC_LINKS):
+        if not (isinstance(node, procfs.ProcLink) and node.dest is not None):
+            break
+        name = node.dest
+        node = _proc_node(p, AT_FDCWD, name)
+    if isinstance(node, procfs.ProcDir):
+        _chdir_proc(p, node)
+        return 0
+    if isinstance(node, (procfs.ProcFile, procfs.ProcLink)):
+        raise _fail(errno.ENOTDIR)
+    p.vfs.chdir(_locate(p, AT_FDCWD, node.path if node is not None else name))
     return 0
+
+
+def _chdir_proc(p: GuestProcess, node: procfs.ProcDir) -> None:
+    # The host directory only stands in (for fstat); lookups under it are made by procfs.
+    p.vfs.chdir(Loc(-1, node.host))
+    p.vfs.cwd = node.path
 
 
 @syscall("fchdir")
@@ -1193,6 +1227,11 @@ def sys_fchdir(p: GuestProcess, fd: int, *_: int) -> int:
     file = p.fds.get(s32(fd))
     if not file.is_dir:
         raise _fail(errno.ENOTDIR)
+    if isinstance(file, procfs.ProcDirFile):
+        node = procfs.resolve(p, file.path)
+        if isinstance(node, procfs.ProcDir):
+            _chdir_proc(p, node)
+            return 0
     p.vfs.chdir(p.vfs.locate(".", file))
     return 0
 
@@ -1213,7 +1252,7 @@ def _readlink(p: GuestProcess, dirfd: int, path_addr: int, buf: int, size: int) 
     node = _proc_node(p, dirfd, path)
     if isinstance(node, procfs.ProcLink):
         target = os.fsencode(node.target)
-    elif node is not None and not isinstance(node, procfs.HostPath):
+    elif node is not None and not isinstance(node, procfs.Redirect):
         raise _fail(errno.EINVAL)  # not a link
     else:
         loc = _locate(p, dirfd, node.path if node is not None else path)
