@@ -93,7 +93,7 @@ class ProcessTable:
         self.spawner = spawner
         self.max_processes = max_processes
         self.procs: dict[int, GuestProcess] = {}
-        #: The first process: reaper of orphans; the run ends with it.
+        #: The first process: reaper of orphans; its status is the run's.
         self.init: GuestProcess | None = None
         self._next_pid = FIRST_PID
         self._tasks: set[asyncio.Task[None]] = set()
