@@ -138,7 +138,9 @@ def resolve(p: GuestProcess, path: str) -> Node | None:
         return None
     if ".." in parts:
         # Only links lead out of /proc, and those are followed below with their rest intact.
-        link = next((i for i, c in enumerate(parts) if c in _LINKS or (parts[i - 1] == "fd" and c.isdigit())), len(parts))
+        link = next(
+            (i for i, c in enumerate(parts) if c in _LINKS or (parts[i - 1] == "fd" and c.isdigit())), len(parts)
+        )
         head = [c for c in posixpath.normpath("/" + "/".join(parts[:link])).split("/") if c]
         if head[:1] != ["proc"]:
             return None
