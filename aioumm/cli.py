@@ -76,6 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     root=args.root,
                     strace=trace,
                     forward_signals=True,
+                    wait_for_all=not args.kill_leftovers,
                 )
 
         # The guest writes to the same descriptors: what Python buffered must go first.
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave every CPU choice to the scheduler (default: guests that make syscalls often share the "
         "controller's CPU, the others run anywhere)",
+    )
+    run.add_argument(
+        "--kill-leftovers",
+        action="store_true",
+        help="when PROGRAM exits, kill the guests it left running (by default they are served until they exit)",
     )
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     run.set_defaults(func=_cmd_run)

@@ -10,8 +10,9 @@ guests runs concurrently and the loop never blocks.
 
 Pids are virtual: numbers handed out by the table from :data:`FIRST_PID` up and
 never reused within a run.  The first process plays ``init``: orphans are
-reparented to it, and when it exits the run is over and every other guest is
-killed (:meth:`ProcessTable.shutdown`).  It belongs to a process group and a
+reparented to it while it lives.  When it exits, the guests still running may
+be served until they exit too (:meth:`ProcessTable.wait_all`: a background job
+outlives its shell, as natively) or killed (:meth:`ProcessTable.shutdown`).  It belongs to a process group and a
 session that no guest leads (:data:`OUTER_GROUP`), like a program started by a
 shell without job control.
 
@@ -29,6 +30,7 @@ Exit and reaping follow Linux:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -92,7 +94,7 @@ class ProcessTable:
         self.spawner = spawner
         self.max_processes = max_processes
         self.procs: dict[int, GuestProcess] = {}
-        #: The first process: reaper of orphans; the run ends with it.
+        #: The first process: reaper of orphans; its status is the run's.
         self.init: GuestProcess | None = None
         self._next_pid = FIRST_PID
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,6 +102,8 @@ class ProcessTable:
         #: The CPUs the run's guests may ask for: the controller's, before it pinned its thread.
         cpus = getattr(spawner, "cpus", None)
         self.cpus: frozenset[int] = cpus if isinstance(cpus, frozenset) else frozenset(os.sched_getaffinity(0))
+        #: Set to stop :meth:`wait_all` early (the runner was told to end the run).
+        self._ending: asyncio.Event | None = None
 
     # ---------------------------------------------------------------- lookup
 
@@ -201,6 +205,32 @@ class ProcessTable:
         if child.parent is not None:
             child.parent.children.pop(child.pid, None)
         self.procs.pop(child.pid, None)
+
+    async def wait_all(self) -> bool:
+        """Serve the processes still running until every one has exited.
+
+        New processes they fork are waited for too.  Returns False if
+        :meth:`end_run` cut the wait short (the caller then shuts the rest down).
+        """
+        ending = self._ending = asyncio.Event()
+        stop = asyncio.ensure_future(ending.wait())
+        try:
+            while not ending.is_set():
+                tasks = [t for t in self._tasks if not t.done()]
+                if not tasks:
+                    return True
+                await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            return False
+        finally:
+            stop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop
+            self._ending = None
+
+    def end_run(self) -> None:
+        """Stop :meth:`wait_all` waiting: the run is to end now."""
+        if self._ending is not None:
+            self._ending.set()
 
     async def shutdown(self) -> None:
         """End every process still running (the first guest is gone) and release it."""

@@ -24,8 +24,11 @@ class LoadedProgram:
     brk_start: int
 
 
-def load_image(mm: AddressSpace, image: ElfImage, fd: int) -> LoadedProgram:
+def load_image(mm: AddressSpace, image: ElfImage, fd: int, name: str | None = None) -> LoadedProgram:
     """Map every ``PT_LOAD`` segment of ``image`` (open on ``fd``) into ``mm``.
+
+    The mappings are named ``name`` in ``/proc/PID/maps`` (by default the path the
+    image was read by; Linux shows the file's own path).
 
     Read-only segments that have a page range of their own are mapped straight from
     the program file (the stub receives ``fd`` itself); writable segments, and any
@@ -46,9 +49,9 @@ def load_image(mm: AddressSpace, image: ElfImage, fd: int) -> LoadedProgram:
             shares_page = (i > 0 and ranges[i - 1][1] > start) or (i + 1 < len(segs) and ranges[i + 1][0] < end)
             file_lo = page_down(seg.offset)
             if not seg.flags & PF_W and seg.filesz == seg.memsz and not shares_page:
-                mm.map_backing(start, end - start, seg.prot, prog, file_lo, name=image.path)
+                mm.map_backing(start, end - start, seg.prot, prog, file_lo, name=name or image.path)
                 continue
-            vma = mm.map_anon(start, end - start, seg.prot, name=image.path)
+            vma = mm.map_anon(start, end - start, seg.prot, name=name or image.path)
             # The first page starts at the page-aligned file offset, as a file mapping
             # would; everything past p_filesz stays zero (.bss).
             data = prog.view[file_lo : seg.offset + seg.filesz]

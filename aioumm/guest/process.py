@@ -233,6 +233,11 @@ class GuestProcess:
         return self.parent.pid if self.parent is not None else self._outer_ppid
 
     @property
+    def running_code(self) -> bool:
+        """Whether the guest is running its own code now (not waiting in a syscall)."""
+        return self._in_guest
+
+    @property
     def host_pid(self) -> int:
         """The stub's pid on the host (its CPU clocks are the guest's)."""
         return self.stub.pid
@@ -266,7 +271,7 @@ class GuestProcess:
         exe_path: str,
     ) -> None:
         """Fill the (empty) address space with ``image`` and set the start registers."""
-        prog = load_image(self.mm, image, fd)
+        prog = load_image(self.mm, image, fd, exe_path)
         stack = setup_stack(
             self.mm,
             prog,
@@ -300,7 +305,7 @@ class GuestProcess:
         """
         new = AddressSpace(NULL_MAPPER, self.layout, PhysMem(self.mm.physmem.size))
         try:
-            prog = load_image(new, plan.image, plan.fd)
+            prog = load_image(new, plan.image, plan.fd, plan.exe)
             stack = setup_stack(
                 new,
                 prog,

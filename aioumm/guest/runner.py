@@ -81,7 +81,11 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _forward(kernel: ProcessTable, sig: int) -> None:
     init = kernel.init
-    if init is None or init.status is not None:
+    if init is None:
+        return
+    if init.status is not None:
+        # Only guests left behind by the first one: the runner's caller wants the run over.
+        kernel.end_run()
         return
     targets = kernel.group(init.pgid) if sig == signal.SIGINT else [init]
     for proc in targets:
@@ -114,6 +118,7 @@ async def run_program(
     stdio: tuple[int, int, int] | None = None,
     forward_signals: bool = False,
     max_processes: int = ProcessTable.DEFAULT_MAX_PROCESSES,
+    wait_for_all: bool = True,
 ) -> int:
     """Run the static x86-64 program ``path`` in a new stub until it is over.
 
@@ -127,16 +132,19 @@ async def run_program(
     True for stderr) gets one line per syscall.
 
     The guest may fork, exec and wait like any Linux program: every process it
-    makes runs in a stub of its own, served concurrently on the running loop.  The
-    run is over when this first guest exits (it plays ``init``: orphans are given
-    to it); any process still running then is killed.  At most ``max_processes``
+    makes runs in a stub of its own, served concurrently on the running loop.  This
+    first guest plays ``init`` (orphans are given to it while it lives).  When it
+    exits, the guests still running (a background job of a shell) are served on
+    until they have all exited, as natively they outlive it; with ``wait_for_all``
+    False they are killed at once instead.  At most ``max_processes``
     guest processes (zombies included) exist at once: beyond that, fork and clone
     fail with ``EAGAIN`` as at Linux's ``RLIMIT_NPROC``.
 
-    Returns the status a shell would show: the exit code, or ``128 + N`` when the
-    guest died of signal N.  With ``forward_signals``, SIGINT, SIGTERM and SIGHUP sent
-    to the calling process go to the guest instead (SIGINT to every guest of the
-    first one's process group, as a terminal sends it).  A program that cannot be loaded (missing, not
+    Returns the status a shell would show for the first guest: the exit code, or
+    ``128 + N`` when it died of signal N.  With ``forward_signals``, SIGINT, SIGTERM
+    and SIGHUP sent to the calling process go to the guest instead (SIGINT to every
+    guest of the first one's process group, as a terminal sends it); once the first
+    guest is gone, any of them ends the run, killing the guests left.  A program that cannot be loaded (missing, not
     executable, not a static x86-64 ELF) raises :class:`GuestError` naming the path
     and the reason.
     """
@@ -187,6 +195,8 @@ async def run_program(
             status = await kernel.run_init(proc)
         except BatchError as exc:
             raise GuestError(f"{path}: the stub could not map the guest's memory: {exc}") from exc
+        if wait_for_all:
+            await kernel.wait_all()
         return 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
     finally:
         loop = asyncio.get_running_loop()

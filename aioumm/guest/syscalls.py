@@ -19,7 +19,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import select
 import stat
 import struct
@@ -27,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from . import procfs
 from .errors import SyscallError
 from .files import Loc, OpenFile, guest_fd_alias, wait_fd
 from .process import HANDLERS, GuestProcess, Handler
@@ -518,13 +518,18 @@ def _new_fd(p: GuestProcess, host: int, path: str, flags: int) -> int:
 
 
 def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
-    path = _path(p, path_addr)
+    return _open_path(p, dirfd, _path(p, path_addr), flags, mode)
+
+
+def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, depth: int = 0) -> int:
     alias = guest_fd_alias(path) if path.startswith("/") else None
     if alias is not None:
         return _reopen(p, alias, flags)
-    own = _own_proc_file(p, path)
-    if own is not None:
-        return _synthetic_file(p, path, own, flags)
+    node = _proc_node(p, dirfd, path)
+    if isinstance(node, procfs.Redirect):
+        path = node.path
+    elif node is not None:
+        return _open_proc_node(p, node, flags, mode, depth)
     loc = _locate(p, dirfd, path)
     flags = s32(flags) & 0xFFFFFFFF
     create_mode = (mode & 0o7777) & ~p.vfs.umask
@@ -532,21 +537,73 @@ def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) ->
     return _new_fd(p, host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags)
 
 
-def _own_proc_file(p: GuestProcess, path: str) -> bytes | None:
-    """The contents of ``/proc/{self,PID}/{cmdline,comm,environ}`` of a guest of this run, if ``path``
-    names one.
+#: Links followed in one lookup of the guest's /proc, at most (Linux: 40 in all).
+_MAX_PROC_LINKS = 8
 
-    The stub process behind ``/proc/self`` would show the stub's own; these say
-    what the guest's own process would.
+
+def _proc_node(p: GuestProcess, dirfd: int, path: str) -> procfs.Node | None:
+    """What ``path`` (relative to guest ``dirfd``) is in the guest's ``/proc``, if it is made there.
+
+    A relative path counts when ``dirfd`` is a ``/proc`` directory made there
+    (``openat(procfd, "self/stat")``).
     """
-    m = re.fullmatch(r"/+proc/+(?:self|thread-self|(\d+))/+(cmdline|comm|environ)", path)
-    if m is None:
-        return None
-    q = p if m.group(1) is None else p.kernel.get(int(m.group(1)))
-    if q is None:
-        return None  # not a guest of this run: the lookup (and its refusal) goes on as usual
-    comm = q.comm if isinstance(q.comm, bytes) else os.fsencode(q.comm)
-    return {"cmdline": q.cmdline, "comm": comm + b"\n", "environ": q.environ}[m.group(2)]
+    if not path.startswith("/"):
+        fd = s32(dirfd)
+        if not path:
+            return None
+        if fd == AT_FDCWD:
+            if not _cwd_in_proc(p):
+                return None
+            path = p.vfs.cwd + "/" + path
+        else:
+            base = p.fds.get(fd)
+            if not isinstance(base, procfs.ProcDirFile):
+                return None
+            path = base.path + "/" + path
+    return procfs.resolve(p, path)
+
+
+def _cwd_in_proc(p: GuestProcess) -> bool:
+    """Whether the working directory is a directory of the guest's ``/proc`` made there."""
+    cwd = p.vfs.cwd
+    if cwd != "/proc" and not cwd.startswith("/proc/"):
+        return False
+    try:
+        return isinstance(procfs.resolve(p, cwd), procfs.ProcDir)
+    except SyscallError:
+        return False
+
+
+def _open_proc_node(p: GuestProcess, node: procfs.Node, flags: int, mode: int, depth: int) -> int:
+    flags = s32(flags) & 0xFFFFFFFF
+    if isinstance(node, procfs.ProcLink):
+        if flags & os.O_NOFOLLOW:
+            raise _fail(errno.ELOOP)
+        if node.file is not None:
+            return _reopen_file(p, node.file, flags)
+        if depth >= _MAX_PROC_LINKS or node.dest is None:
+            raise _fail(errno.ELOOP)
+        return _open_path(p, AT_FDCWD, node.dest, flags, mode, depth + 1)
+    if flags & os.O_CREAT and flags & os.O_EXCL:
+        raise _fail(errno.EEXIST)
+    if isinstance(node, procfs.ProcFile):
+        if flags & os.O_DIRECTORY:
+            raise _fail(errno.ENOTDIR)
+        return _synthetic_file(p, node.path, node.contents, flags)
+    assert isinstance(node, procfs.ProcDir)
+    if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_CREAT:
+        raise _fail(errno.EISDIR)
+    host = os.open(node.host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        file: OpenFile = procfs.ProcDirFile(host, node, flags=flags)
+    except BaseException:
+        os.close(host)
+        raise
+    try:
+        return p.fds.install(file, cloexec=bool(flags & os.O_CLOEXEC))
+    except SyscallError:
+        file.close()
+        raise
 
 
 def _synthetic_file(p: GuestProcess, path: str, contents: bytes, flags: int) -> int:
@@ -570,7 +627,11 @@ def _reopen(p: GuestProcess, fd: int, flags: int) -> int:
     Served from the guest's own table; the path is never looked up, so it can
     never reach the controller's descriptors.
     """
-    file = p.fds.get(fd)
+    return _reopen_file(p, p.fds.get(fd), flags)
+
+
+def _reopen_file(p: GuestProcess, file: OpenFile, flags: int) -> int:
+    """A new open of what ``file`` is (a guest descriptor's open file)."""
     flags = s32(flags) & 0xFFFFFFFF
     keep = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_TRUNC | os.O_DIRECTORY | os.O_NOFOLLOW) & flags
     try:
@@ -833,8 +894,22 @@ def _stat_at(p: GuestProcess, dirfd: int, path_addr: int, flags: int) -> os.stat
     own = _own_fd(p, path) if not flags & AT_SYMLINK_NOFOLLOW else None
     if own is not None:
         return os.fstat(own.host_fd)
-    loc = _locate(p, dirfd, path)
-    return p.vfs.stat(loc, follow=not flags & AT_SYMLINK_NOFOLLOW)
+    return _stat_path(p, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW)
+
+
+def _stat_path(p: GuestProcess, dirfd: int, path: str, follow: bool, depth: int = 0) -> os.stat_result:
+    node = _proc_node(p, dirfd, path)
+    if isinstance(node, procfs.Redirect):
+        path = node.path
+    elif isinstance(node, procfs.ProcLink) and follow:
+        if node.file is not None:
+            return os.fstat(node.file.host_fd)
+        if depth >= _MAX_PROC_LINKS or node.dest is None:
+            raise _fail(errno.ELOOP)
+        return _stat_path(p, AT_FDCWD, node.dest, follow, depth + 1)
+    elif node is not None:
+        return procfs.stat_of(node)
+    return p.vfs.stat(_locate(p, dirfd, path), follow=follow)
 
 
 @syscall("fstat")
@@ -1071,6 +1146,22 @@ def _access(p: GuestProcess, dirfd: int, path_addr: int, mode: int, flags: int) 
             p.fds.get(s32(dirfd))  # EBADF
         return 0
     own = _own_fd(p, path) if follow else None
+    node = _proc_node(p, dirfd, path) if own is None else None
+    for _hop in range(_MAX_PROC_LINKS):
+        if not (isinstance(node, procfs.ProcLink) and follow and node.dest is not None):
+            break
+        dirfd, path = AT_FDCWD, node.dest
+        node = _proc_node(p, dirfd, path)
+    if isinstance(node, procfs.ProcLink) and follow and node.file is not None:
+        own = node.file
+    elif isinstance(node, (procfs.ProcFile, procfs.ProcDir, procfs.ProcLink)):
+        # Made here: files read-only, directories searchable, links as they are.
+        st_mode = procfs.stat_of(node).st_mode
+        if mode & 2 or (mode & 1 and not stat.S_ISDIR(st_mode)):
+            raise _fail(errno.EACCES)
+        return 0
+    elif isinstance(node, procfs.Redirect):
+        path = node.path
     if own is not None:
         fd = os.dup(own.host_fd)
     else:
@@ -1109,8 +1200,26 @@ def sys_getcwd(p: GuestProcess, buf: int, size: int, *_: int) -> int:
 
 @syscall("chdir")
 def sys_chdir(p: GuestProcess, path: int, *_: int) -> int:
-    p.vfs.chdir(_locate(p, AT_FDCWD, _path(p, path)))
+    name = _path(p, path)
+    node = _proc_node(p, AT_FDCWD, name)
+    for _hop in range(_MAX_PROC_LINKS):
+        if not (isinstance(node, procfs.ProcLink) and node.dest is not None):
+            break
+        name = node.dest
+        node = _proc_node(p, AT_FDCWD, name)
+    if isinstance(node, procfs.ProcDir):
+        _chdir_proc(p, node)
+        return 0
+    if isinstance(node, (procfs.ProcFile, procfs.ProcLink)):
+        raise _fail(errno.ENOTDIR)
+    p.vfs.chdir(_locate(p, AT_FDCWD, node.path if node is not None else name))
     return 0
+
+
+def _chdir_proc(p: GuestProcess, node: procfs.ProcDir) -> None:
+    # The host directory only stands in (for fstat); lookups under it are made by procfs.
+    p.vfs.chdir(Loc(-1, node.host))
+    p.vfs.cwd = node.path
 
 
 @syscall("fchdir")
@@ -1118,6 +1227,11 @@ def sys_fchdir(p: GuestProcess, fd: int, *_: int) -> int:
     file = p.fds.get(s32(fd))
     if not file.is_dir:
         raise _fail(errno.ENOTDIR)
+    if isinstance(file, procfs.ProcDirFile):
+        node = procfs.resolve(p, file.path)
+        if isinstance(node, procfs.ProcDir):
+            _chdir_proc(p, node)
+            return 0
     p.vfs.chdir(p.vfs.locate(".", file))
     return 0
 
@@ -1135,10 +1249,13 @@ def _readlink(p: GuestProcess, dirfd: int, path_addr: int, buf: int, size: int) 
     if s32(size) <= 0:
         raise _fail(errno.EINVAL)
     path = _path(p, path_addr)
-    if path in ("/proc/self/exe", f"/proc/{p.pid}/exe", "/proc/thread-self/exe"):
-        target = os.fsencode(p.exe)
+    node = _proc_node(p, dirfd, path)
+    if isinstance(node, procfs.ProcLink):
+        target = os.fsencode(node.target)
+    elif node is not None and not isinstance(node, procfs.Redirect):
+        raise _fail(errno.EINVAL)  # not a link
     else:
-        loc = _locate(p, dirfd, path)
+        loc = _locate(p, dirfd, node.path if node is not None else path)
         with p.vfs.at(loc) as (dfd, name):
             target = os.fsencode(os.readlink(name, dir_fd=dfd))
     out = target[: s32(size)]

@@ -348,6 +348,7 @@ def _execve(p: GuestProcess, dirfd: int, path_addr: int, argv_addr: int, envp_ad
     if flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW):
         raise _fail(errno.EINVAL)
     path = _path(p, path_addr) if not (flags & AT_EMPTY_PATH and path_addr == 0) else ""
+    named = path  # what the new program's comm and AT_EXECFN come from, as on Linux
     if path in ("/proc/self/exe", f"/proc/{p.pid}/exe", "/proc/thread-self/exe") and p.exe:
         # The host's /proc/self is the controller: a guest re-executing itself (as
         # busybox does for a script without #!) means its own program.
@@ -360,7 +361,7 @@ def _execve(p: GuestProcess, dirfd: int, path_addr: int, argv_addr: int, envp_ad
         filename = f"/dev/fd/{fd}".encode()
     else:
         first = _locate(p, dirfd, path)
-        filename = os.fsencode(path if path.startswith("/") or fd == AT_FDCWD else f"/dev/fd/{fd}/{path}")
+        filename = os.fsencode(named if named.startswith("/") or fd == AT_FDCWD else f"/dev/fd/{fd}/{named}")
     # Linux reads both arrays after finding the file and before looking into it.
     budget = [max(p.rlimits[RLIMIT_STACK][0] // 4, ARG_MAX)]
     argv = _strings(p, argv_addr, budget)

@@ -20,14 +20,15 @@ int main(int argc, char **argv)
 	close(fd);
 
 	FILE *m = fopen("/proc/self/maps", "r");
-	int stub_pages = 0, python = 0;
+	int stub_pages = 0, python = 0, stack = 0;
 	while (m && fgets(buf, sizeof buf, m)) {
 		stub_pages |= strstr(buf, "aioumm-stub-code") != NULL;
 		python |= strstr(buf, "python") != NULL;
+		stack |= strstr(buf, "[stack]") != NULL;
 	}
 	if (m)
 		fclose(m);
-	printf("maps show the stub: %d, python: %d\n", stub_pages, python);
+	printf("maps show the stub: %d, python: %d, the stack: %d\n", stub_pages, python, stack);
 
 	fd = open("/dev/fd/1", O_WRONLY);
 	printf("/dev/fd/1 opens: %d\n", fd >= 0);
