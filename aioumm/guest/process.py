@@ -582,19 +582,19 @@ class GuestProcess:
         self.note = None
         self.trace_args = None
         self._interrupted = False
-        call = _Waiting(nr, args, shown, handler is None)
         try:
             if handler is None:
                 result = -errno.ENOSYS
             else:
                 res = handler(self, *args)
                 if not isinstance(res, int):
+                    call = _Waiting(nr, args, shown, False)
                     call.awaitable = res
                     return call
                 result = res
         except Exception as exc:
-            result = self._failed(call, exc)
-        self._answered(call, result)
+            result = self._failed(_Waiting(nr, args, shown, False), exc)
+        self._answered(nr, args, shown, handler is None, result)
         return None
 
     async def _finish_waiting(self, call: _Waiting) -> None:
@@ -605,7 +605,7 @@ class GuestProcess:
             result = await aw if call.nr in UNINTERRUPTIBLE else await self._wait(aw)
         except Exception as exc:
             result = self._failed(call, exc)
-        self._answered(call, result)
+        self._answered(call.nr, call.args, call.shown, call.unknown, result)
 
     def _failed(self, call: _Waiting, exc: Exception) -> int:
         """The answer for a handler that raised (``GuestExit`` and, in tests, bugs go through)."""
@@ -622,17 +622,17 @@ class GuestProcess:
         log.error("internal error serving syscall %d; answering ENOSYS", call.nr, exc_info=exc)
         return -errno.ENOSYS
 
-    def _answered(self, call: _Waiting, result: int) -> None:
+    def _answered(self, nr: int, args: tuple[int, ...], shown: str | None, unknown: bool, result: int) -> None:
         """Put ``result`` in rax, trace the call, and let pending signals act."""
-        nr = call.nr
         interrupted = self._interrupted and result == -errno.EINTR
         if self.strace is not None:
-            shown = self.trace_args if self.trace_args is not None else call.shown
+            if self.trace_args is not None:
+                shown = self.trace_args
             if interrupted:
-                line = self.strace.line(nr, call.args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
+                line = self.strace.line(nr, args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
                 self.strace.emit(f"{line} = ? {restart_text(nr)}")
             else:
-                self.strace.call(nr, call.args, result, self.mm, unknown=call.unknown, shown=shown, note=self.note)
+                self.strace.call(nr, args, result, self.mm, unknown=unknown, shown=shown, note=self.note)
         self.stub.regs.rax = result & _U64
         if self.signals.has_deliverable() or interrupted:
             deliver_signals(self, nr if interrupted else None)
