@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .futex import FutexTable
 from .signals import SIG_IGN
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class ProcessTable:
         self.spawner = spawner
         self.max_processes = max_processes
         self.procs: dict[int, GuestProcess] = {}
+        #: The run's futex wait queues (threads, and processes sharing memory).
+        self.futexes = FutexTable()
         #: The first process: reaper of orphans; its status is the run's.
         self.init: GuestProcess | None = None
         self._next_pid = FIRST_PID

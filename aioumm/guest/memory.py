@@ -155,18 +155,23 @@ NULL_MAPPER: StubMapper = _NullMapper()
 class _Mirror:
     """Queues every record on each of several stubs that map one address space."""
 
-    def __init__(self, stubs: list[StubMapper]) -> None:
+    def __init__(self, stubs: list[StubMapper], records: int = 0) -> None:
         self.stubs = stubs
+        #: Records queued so far (a thread's mapping change waits for the others: see threads.py).
+        self.records = records
 
     def mmap(self, addr: int, length: int, prot: int, fd: int = -1, offset: int = 0, *, shared: bool = True) -> None:
+        self.records += 1
         for s in self.stubs:
             s.mmap(addr, length, prot, fd, offset, shared=shared)
 
     def munmap(self, addr: int, length: int) -> None:
+        self.records += 1
         for s in self.stubs:
             s.munmap(addr, length)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
+        self.records += 1
         for s in self.stubs:
             s.mprotect(addr, length, prot)
 
@@ -312,6 +317,9 @@ class PhysMem(Backing):
         self.fd, self.map = _shared_memfd(name, size)
         self.view = memoryview(self.map)
         self.pages = PageAllocator(size)
+        #: Hold freed ranges back until every stub has dropped them (threads: see threads.py).
+        self.defer_release = False
+        self._deferred: list[tuple[int, int]] = []
 
     def allocate(self, length: int, near: int | None = None) -> int:
         """Allocate ``length`` bytes of zeroed pages; right at ``near`` if that is free."""
@@ -325,6 +333,25 @@ class PhysMem(Backing):
         return got
 
     def release(self, offset: int, length: int) -> None:
+        if self.defer_release:
+            # Another thread's stub may still map the range: it must not be handed
+            # out again before that stub has stopped (threads.py explains).
+            self._deferred.append((offset, length))
+            return
+        self.release_now(offset, length)
+
+    def take_deferred(self) -> list[tuple[int, int]]:
+        """The ranges freed since the last call, still held back."""
+        taken, self._deferred = self._deferred, []
+        return taken
+
+    @property
+    def has_deferred(self) -> bool:
+        """Whether freed ranges are held back."""
+        return bool(self._deferred)
+
+    def release_now(self, offset: int, length: int) -> None:
+        """Give a freed range back to the allocator and the host at once."""
         # Punching the hole frees the host memory and zeroes the range for its next
         # user; the stub's own mapping of it is dropped by the same punch.
         assert self.map is not None
@@ -346,6 +373,11 @@ class PhysMem(Backing):
         if other.size != self.size:
             raise ValueError("physmem files of different sizes")
         self.pages = other.pages.copy()
+        self._copy_data(other)
+        for offset, length in other._deferred:
+            self.release_now(offset, length)  # no mapping of the copy uses them
+
+    def _copy_data(self, other: PhysMem) -> None:
         pos = 0
         while True:
             try:
@@ -1065,7 +1097,7 @@ class AddressSpace:
         """
         self.queue_all(stub)
         self._users.append(stub)
-        self.stub = _Mirror(list(self._users))
+        self.stub = _Mirror(list(self._users), self.records)
 
     def unshare(self, stub: StubMapper) -> bool:
         """``stub`` no longer maps this space; True when no stub does (close it then)."""
@@ -1074,8 +1106,13 @@ class AddressSpace:
         if len(self._users) == 1:
             self.stub = self._users[0]
         elif self._users:
-            self.stub = _Mirror(list(self._users))
+            self.stub = _Mirror(list(self._users), self.records)
         return not self._users
+
+    @property
+    def records(self) -> int:
+        """Records queued on the stubs that share this space (0 with only one stub)."""
+        return self.stub.records if isinstance(self.stub, _Mirror) else 0
 
     # -------------------------------------------------------------- lifetime
 

@@ -31,9 +31,10 @@ import os
 import resource
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TextIO, TypeVar, overload
 
 from aioumm.report import SIGCONTEXT_REGISTERS
+from aioumm.stub import State
 
 from .binfmt import ExecPlan
 from .elf import ElfImage
@@ -47,6 +48,9 @@ from .sigframe import deliver_fault, deliver_signals, restart_text
 from .signals import SigInfo, SignalState, sigbit
 from .stack import StackImage
 from .strace import Strace
+
+if TYPE_CHECKING:
+    from .threads import ThreadGroup
 
 __all__ = ["UNINTERRUPTIBLE", "GuestProcess", "Handler", "RegsLike", "ReportLike", "StubLike"]
 
@@ -124,10 +128,49 @@ _GENERAL_REGS = [r for r in SIGCONTEXT_REGISTERS if r not in ("rsp", "rip")]
 _FORK_REGS = [*_GENERAL_REGS, "rsp", "rip", "fs_base"]
 
 
+_T = TypeVar("_T")
+
+
+class _ProcessState:
+    """What the threads of one process share (one object, named by each thread)."""
+
+    parent: GuestProcess | None
+    children: dict[int, GuestProcess]
+    pgid: int
+    sid: int
+    exit_signal: int
+    status: int | None
+    did_exec: bool
+    signal_info: dict[int, ChildInfo]
+    child_waiters: list[asyncio.Future[None]]
+    rlimits: dict[int, tuple[int, int]]
+    personality: int
+
+
+class _Shared(Generic[_T]):
+    """An attribute of the process, not of the thread: kept in its :class:`_ProcessState`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name.lstrip("_")
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Shared[_T]: ...
+    @overload
+    def __get__(self, obj: GuestProcess, owner: type) -> _T: ...
+    def __get__(self, obj: GuestProcess | None, owner: type) -> _Shared[_T] | _T:
+        if obj is None:
+            return self
+        value: _T = getattr(obj.process_state, self.name)
+        return value
+
+    def __set__(self, obj: GuestProcess, value: _T) -> None:
+        setattr(obj.process_state, self.name, value)
+
+
 class _Waiting:
     """A syscall whose handler gave an awaitable: answered once it is done."""
 
-    __slots__ = ("args", "awaitable", "nr", "shown", "unknown")
+    __slots__ = ("args", "awaitable", "nr", "settling", "shown", "unknown")
 
     def __init__(self, nr: int, args: tuple[int, ...], shown: str | None, unknown: bool) -> None:
         self.nr = nr
@@ -135,10 +178,41 @@ class _Waiting:
         self.shown = shown  # the arguments as shown before the call (execve's memory goes)
         self.unknown = unknown
         self.awaitable: Awaitable[int] | None = None
+        #: The call is done; its answer waits for the other threads (not interruptible).
+        self.settling = False
 
 
 class GuestProcess:
-    """A guest program's process state, and the loop that serves its syscalls."""
+    """A guest thread (the first one of a process: the process) and the loop that serves its syscalls.
+
+    A single-threaded process is one object.  Each thread ``clone`` makes
+    (:mod:`.threads`) is another one, with its own stub, registers, signal mask
+    and tid; the attributes declared :class:`_Shared` below, the address space,
+    the descriptor table, the file system context and the signal dispositions
+    are the process's, the same for all its threads.
+    """
+
+    process_state: _ProcessState
+    pid: int
+    tid: int
+    #: The parent process (None: the first guest, whose parent is outside).
+    parent: _Shared[GuestProcess | None] = _Shared()
+    #: Children not yet reaped (zombies too), by pid.
+    children: _Shared[dict[int, GuestProcess]] = _Shared()
+    pgid: _Shared[int] = _Shared()
+    sid: _Shared[int] = _Shared()
+    #: Sent to the parent at exit (``clone``'s low byte; 0: none).
+    exit_signal: _Shared[int] = _Shared()
+    #: The wait status once the process is over (it is a zombie until reaped).
+    status: _Shared[int | None] = _Shared()
+    #: Whether it has called ``execve`` since it was forked (``setpgid`` cares).
+    did_exec: _Shared[bool] = _Shared()
+    #: The ``siginfo`` of the last pending ``SIGCHLD`` (for a guest handler).
+    signal_info: _Shared[dict[int, ChildInfo]] = _Shared()
+    _child_waiters: _Shared[list[asyncio.Future[None]]] = _Shared()
+    rlimits: _Shared[dict[int, tuple[int, int]]] = _Shared()
+    #: ``personality(2)``'s value (``PER_LINUX32`` makes ``uname`` say i686).
+    personality: _Shared[int] = _Shared()
 
     def __init__(
         self,
@@ -154,7 +228,12 @@ class GuestProcess:
         pid: int | None = None,
         mm: AddressSpace | None = None,
         signals: SignalState | None = None,
+        thread_of: GuestProcess | None = None,
     ) -> None:
+        #: The process this thread belongs to's shared state (see :class:`_Shared`).
+        self.process_state = thread_of.process_state if thread_of is not None else _ProcessState()
+        #: The threads of the process, once it has more than one (:mod:`.threads`).
+        self.group: ThreadGroup | None = thread_of.group if thread_of is not None else None
         self.stub = stub
         self.layout = layout if layout is not None else default_layout()
         self.mm = mm if mm is not None else AddressSpace(stub, self.layout, physmem)
@@ -164,29 +243,33 @@ class GuestProcess:
         self.signals = signals if signals is not None else SignalState()
         #: The run's processes (a process made on its own gets a table of its own).
         self.kernel = kernel if kernel is not None else ProcessTable()
+        #: The thread's tid (the first thread's is the pid).
+        self.tid = pid if pid is not None else stub.pid
         #: The guest's pid: virtual, from the table (on its own: the stub's host pid).
-        self.pid = pid if pid is not None else stub.pid
-        #: The parent guest (None: the first guest, whose parent is outside).
-        self.parent: GuestProcess | None = None
+        self.pid = thread_of.pid if thread_of is not None else self.tid
         self._outer_ppid = os.getppid() if ppid is None else ppid
-        #: Children not yet reaped (zombies too), by pid.
-        self.children: dict[int, GuestProcess] = {}
-        self.pgid = self.sid = self.pid
-        #: Sent to the parent at exit (``clone``'s low byte; 0: none).
-        self.exit_signal = int(signal.SIGCHLD)
-        #: The wait status once the process is over (it is a zombie until reaped).
-        self.status: int | None = None
-        #: Whether it has called ``execve`` since it was forked (``setpgid`` cares).
-        self.did_exec = False
+        if thread_of is None:
+            self.parent = None
+            self.children = {}
+            self.pgid = self.sid = self.pid
+            self.exit_signal = int(signal.SIGCHLD)
+            self.status = None
+            self.did_exec = False
+            self.signal_info = {}
+            self._child_waiters = []
+            self.personality = 0
         #: Set when a ``vfork`` child execs or exits: its parent may go on.
         self.vfork_done: asyncio.Future[None] | None = None
-        #: The ``siginfo`` of the last pending ``SIGCHLD`` (for a guest handler).
-        self.signal_info: dict[int, ChildInfo] = {}
+        #: Whether this thread is over (the process may not be: see :mod:`.threads`).
+        self.thread_done = False
+        #: Set by ``exit`` (not ``exit_group``): only this thread ends.
+        self.thread_exit_only = False
+        #: Futures for the stub's next report (a mapping change waits for it: :mod:`.threads`).
+        self.report_waiters: list[asyncio.Future[None]] = []
         #: The task serving this process (see ``ProcessTable.start``).
         self.task: asyncio.Task[Any] | None = None
         #: A note for this syscall's strace line (why it failed, when that is ours).
         self.note: str | None = None
-        self._child_waiters: list[asyncio.Future[None]] = []
         self._in_guest = False
         self._waiting: _Waiting | None = None  # a syscall the fast path left to serve()
         self._interruptible = False
@@ -204,8 +287,6 @@ class GuestProcess:
         #: What ``/proc/self/cmdline`` and ``environ`` show: the argv and envp of the last exec.
         self.cmdline = b""
         self.environ = b""
-        #: ``personality(2)``'s value (``PER_LINUX32`` makes ``uname`` say i686).
-        self.personality = 0
         #: The nice value (-20..19) and the I/O priority: kept, not applied to the host.
         self.nice = 0
         self.ioprio = 0
@@ -214,23 +295,32 @@ class GuestProcess:
         self.no_new_privs = False
         self.clear_child_tid = 0
         self.robust_list = (0, 0)
-        self.rlimits: dict[int, tuple[int, int]] = {}
-        for res in range(16):
-            try:
-                self.rlimits[res] = _rlim_in(resource.getrlimit(res))
-            except (ValueError, OSError):
-                self.rlimits[res] = (_U64, _U64)
-        self.rlimits[resource.RLIMIT_STACK] = (self.layout.stack_size, _U64)
-        self.rlimits[resource.RLIMIT_NOFILE] = (self.fds.limit, self.fds.limit)
+        if thread_of is None:
+            self.rlimits = {}
+            for res in range(16):
+                try:
+                    self.rlimits[res] = _rlim_in(resource.getrlimit(res))
+                except (ValueError, OSError):
+                    self.rlimits[res] = (_U64, _U64)
+            self.rlimits[resource.RLIMIT_STACK] = (self.layout.stack_size, _U64)
+            self.rlimits[resource.RLIMIT_NOFILE] = (self.fds.limit, self.fds.limit)
         self.strace = Strace(strace, prefix=self._strace_prefix) if strace is not None else None
         #: Re-raise handler bugs instead of answering ENOSYS (for tests).
         self.raise_internal_errors = False
-        self.kernel.add(self)
+        if thread_of is None:
+            self.kernel.add(self)
 
     @property
     def ppid(self) -> int:
         """The parent's pid (the first guest's parent is whoever ran the runner)."""
         return self.parent.pid if self.parent is not None else self._outer_ppid
+
+    @property
+    def process(self) -> GuestProcess:
+        """The object the run's process table holds for this thread's process."""
+        if self.group is not None:
+            return self.group.leader
+        return self
 
     @property
     def running_code(self) -> bool:
@@ -243,8 +333,9 @@ class GuestProcess:
         return self.stub.pid
 
     def _strace_prefix(self) -> str:
-        # As strace -f does: lines name their process once there is more than one.
-        return f"[pid {self.pid:5d}] " if self.kernel.alive > 1 else ""
+        # As strace -f does: lines name their thread once there is more than one.
+        many = self.kernel.alive > 1 or (self.group is not None and len(self.group.live) > 1)
+        return f"[pid {self.tid:5d}] " if many else ""
 
     # -------------------------------------------------------------- set-up
 
@@ -379,23 +470,32 @@ class GuestProcess:
             if mm.unshare(stub):
                 mm.close()
             raise
-        child.parent = self
+        child.parent = self.process
         self.children[child.pid] = child
         child.pgid, child.sid = self.pgid, self.sid
-        child.uid, child.euid, child.gid, child.egid = self.uid, self.euid, self.gid, self.egid
-        child.exe, child.comm = self.exe, self.comm
-        child.cmdline, child.environ = self.cmdline, self.environ
-        child.personality, child.nice, child.ioprio = self.personality, self.nice, self.ioprio
-        child.affinity, child.no_new_privs = self.affinity, self.no_new_privs
+        child.personality = self.personality
         child.rlimits = dict(self.rlimits)
+        child.copy_identity(self)
         child.robust_list = self.robust_list
-        child.raise_internal_errors = self.raise_internal_errors
-        mine, theirs = self.stub.regs, stub.regs
+        self.copy_registers_to(child)
+        return child
+
+    def copy_identity(self, other: GuestProcess) -> None:
+        """Take ``other``'s ids, program names, priorities and flags (a new process or thread)."""
+        self.uid, self.euid, self.gid, self.egid = other.uid, other.euid, other.gid, other.egid
+        self.exe, self.comm = other.exe, other.comm
+        self.cmdline, self.environ = other.cmdline, other.environ
+        self.nice, self.ioprio = other.nice, other.ioprio
+        self.affinity, self.no_new_privs = other.affinity, other.no_new_privs
+        self.raise_internal_errors = other.raise_internal_errors
+
+    def copy_registers_to(self, other: GuestProcess) -> None:
+        """``other`` starts where this thread is (``rax`` 0: it returns from the same syscall)."""
+        mine, theirs = self.stub.regs, other.stub.regs
         for name in _FORK_REGS:
             setattr(theirs, name, getattr(mine, name))
         theirs.rax = 0
         _copy_fpstate(mine, theirs)
-        return child
 
     # ------------------------------------------------------------ signals
 
@@ -407,6 +507,13 @@ class GuestProcess:
         the process is interrupted wherever it is (see the module docstring).
         """
         if self.status is not None:
+            return
+        target = self.group.signal_target(sig) if self.group is not None else self
+        target.post_to_thread(sig, info)
+
+    def post_to_thread(self, sig: int, info: ChildInfo | SigInfo | None = None) -> None:
+        """A signal for this very thread (``tgkill``), or the one a process signal chose."""
+        if self.status is not None or self.thread_done:
             return
         if not self.signals.post(sig, info if isinstance(info, SigInfo) else None):
             return
@@ -433,8 +540,12 @@ class GuestProcess:
         loop.call_soon(loop.call_soon, self._kick_now)
 
     def _kick_now(self) -> None:
-        if self.status is not None or not (
-            self.signals.has_deliverable() or self.signals.pending & sigbit(signal.SIGKILL)
+        if (
+            self.status is not None
+            or self.thread_done
+            or not (
+                self.signals.has_deliverable() or self.signals.pending & sigbit(signal.SIGKILL) or self._group_exiting()
+            )
         ):
             return
         if self._interruptible and self.task is not None and not self.task.done():
@@ -445,6 +556,36 @@ class GuestProcess:
         elif self._in_guest:
             with contextlib.suppress(Exception):
                 self.stub.interrupt()  # stops with SIGALRM; serve() delivers
+
+    def kick_now(self) -> None:
+        """Interrupt the thread now: its process is ending (:mod:`.threads`), or a signal must act."""
+        self._kick_now()
+
+    def _group_exiting(self) -> bool:
+        return self.group is not None and self.group.exit_status is not None
+
+    def stop_running(self) -> asyncio.Future[None] | None:
+        """Stop the stub if it may be running guest code: a future for its next report (None: stopped).
+
+        A stub running a batch is interrupted too: the interrupt waits and stops it
+        before its first guest instruction.
+        """
+        if self.thread_done or getattr(self.stub, "state", None) is not State.RUNNING:
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.report_waiters.append(fut)
+        try:
+            self.stub.interrupt()
+        except Exception:
+            self._reported()  # the stub is dead: nothing runs there any more
+        return fut
+
+    def _reported(self) -> None:
+        """The stub reported (or died): whoever waited for it to stop may go on."""
+        waiters, self.report_waiters = self.report_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
     # ------------------------------------------------------------ children
 
@@ -473,24 +614,39 @@ class GuestProcess:
             return
         self._closed = True
         self.signals.cancel_timer()
-        self.fds.close_all()
         if self.mm.unshare(self.stub):
             self.mm.close()
+        self.close_process()
+
+    def close_process(self) -> None:
+        """Release what the process's threads share (its last thread is over)."""
+        self._closed = True
+        self.fds.close_all()
         self.vfs.close()
 
     async def run(self) -> int:
         """Serve the process until it is over, release what it held, and tell the
         table (it becomes a zombie); return its wait status."""
         status = int(signal.SIGKILL)  # what an interrupted life counts as
+        process_status: int | None = None
         try:
             status = await self.serve()
-            return status
         finally:
             self.stub.kill()
-            self.close()  # its pipe ends close now: readers see EOF at once
-            self.kernel.exited(self, status)
+            self._reported()
+            if self.group is None:
+                self.close()  # its pipe ends close now: readers see EOF at once
+                self.kernel.exited(self, status)
+                process_status = status
+            else:
+                self._closed = True
+                process_status = self.group.thread_over(self, status)
             with contextlib.suppress(Exception):
                 await self.stub.wait_exit()
+        if process_status is None and self.group is not None:
+            # Only this thread is over: the process's status comes with its last thread.
+            return await self.group.wait_end()
+        return status if process_status is None else process_status
 
     async def abandon(self) -> None:
         """Release a process whose task never ran (the run ended first)."""
@@ -513,6 +669,8 @@ class GuestProcess:
         """
         try:
             while True:
+                if self._group_exiting():
+                    raise GuestExit(self._exit_status())
                 self._in_guest = True
                 try:
                     report = await self.stub.resume(self._answer)
@@ -528,6 +686,8 @@ class GuestProcess:
                 sig = report.signal
                 if sig == signal.SIGSYS:
                     await self.syscall(report.syscall)
+                elif self._group_exiting():
+                    raise GuestExit(self._exit_status())
                 elif sig == signal.SIGALRM:
                     # Preempted, or stopped so that a signal can act.
                     if self.signals.has_deliverable():
@@ -544,8 +704,14 @@ class GuestProcess:
                     self.strace.emit(f"+++ exited with {done.wait_status >> 8} +++")
             return done.wait_status
 
+    def _exit_status(self) -> int:
+        group = self.group
+        return group.exit_status if group is not None and group.exit_status is not None else int(signal.SIGKILL)
+
     def _answer(self, report: ReportLike) -> bool:
         """``resume``'s fast path: answer a syscall now if its handler does not wait."""
+        if self.report_waiters:
+            self._reported()
         if report.signal != signal.SIGSYS:
             return False
         self._waiting = self._start_syscall(report.syscall)
@@ -582,6 +748,10 @@ class GuestProcess:
         self.note = None
         self.trace_args = None
         self._interrupted = False
+        group = self.group
+        if group is not None and group.exit_status is not None:
+            raise GuestExit(group.exit_status)  # the process is ending: no more syscalls
+        records = self.mm.records
         try:
             if handler is None:
                 result = -errno.ENOSYS
@@ -594,6 +764,12 @@ class GuestProcess:
                 result = res
         except Exception as exc:
             result = self._failed(_Waiting(nr, args, shown, False), exc)
+        if group is not None and (self.mm.records != records or self.mm.physmem.has_deferred):
+            # The mappings changed: the other threads' stubs must follow before this one goes on.
+            call = _Waiting(nr, args, shown, handler is None)
+            call.awaitable = group.settle(self, result)
+            call.settling = True
+            return call
         self._answered(nr, args, shown, handler is None, result)
         return None
 
@@ -602,7 +778,7 @@ class GuestProcess:
         aw, call.awaitable = call.awaitable, None
         assert aw is not None
         try:
-            result = await aw if call.nr in UNINTERRUPTIBLE else await self._wait(aw)
+            result = await aw if call.settling or call.nr in UNINTERRUPTIBLE else await self._wait(aw)
         except Exception as exc:
             result = self._failed(call, exc)
         self._answered(call.nr, call.args, call.shown, call.unknown, result)

@@ -29,6 +29,7 @@ from typing import TypeVar
 from . import procfs
 from .errors import SyscallError
 from .files import Loc, OpenFile, guest_fd_alias, wait_fd
+from .futex import futex
 from .process import HANDLERS, GuestProcess, Handler
 from .signals import SI_USER, UNBLOCKABLE, SigInfo
 from .table import NUMBERS
@@ -178,7 +179,7 @@ def sys_arch_prctl(p: GuestProcess, code: int, addr: int, *_: int) -> int:
 @syscall("set_tid_address")
 def sys_set_tid_address(p: GuestProcess, tidptr: int, *_: int) -> int:
     p.clear_child_tid = tidptr
-    return p.pid
+    return p.tid
 
 
 @syscall("set_robust_list")
@@ -197,15 +198,10 @@ def sys_rseq(p: GuestProcess, *_: int) -> int:
 
 
 @syscall("futex")
-def sys_futex(p: GuestProcess, uaddr: int, op: int, val: int, *_: int) -> int:
-    # One thread per guest: a wake finds no waiter, and a wait could never end.
-    cmd = op & 0x7F
-    if cmd in (1, 10):  # FUTEX_WAKE, FUTEX_WAKE_BITSET
-        return 0
-    if cmd in (0, 9):  # FUTEX_WAIT, FUTEX_WAIT_BITSET
-        cur = struct.unpack("<I", p.mm.read(uaddr, 4))[0]
-        raise _fail(errno.EAGAIN if cur != val & 0xFFFFFFFF else errno.EDEADLK)
-    raise _fail(errno.ENOSYS)
+def sys_futex(
+    p: GuestProcess, uaddr: int, op: int, val: int, utime: int, uaddr2: int, val3: int
+) -> int | Awaitable[int]:
+    return futex(p, uaddr, op, val, utime, uaddr2, val3)
 
 
 # -------------------------------------------------------------- identity

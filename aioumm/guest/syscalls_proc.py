@@ -30,7 +30,7 @@ from collections.abc import Awaitable
 
 from aioumm.errors import AioummError
 
-from .binfmt import prepare_exec
+from .binfmt import ExecPlan, prepare_exec
 from .errors import GuestExit, SyscallError
 from .files import Loc
 from .kernel import CLD_EXITED, CLD_KILLED
@@ -38,6 +38,7 @@ from .process import UNINTERRUPTIBLE, GuestProcess
 from .signals import NSIG, SI_TKILL, SI_USER, SigInfo
 from .syscalls import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, _locate, _path, s32, syscall
 from .table import NUMBERS
+from .threads import clone_thread
 
 __all__: list[str] = []
 
@@ -112,9 +113,14 @@ def _fail(err: int) -> SyscallError:
 # ------------------------------------------------------------------ ids
 
 
-@syscall("getpid", "gettid")
+@syscall("getpid")
 def sys_getpid(p: GuestProcess, *_: int) -> int:
     return p.pid
+
+
+@syscall("gettid")
+def sys_gettid(p: GuestProcess, *_: int) -> int:
+    return p.tid
 
 
 @syscall("getppid")
@@ -186,8 +192,15 @@ def sys_setsid(p: GuestProcess, *_: int) -> int:
 # ----------------------------------------------------------------- exit
 
 
-@syscall("exit", "exit_group")
+@syscall("exit_group")
 def sys_exit_group(p: GuestProcess, code: int, *_: int) -> int:
+    raise GuestExit.exited(code & 0xFF)
+
+
+@syscall("exit")
+def sys_exit(p: GuestProcess, code: int, *_: int) -> int:
+    """Ends the calling thread; the process ends with its last thread (see :mod:`.threads`)."""
+    p.thread_exit_only = True
     raise GuestExit.exited(code & 0xFF)
 
 
@@ -230,15 +243,33 @@ def sys_kill(p: GuestProcess, pid: int, sig: int, *_: int) -> int:
     return _deliver(targets, signo, p)
 
 
+def _thread(p: GuestProcess, tid: int) -> GuestProcess | None:
+    """The live thread ``tid`` of the run (a single-threaded process is its own thread)."""
+    for q in p.kernel.all():
+        if q.group is not None:
+            t = q.group.live.get(tid)
+            if t is not None:
+                return t
+        elif q.tid == tid and q.status is None:
+            return q
+    return None
+
+
+def _deliver_to_thread(t: GuestProcess, signo: int, sender: GuestProcess) -> int:
+    if signo:
+        t.post_to_thread(signo, SigInfo(signo, SI_TKILL, sender.pid, sender.uid))
+    return 0
+
+
 @syscall("tgkill")
 def sys_tgkill(p: GuestProcess, tgid: int, tid: int, sig: int, *_: int) -> int:
     if s32(tgid) <= 0 or s32(tid) <= 0:
         raise _fail(errno.EINVAL)
     signo = _signo(sig)
-    q = p.kernel.get(s32(tid))
-    if q is None or s32(tgid) != s32(tid):  # one thread per process: tid == tgid
+    t = _thread(p, s32(tid))
+    if t is None or t.pid != s32(tgid):
         raise _fail(errno.ESRCH)
-    return _deliver([q], signo, p, SI_TKILL)
+    return _deliver_to_thread(t, signo, p)
 
 
 @syscall("tkill")
@@ -246,10 +277,10 @@ def sys_tkill(p: GuestProcess, tid: int, sig: int, *_: int) -> int:
     if s32(tid) <= 0:
         raise _fail(errno.EINVAL)
     signo = _signo(sig)
-    q = p.kernel.get(s32(tid))
-    if q is None:
+    t = _thread(p, s32(tid))
+    if t is None:
         raise _fail(errno.ESRCH)
-    return _deliver([q], signo, p, SI_TKILL)
+    return _deliver_to_thread(t, signo, p)
 
 
 # -------------------------------------------------------- fork and clone
@@ -308,11 +339,41 @@ def sys_vfork(p: GuestProcess, *_: int) -> Awaitable[int]:
     return _fork(p, CLONE_VM | CLONE_VFORK | signal.SIGCHLD)
 
 
+#: What a thread may be made with besides CLONE_VM | CLONE_SIGHAND | CLONE_THREAD.
+_THREAD_OFFERED = (
+    CLONE_FS
+    | CLONE_FILES
+    | CLONE_SYSVSEM
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID
+    | CLONE_CHILD_SETTID
+    | CLONE_DETACHED
+    | CLONE_UNTRACED
+    | CLONE_IO
+)
+_THREAD = CLONE_VM | CLONE_SIGHAND | CLONE_THREAD
+
+
 @syscall("clone")
 def sys_clone(p: GuestProcess, flags: int, newsp: int, ptid: int, ctid: int, tls: int, *_: int) -> Awaitable[int]:
     flags &= 0xFFFFFFFF
-    if (flags & CLONE_VM and not flags & CLONE_VFORK) or flags & (CLONE_THREAD | CLONE_SIGHAND):
-        p.note = "threads are not supported by aioumm"
+    # Linux's own consistency rules first.
+    if flags & CLONE_THREAD and not flags & CLONE_SIGHAND:
+        raise _fail(errno.EINVAL)
+    if flags & CLONE_SIGHAND and not flags & CLONE_VM:
+        raise _fail(errno.EINVAL)
+    if flags & CLONE_THREAD:
+        if (
+            flags & CSIGNAL
+            or flags & ~(_THREAD | _THREAD_OFFERED)
+            or flags & (CLONE_FS | CLONE_FILES) != (CLONE_FS | CLONE_FILES)
+        ):
+            p.note = "threads with their own descriptors or file system context are not supported by aioumm"
+            raise _fail(errno.ENOSYS if not flags & CSIGNAL else errno.EINVAL)
+        return clone_thread(p, flags, newsp, ptid, ctid, tls)
+    if (flags & CLONE_VM and not flags & CLONE_VFORK) or flags & CLONE_SIGHAND:
+        p.note = "processes sharing memory without being threads are not supported by aioumm"
         raise _fail(errno.ENOSYS)
     if flags & ~_CLONE_OFFERED & ~CLONE_VM:
         p.note = "these clone flags are not supported by aioumm"
@@ -344,7 +405,9 @@ def _strings(p: GuestProcess, addr: int, budget: list[int]) -> list[bytes]:
         out.append(s)
 
 
-def _execve(p: GuestProcess, dirfd: int, path_addr: int, argv_addr: int, envp_addr: int, flags: int) -> int:
+def _execve(
+    p: GuestProcess, dirfd: int, path_addr: int, argv_addr: int, envp_addr: int, flags: int
+) -> int | Awaitable[int]:
     if flags & ~(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW):
         raise _fail(errno.EINVAL)
     path = _path(p, path_addr) if not (flags & AT_EMPTY_PATH and path_addr == 0) else ""
@@ -374,6 +437,9 @@ def _execve(p: GuestProcess, dirfd: int, path_addr: int, argv_addr: int, envp_ad
         argv,
         nofollow=bool(flags & AT_SYMLINK_NOFOLLOW),
     )
+    group = p.group
+    if group is not None and len(group.live) > 1:
+        return _execve_alone(p, plan, envp)
     try:
         p.execve(plan, envp)
     finally:
@@ -381,13 +447,26 @@ def _execve(p: GuestProcess, dirfd: int, path_addr: int, argv_addr: int, envp_ad
     return 0
 
 
+async def _execve_alone(p: GuestProcess, plan: ExecPlan, envp: list[bytes]) -> int:
+    """``execve`` in a thread of a process that has others: they end first, then it execs."""
+    try:
+        assert p.group is not None
+        await p.group.end_others(p)
+        p.execve(plan, envp)
+    finally:
+        os.close(plan.fd)
+    return 0
+
+
 @syscall("execve")
-def sys_execve(p: GuestProcess, path: int, argv: int, envp: int, *_: int) -> int:
+def sys_execve(p: GuestProcess, path: int, argv: int, envp: int, *_: int) -> int | Awaitable[int]:
     return _execve(p, AT_FDCWD & 0xFFFFFFFF, path, argv, envp, 0)
 
 
 @syscall("execveat")
-def sys_execveat(p: GuestProcess, dirfd: int, path: int, argv: int, envp: int, flags: int, *_: int) -> int:
+def sys_execveat(
+    p: GuestProcess, dirfd: int, path: int, argv: int, envp: int, flags: int, *_: int
+) -> int | Awaitable[int]:
     return _execve(p, dirfd, path, argv, envp, flags & 0xFFFFFFFF)
 
 
