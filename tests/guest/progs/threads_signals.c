@@ -1,6 +1,6 @@
 /* Signals and threads: pthread_kill reaches one thread, a process signal goes to a
-#define _GNU_SOURCE
  * thread that does not block it, pthread_cancel ends a thread blocked in a wait. */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
