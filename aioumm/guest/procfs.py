@@ -15,7 +15,7 @@ descriptor table, address space and signal state):
   ``fdinfo/`` list the guest's own descriptor numbers; ``exe``, ``cwd``,
   ``root`` and ``fd/N`` are links naming what the guest sees (a path inside its
   root, ``pipe:[inode]``...), and opening one opens that, never a host magic
-  link; ``task/PID`` is the process itself (a guest has one thread).  Any other
+  link; ``task/`` lists the process's threads, and ``task/TID`` shows its process's files.  Any other
   entry of the guest's *own* pid is its stub's (``mem``, ``mounts``, ``net``,
   ``limits``...); of another guest's, it is refused (``EACCES``);
 * any other pid is no process (``ENOENT``).
@@ -160,8 +160,9 @@ def _resolve(p: GuestProcess, rest: list[str], beyond: list[str]) -> Node | None
         rest = [pid, *rest[1:]]
     elif head == "thread-self":
         if len(rest) == 1 and not beyond:
-            return ProcLink("/proc/thread-self", f"{pid}/task/{pid}", stat.S_IFLNK | 0o777, dest=f"/proc/{pid}")
-        rest = [pid, "task", pid, *rest[1:]]
+            tid = str(p.tid)
+            return ProcLink("/proc/thread-self", f"{pid}/task/{tid}", stat.S_IFLNK | 0o777, dest=f"/proc/{pid}")
+        rest = [pid, "task", str(p.tid), *rest[1:]]
     elif not head.isdigit():
         return None  # cpuinfo, meminfo, sys...: the host's
     q = p.kernel.get(int(rest[0])) if rest[0] == str(int(rest[0])) else None
@@ -171,14 +172,19 @@ def _resolve(p: GuestProcess, rest: list[str], beyond: list[str]) -> Node | None
     if rest[:1] == ["task"]:
         if len(rest) == 1:
             return ProcDir(f"/proc/{q.pid}/task", _host_dir(q), lambda: _task_entries(q))
-        if rest[1] != str(q.pid):
+        if rest[1] not in {str(tid) for tid in _tids(q)}:
             raise _fail(errno.ENOENT)
         rest = rest[2:]
     return _pid_entry(p, q, rest, beyond)
 
 
+def _tids(q: GuestProcess) -> list[int]:
+    """The process's live threads (a thread's entry shows its process's files)."""
+    return sorted(q.group.live) if q.group is not None and q.group.live else [q.pid]
+
+
 def _task_entries(q: GuestProcess) -> list[_DirEntry]:
-    names = (b".", b"..", str(q.pid).encode())
+    names = [b".", b"..", *(str(tid).encode() for tid in _tids(q))]
     return [_DirEntry(_inode(q.pid, 3000 + n), DT_DIR, name) for n, name in enumerate(names)]
 
 
@@ -434,7 +440,7 @@ def _status(p: GuestProcess, q: GuestProcess) -> bytes:
         "NSpid": str(q.pid),
         "NSpgid": str(q.pgid),
         "NSsid": str(q.sid),
-        "Threads": "1",
+        "Threads": str(len(_tids(q))),
         "SigPnd": f"{pending:016x}",
         "ShdPnd": f"{pending:016x}",
         "SigBlk": f"{blocked:016x}",

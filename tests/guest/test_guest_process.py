@@ -262,18 +262,25 @@ def test_wait_status_text() -> None:
 
 
 @pytest.mark.asyncio
-async def test_threads_and_lone_processes_cannot_clone() -> None:
+async def test_lone_processes_cannot_clone_and_shared_memory_processes_are_not_offered() -> None:
     stub = FakeStub()
     trace = io.StringIO()
     proc = GuestProcess(stub, physmem=PhysMem(1 << 30), strace=trace)  # type: ignore[arg-type]
     try:
         regs = stub.regs
         regs.rdi, regs.rsi = 0x3D0F00, 0x7000  # type: ignore[attr-defined]  # pthread_create's flags
+        await proc.syscall(NUMBERS["clone"])  # no controller to spawn a stub from
+        assert regs.rax == (-errno.EAGAIN) & MASK  # type: ignore[attr-defined]
+        regs.rdi = 0x100 | 17  # type: ignore[attr-defined]  # CLONE_VM | SIGCHLD: a process sharing memory
         await proc.syscall(NUMBERS["clone"])
         assert regs.rax == (-errno.ENOSYS) & MASK  # type: ignore[attr-defined]
         assert trace.getvalue().endswith(
-            ") = -1 ENOSYS (Function not implemented) (threads are not supported by aioumm)\n"
+            ") = -1 ENOSYS (Function not implemented)"
+            " (processes sharing memory without being threads are not supported by aioumm)\n"
         )
+        regs.rdi = 0x10000 | 0x100  # type: ignore[attr-defined]  # CLONE_THREAD without CLONE_SIGHAND
+        await proc.syscall(NUMBERS["clone"])
+        assert regs.rax == (-errno.EINVAL) & MASK  # type: ignore[attr-defined]
         await proc.syscall(NUMBERS["fork"])  # no controller to spawn a stub from
         assert regs.rax == (-errno.EAGAIN) & MASK  # type: ignore[attr-defined]
         await proc.syscall(NUMBERS["wait4"])

@@ -49,6 +49,7 @@ async def test_threads_return_values_to_join(progs: dict[str, Path], capfd: pyte
     assert out.count("join 0 value") == 12
     assert "same pid 1 own tid 1" in out
     assert "main tid is pid: 1\n" in out
+    assert "/proc/self/task: 4 entries, the main thread listed 1; status Threads: 4\n" in out
 
 
 @pytest.mark.asyncio
@@ -123,8 +124,8 @@ async def test_strace_names_the_thread(progs: dict[str, Path], capfd: pytest.Cap
     await same_as_native(progs["threads_join"], capfd, strace=trace)
     lines = trace.getvalue().splitlines()
     clones = [line for line in lines if "clone(" in line and "CLONE_THREAD" in line]
-    assert len(clones) == 12
+    assert len(clones) == 15  # 12 workers, then 3 at a barrier
     tids = {int(m.group(1)) for m in (re.match(r"\[pid +(\d+)\] ", line) for line in lines) if m}
     created = {int(line.rsplit("= ", 1)[1]) for line in clones}
     assert created <= tids  # each thread's own calls carry its tid
-    assert sum(1 for line in lines if line.endswith("exit(0) = ?")) == 12
+    assert sum(1 for line in lines if line.endswith("exit(0) = ?")) == 15

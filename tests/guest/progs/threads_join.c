@@ -1,8 +1,11 @@
 /* Threads that each compute a value and return it; main joins them in order. */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/syscall.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #define N 12
@@ -19,6 +22,39 @@ static void *work(void *arg) {
     return (void *)(uintptr_t)(h & 0xFFFFFFFF);
 }
 
+static pthread_barrier_t all_here;
+
+static void *wait_at_barrier(void *arg) {
+    (void)arg;
+    pthread_barrier_wait(&all_here);
+    return NULL;
+}
+
+/* /proc/self/task and the Threads: line of /proc/self/status while 4 threads live. */
+static void count_tasks(void) {
+    pthread_t t[3];
+    pthread_barrier_init(&all_here, NULL, 4);
+    for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, wait_at_barrier, NULL);
+    int tasks = 0, self_listed = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        tasks++;
+        if (atoi(e->d_name) == getpid()) self_listed = 1;
+    }
+    if (d) closedir(d);
+    char line[256];
+    int threads = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "Threads:", 8)) threads = atoi(line + 8);
+    if (f) fclose(f);
+    pthread_barrier_wait(&all_here);
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+    printf("/proc/self/task: %d entries, the main thread listed %d; status Threads: %d\n", tasks, self_listed, threads);
+}
+
 int main(void) {
     pthread_t t[N];
     for (intptr_t i = 0; i < N; i++)
@@ -33,5 +69,6 @@ int main(void) {
                pids[i] == getpid(), tid_differs[i]);
     }
     printf("main tid is pid: %d\n", syscall(SYS_gettid) == getpid());
+    count_tasks();
     return 0;
 }
