@@ -179,14 +179,18 @@ def _timeout(mm: AddressSpace, addr: int) -> tuple[int, int]:
     return sec, nsec
 
 
-def _deadline(cmd: int, op: int, ts: tuple[int, int]) -> float:
+#: A timeout further away than this (about 30 years) is no timeout: the loop's timers need not hold it.
+_FOREVER = 1e9
+
+
+def _deadline(cmd: int, op: int, ts: tuple[int, int]) -> float | None:
     """The loop time a timeout ends at: relative for FUTEX_WAIT, absolute on the chosen clock otherwise."""
-    loop = asyncio.get_running_loop()
     seconds = ts[0] + ts[1] / _NSEC
-    if cmd == FUTEX_WAIT:
-        return loop.time() + seconds
-    now = time.clock_gettime(time.CLOCK_REALTIME if op & FUTEX_CLOCK_REALTIME else time.CLOCK_MONOTONIC)
-    return loop.time() + (seconds - now)
+    if cmd != FUTEX_WAIT:
+        seconds -= time.clock_gettime(time.CLOCK_REALTIME if op & FUTEX_CLOCK_REALTIME else time.CLOCK_MONOTONIC)
+    if seconds > _FOREVER:
+        return None
+    return asyncio.get_running_loop().time() + seconds
 
 
 def _s32(v: int) -> int:
@@ -245,7 +249,7 @@ def futex(p: GuestProcess, uaddr: int, op: int, val: int, utime: int, uaddr2: in
         if _load(mm, uaddr) != val & 0xFFFFFFFF:
             raise SyscallError(errno.EAGAIN)
         # Compared and queued in one step: no other thread's call runs in between.
-        return table.enqueue(key, bitset, p, _deadline(cmd, op, ts) if ts is not None else None)
+        return table.enqueue(key, bitset, p, None if ts is None else _deadline(cmd, op, ts))
     if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
         bitset = FUTEX_BITSET_MATCH_ANY if cmd == FUTEX_WAKE else val3
         if not bitset:

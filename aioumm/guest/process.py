@@ -18,6 +18,11 @@ a guest waiting in a syscall (a pipe, ``wait4``, a sleep) has its wait cancelled
 the syscall answers ``EINTR``, and the signal takes effect on the way out, as
 Linux does it.  The calls that build or replace a process (``fork``, ``vfork``,
 ``execve``) are never interrupted; the signal acts when they are done.
+
+A threaded process is one such object per thread (:mod:`.threads`): each serves
+its own stub; what the threads share is named by all of them (see
+:class:`_Shared`).  A syscall that changed the mappings is answered only once no
+other thread can run with the old ones (``ThreadGroup.settle``).
 """
 
 from __future__ import annotations

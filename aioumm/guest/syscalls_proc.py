@@ -7,14 +7,17 @@ Registered with the rest of the handlers (:mod:`.syscalls` imports this module).
   descriptors naming the same open files.  ``vfork`` (and ``clone`` with
   ``CLONE_VM | CLONE_VFORK``, as glibc's ``posix_spawn`` calls it) shares the
   parent's memory for real until the child execs or exits, and the parent's stub
-  stays stopped until then.  Threads (``CLONE_VM`` alone, ``CLONE_THREAD``...)
-  are not offered: ``ENOSYS``, with a note in the strace line.
+  stays stopped until then.  ``clone`` with ``CLONE_THREAD`` makes a thread
+  (:mod:`.threads`); ``CLONE_VM`` without it (and without ``CLONE_VFORK``) is not
+  offered: ``ENOSYS``, with a note in the strace line.
+* ``exit`` ends the calling thread, ``exit_group`` the process.
 * ``execve``/``execveat`` find the program with :func:`.binfmt.prepare_exec` and
   replace the image in the same stub (:meth:`GuestProcess.execve`).
 * ``wait4``/``waitid`` wait on the loop: the caller's stub stays stopped while its
   task awaits a child's exit; the status is encoded as Linux encodes it.
-* ``kill``, ``tgkill``, ``tkill`` reach any guest of the run; pids, process groups
-  and sessions are the run's own (:mod:`.kernel`).
+* ``kill``, ``tgkill``, ``tkill`` reach any guest of the run (``tgkill`` and
+  ``tkill`` a thread of it); pids, process groups and sessions are the run's own
+  (:mod:`.kernel`).
 """
 
 from __future__ import annotations

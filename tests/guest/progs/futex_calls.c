@@ -28,8 +28,9 @@ static atomic_int started;
 
 static void *waiter(void *arg) {
     (void)arg;
+    struct timespec huge = {0x7fffffffffffffffL, 999999999L}; /* a timeout that never ends */
     atomic_fetch_add(&started, 1);
-    long r = futex(&gate, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    long r = futex(&gate, FUTEX_WAIT_PRIVATE, 0, &huge, NULL, 0);
     return (void *)r;
 }
 
