@@ -6,9 +6,10 @@ objects, and everything left in it goes when the run ends (:meth:`IpcNamespace.c
 
 Facts of Linux this follows:
 
-* An object's id is ``seq * 32768 + index``: the lowest free index, and a sequence
-  number that moves on whenever an index is reused, so the id of a removed object
-  stays invalid (``EINVAL``) for a long while.
+* An object's id is ``seq * 32768 + index``: indexes are handed out in turn (a
+  removed object's index is not reused at once), and a sequence number moves on
+  each time they wrap around, so the id of a removed object stays invalid
+  (``EINVAL``) for a long while.
 * A shared memory segment is a file; each attachment maps it ``MAP_SHARED``.  Here
   it is a memfd (:class:`ShmBacking`), mapped into the guest like anonymous shared
   memory, so ``fork`` shares it and ``exec``/exit drop it without anything special.
@@ -36,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -73,6 +76,8 @@ MSG_COPY = 0o40000
 #: Index space of each kind of object (``IPCMNI``): ids are ``seq * IPCMNI + index``.
 IPCMNI = 32768
 SEQ_MAX = 0x7FFFFFFF // IPCMNI
+#: Indexes are reused only after cycling through at least this many.
+MIN_CYCLE = 64
 
 # Linux's defaults, where they cost the controller nothing.
 SHMMIN = 1
@@ -172,11 +177,18 @@ class IpcIds:
         self.objs: dict[int, IpcObject] = {}
         self._seq = 0
         self._last_idx = -1
+        self._next = 0
 
     def add(self, obj: IpcObject) -> None:
-        idx = next((i for i in range(self.limit) if i not in self.objs), None)
+        # Indexes are handed out cyclically below a bound that grows with the number
+        # in use (at least 64), so a removed object's index is not reused at once.
+        end = min(max(len(self.objs) * 3 // 2, MIN_CYCLE), self.limit)
+        start = self._next if self._next < end else 0
+        order = itertools.chain(range(start, end), range(0, start))
+        idx = next((i for i in order if i not in self.objs), None)
         if idx is None:
             raise _fail(errno.ENOSPC)
+        self._next = idx + 1
         if idx <= self._last_idx:
             self._seq = (self._seq + 1) % SEQ_MAX
         self._last_idx = idx
@@ -306,6 +318,14 @@ class ShmSegment(IpcObject):
             ns.shm_bytes -= _pages(self.size)
         if self.nattch == 0 and self.backing is not None:
             self.backing.close()
+
+
+def _host_memory() -> int:
+    """The host's RAM in bytes: no single segment may be larger."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return SHM_TOTAL
 
 
 def _pages(size: int) -> int:
@@ -462,6 +482,8 @@ class IpcNamespace:
             if size < SHMMIN or size > SHMMAX:
                 raise _fail(errno.EINVAL)
             length = _pages(size)
+            if length > _host_memory():
+                raise _fail(errno.ENOMEM)  # what Linux's overcommit check refuses
             if self.shm_bytes + length > SHM_TOTAL:
                 raise _fail(errno.ENOSPC)
             seg = ShmSegment(**vars(base), size=size, cpid=who.pid, namespace=self)

@@ -142,9 +142,9 @@ def _flags_text(flags: int, names: tuple[tuple[int, str], ...] = _FLAG_NAMES[:3]
     parts = [name for bit, name in names if flags & bit]
     rest = flags & ~sum(bit for bit, _ in names) & ~0o777
     if rest:
-        parts.append(f"{rest:#o}")
+        parts.append(f"0{rest:o}")
     if flags & 0o777 or not parts:
-        parts.append(f"{flags & 0o777:#o}")
+        parts.append(f"0{flags & 0o777:o}" if flags & 0o777 else "0")
     return "|".join(parts)
 
 
@@ -307,17 +307,18 @@ def sys_semget(p: GuestProcess, key: int, nsems: int, flags: int, *_: int) -> in
 
 @syscall("semop")
 def sys_semop(p: GuestProcess, semid: int, sops: int, nsops: int, *_: int) -> int | Awaitable[int]:
-    return _semop(p, semid, sops, nsops, 0)
+    return _semop(p, semid, sops, nsops, 0, timed=False)
 
 
 @syscall("semtimedop")
 def sys_semtimedop(p: GuestProcess, semid: int, sops: int, nsops: int, timeout: int, *_: int) -> int | Awaitable[int]:
-    return _semop(p, semid, sops, nsops, timeout)
+    return _semop(p, semid, sops, nsops, timeout, timed=True)
 
 
-def _semop(p: GuestProcess, semid: int, sops: int, nsops: int, timeout: int) -> int | Awaitable[int]:
+def _semop(p: GuestProcess, semid: int, sops: int, nsops: int, timeout: int, *, timed: bool) -> int | Awaitable[int]:
     sid = s32(semid)
-    _trace(p, f"{sid}, {_sops_text(p, sops, nsops)}, {nsops}" + (f", {timeout:#x}" if timeout else ""))
+    shown = f", {timeout:#x}" if timeout else ", NULL"
+    _trace(p, f"{sid}, {_sops_text(p, sops, nsops)}, {nsops}" + (shown if timed else ""))
     if nsops < 1:
         raise _fail(errno.EINVAL)
     if nsops > SEMOPM:

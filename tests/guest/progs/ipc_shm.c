@@ -117,6 +117,8 @@ int main(int argc, char **argv) {
     SHOW(shmget(KEY, 100, 0) == kid);
     SHOW(shmget(KEY + 1, 100, 0));
     SHOW(shmget(IPC_PRIVATE, 0, 0600));
+    SHOW(shmget(IPC_PRIVATE, 1UL << 40, 0600)); /* more than the machine has: ENOMEM */
+    SHOW(shmget(IPC_PRIVATE, ~0UL, 0600));
     char *k = shmat(kid, NULL, 0);
     strcpy(k, "left by the parent");
     child = fork();
