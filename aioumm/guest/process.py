@@ -473,6 +473,7 @@ class GuestProcess:
             return
         self._closed = True
         self.signals.cancel_timer()
+        self.kernel.ipc.exit(self.pid)  # its SEM_UNDO adjustments
         self.fds.close_all()
         if self.mm.unshare(self.stub):
             self.mm.close()
