@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .futex import FutexTable
+from .ipc import IpcNamespace
 from .signals import SIG_IGN
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class ProcessTable:
         self.cpus: frozenset[int] = cpus if isinstance(cpus, frozenset) else frozenset(os.sched_getaffinity(0))
         #: Set to stop :meth:`wait_all` early (the runner was told to end the run).
         self._ending: asyncio.Event | None = None
+        #: The run's System V IPC objects (not the host's); they go with the run.
+        self.ipc = IpcNamespace()
 
     # ---------------------------------------------------------------- lookup
 
@@ -248,3 +251,4 @@ class ProcessTable:
         for p in procs:
             await p.abandon()  # any that never got to run
         self.procs.clear()
+        self.ipc.close()

@@ -1550,4 +1550,4 @@ def sys_ppoll(
 
 
 # The process calls (fork, execve, wait4, kill...) live in a module of their own.
-from . import syscalls_fs, syscalls_proc, syscalls_sig  # noqa: E402, F401
+from . import syscalls_fs, syscalls_ipc, syscalls_proc, syscalls_sig  # noqa: E402, F401

@@ -252,4 +252,4 @@ ARGS: dict[str, str] = {
 }
 
 #: Calls whose result is an address, shown in hex.
-HEX_RESULT = frozenset({"mmap", "mremap", "brk"})
+HEX_RESULT = frozenset({"mmap", "mremap", "brk", "shmat"})

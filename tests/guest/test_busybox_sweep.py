@@ -244,7 +244,6 @@ GAPS: dict[str, str] = {
     "wget": "guests have no sockets: socket(2) answers ENOSYS",
     "nc": "guests have no sockets: socket(2) answers ENOSYS",
     "ip": "guests have no sockets (netlink): socket(2) answers ENOSYS",
-    "logread": "System V shared memory is not offered: shmget answers ENOSYS, not ENOENT",
 }
 
 _NETWORK = "needs the network or sockets (guests have none)"
