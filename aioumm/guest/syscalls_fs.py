@@ -297,3 +297,62 @@ def sys_chroot(p: GuestProcess, path: int, *_: int) -> int:
         raise _fail(errno.EPERM)
     p.vfs.chroot(loc)
     return 0
+
+
+# ------------------------------------------------------------------- mounts
+
+_UMOUNT_FLAGS = 0x1 | 0x2 | 0x4 | 0x8  # MNT_FORCE, MNT_DETACH, MNT_EXPIRE, UMOUNT_NOFOLLOW
+_UMOUNT_NOFOLLOW = 0x8
+
+
+def _host_mount_points() -> set[bytes]:
+    """The host paths where something is mounted (``/proc/self/mountinfo``, field 5, unescaped)."""
+    points = set()
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split(b" ")
+            if len(fields) > 4:
+                points.add(_unescape(fields[4]))
+    return points
+
+
+def _unescape(field: bytes) -> bytes:
+    """Undo mountinfo's ``\\ooo`` escapes (space, tab, newline, backslash)."""
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
+
+
+@syscall("umount2")
+def sys_umount2(p: GuestProcess, path: int, flags: int, *_: int) -> int:
+    """Checked as Linux checks it (flags, privilege, the path, a mount point there), then
+    refused: a guest may not change the host's mounts (EPERM where Linux would unmount)."""
+    if flags & ~_UMOUNT_FLAGS & 0xFFFFFFFF:
+        raise _fail(errno.EINVAL)
+    if p.euid != 0:
+        raise _fail(errno.EPERM)
+    loc = _locate(p, _CWD, _path(p, path))
+    fd = p.vfs.open(loc, os.O_PATH | (os.O_NOFOLLOW if flags & _UMOUNT_NOFOLLOW else 0))
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}").encode()
+    finally:
+        os.close(fd)
+    if where not in _host_mount_points():
+        raise _fail(errno.EINVAL)
+    p.note = "guests may not change the host's mounts"
+    raise _fail(errno.EPERM)
+
+
+@syscall("mount")
+def sys_mount(p: GuestProcess, *_: int) -> int:
+    """Refused: a guest may not change the host's mounts (EPERM, as for a process without
+    CAP_SYS_ADMIN)."""
+    p.note = "guests may not change the host's mounts"
+    raise _fail(errno.EPERM)

@@ -240,7 +240,6 @@ CASES: list[Case] = [
 
 #: Applets whose case does not give the native result as a guest today, and why.
 GAPS: dict[str, str] = {
-    "umount": "umount2 is not offered (ENOSYS where Linux says ENOENT)",
     "wget": "guests have no sockets: socket(2) answers ENOSYS",
     "nc": "guests have no sockets: socket(2) answers ENOSYS",
     "ip": "guests have no sockets (netlink): socket(2) answers ENOSYS",

@@ -168,3 +168,14 @@ def test_guests_see_every_cpu_of_the_run_whatever_the_placement(busybox: str) ->
     assert got.stdout.split()[1] == b"1"
     cmd = [*RUN[:-1], "--no-placement", "--", busybox, "sh", "-c", script]
     assert subprocess.run(cmd, capture_output=True, timeout=60).stdout == got.stdout
+
+
+def test_umount2_is_checked_as_linux_checks_it_and_never_reaches_the_host(prog_dir: Path) -> None:
+    prog = str(compile_prog("mounts", prog_dir))
+    before = Path("/proc/self/mountinfo").read_bytes()
+    same_as_native([prog])
+    # A real mount point: Linux (as root) would unmount it; a guest gets EPERM, and nothing changes.
+    got = guest([prog, "/proc"])
+    assert got.returncode == 0
+    assert got.stdout.splitlines()[-1] == b"umount2 a mount point: -1 Operation not permitted"
+    assert Path("/proc/self/mountinfo").read_bytes() == before
