@@ -470,13 +470,15 @@ async def _sleep(seconds: float) -> int:
     return 0
 
 
-async def _sleep_rem(p: GuestProcess, seconds: float, rem: int) -> int:
-    # Cut short by a signal: the time left goes to ``rem``.
+async def _sleep_rem(p: GuestProcess, seconds: float, rem: int, name: str = "nanosleep") -> int:
+    # Cut short by a signal: the time left goes to ``rem``; should no handler run
+    # (a stop signal), restart_syscall sleeps until the same end.
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     try:
         return await _sleep(seconds)
     except asyncio.CancelledError:
+        p.restart_block = (name, lambda: _sleep_rem(p, max(end - loop.time(), 0.0), rem, name))
         if rem:
             left = max(end - loop.time(), 0.0)
             sec = int(left)
@@ -498,7 +500,18 @@ def sys_clock_nanosleep(p: GuestProcess, clk: int, flags: int, req: int, rem: in
     delay = _timespec(p, req)
     if flags & 1:  # TIMER_ABSTIME: nothing to say about the time left
         return _sleep(max(delay - time.clock_gettime_ns(clk) / 1e9, 0.0))
-    return _sleep_rem(p, delay, rem)
+    return _sleep_rem(p, delay, rem, "clock_nanosleep")
+
+
+@syscall("restart_syscall")
+def sys_restart_syscall(p: GuestProcess, *_: int) -> int | Awaitable[int]:
+    """Go on with the sleep a signal without a handler cut short (EINTR: there is none)."""
+    block, p.restart_block = p.restart_block, None
+    if block is None:
+        return -errno.EINTR
+    name, resume = block
+    p.trace_args = f"<... resuming interrupted {name} ...>"
+    return resume()
 
 
 # ------------------------------------------------------------ file system
