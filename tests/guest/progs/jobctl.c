@@ -128,12 +128,16 @@ static int case_stop(void)
 static int case_waitid(void)
 {
     siginfo_t si;
-    int st;
+    int st, go[2];
+    char x;
+    pipe(go);
     child = fork();
     if (child == 0) {
         setpgid(0, 0);
         raise(SIGTSTP);
-        raise(SIGTTOU); /* stops again once resumed */
+        read(go[0], &x, 1); /* once the resume was seen */
+        raise(SIGTTOU);
+        read(go[0], &x, 1);
         _exit(7);
     }
     setpgid(child, child);
@@ -148,11 +152,13 @@ static int case_waitid(void)
     kill(child, SIGCONT);
     memset(&si, 0, sizeof si);
     show_id("WCONTINUED", waitid(P_PGID, child, &si, WCONTINUED), &si);
+    write(go[1], "", 1);
     /* The child stops again (SIGTTOU); this time the stop goes to wait4. */
     show("WUNTRACED", waitpid(-child, &st, WUNTRACED), &st);
     kill(child, SIGCONT);
     memset(&si, 0, sizeof si);
     show_id("WEXITED|WCONTINUED", waitid(P_PID, child, &si, WEXITED | WCONTINUED), &si);
+    write(go[1], "", 1);
     memset(&si, 0, sizeof si);
     show_id("WEXITED", waitid(P_PID, child, &si, WEXITED), &si);
     memset(&si, 0, sizeof si);
