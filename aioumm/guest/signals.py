@@ -202,7 +202,7 @@ class SigInfo:
     def from_guest(cls, signo: int, raw: bytes) -> SigInfo:
         """The ``siginfo`` a guest passed to ``rt_sigqueueinfo``: its own bytes, with
         ``si_signo`` the signal sent (as Linux overwrites it)."""
-        _signo, _errno, code, pid, uid = struct.unpack_from("<iiiiI", raw)
+        _signo, _errno, code, pid, uid = struct.unpack_from("<iii4xiI", raw)
         head = struct.pack("<i", signo) + raw[4:KERNEL_SIGINFO_SIZE]
         return cls(signo, code, pid, uid, raw=head)
 

@@ -96,6 +96,14 @@ static void until_stopped(pid_t pid)
     waitid(P_PID, pid, &si, WSTOPPED | WNOWAIT);
 }
 
+/* Until the n-th SIGCHLD was handled: a child sends the one of its resume when it
+ * runs again, so waiting keeps the next one from merging with it. */
+static void chld_settle(int n)
+{
+    for (int i = 0; i < 500 && chld_count < n; i++)
+        nap(10);
+}
+
 static int case_stop(void)
 {
     int st;
@@ -103,24 +111,31 @@ static int case_stop(void)
     child = spawn_idle();
     kill(child, SIGSTOP);
     show("WUNTRACED after SIGSTOP", waitpid(child, &st, WUNTRACED), &st);
+    chld_settle(1);
     show("again (reported once)", waitpid(child, &st, WUNTRACED | WNOHANG), &st);
     show("WCONTINUED while stopped", waitpid(child, &st, WCONTINUED | WNOHANG), &st);
     kill(child, SIGSTOP); /* already stopped: nothing new to report */
     show("second SIGSTOP", waitpid(child, &st, WUNTRACED | WNOHANG), &st);
     kill(child, SIGCONT);
     show("WCONTINUED after SIGCONT", waitpid(child, &st, WCONTINUED), &st);
+    chld_settle(2);
     show("again (reported once)", waitpid(child, &st, WCONTINUED | WNOHANG), &st);
     show("WUNTRACED while running", waitpid(child, &st, WUNTRACED | WNOHANG), &st);
     kill(child, SIGTSTP); /* default action: stop */
     show("SIGTSTP", waitpid(child, &st, WUNTRACED), &st);
+    chld_settle(3);
     kill(child, SIGCONT);
     show("continued", waitpid(child, &st, WCONTINUED), &st);
+    chld_settle(4);
     kill(child, SIGTTIN);
     until_stopped(child);
+    chld_settle(5);
     kill(child, SIGCONT); /* the stop not yet reported is forgotten: the resume is */
     show("stopped, continued, both asked", waitpid(child, &st, WUNTRACED | WCONTINUED), &st);
+    chld_settle(6);
     kill(child, SIGTERM);
     show("SIGTERM", waitpid(child, &st, WUNTRACED | WCONTINUED), &st);
+    chld_settle(7);
     printf("SIGCHLD:%s\n", chld_log);
     return 0;
 }
