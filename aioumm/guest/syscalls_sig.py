@@ -33,6 +33,8 @@ from .syscalls import s32, syscall
 
 _U64 = struct.Struct("<Q")
 _TIMESPEC = struct.Struct("<qq")
+#: Longest single wait handed to the loop.
+_MAX_STEP = float(1 << 30)
 #: struct itimerval: interval and value, each a struct timeval.
 _ITIMERVAL = struct.Struct("<qqqq")
 ITIMER_REAL = 0
@@ -210,7 +212,8 @@ async def _sigwait(p: GuestProcess, which: int, uinfo: int, uts: int, timeout: f
                 if left <= 0:
                     raise _fail(errno.EAGAIN)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(p.signal_event(), left)
+                    # In steps: an event-loop timer overflows past some limit.
+                    await asyncio.wait_for(p.signal_event(), min(left, _MAX_STEP))
             sig = _take_waited(p, which, uinfo, uts)
             if sig:
                 return sig
