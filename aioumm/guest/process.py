@@ -56,6 +56,7 @@ from .layout import Layout, default_layout
 from .loader import LoadedProgram, load_image, setup_stack
 from .memory import NULL_MAPPER, AddressSpace, PhysMem
 from .sigframe import NO_RESTART, deliver_fault, deliver_signals, restart_text
+from .signalfd import SignalFile
 from .signals import SA_NOCLDSTOP, SigInfo, SignalState, is_realtime, sigbit
 from .stack import StackImage
 from .strace import Strace
@@ -203,6 +204,8 @@ class GuestProcess:
         self.note: str | None = None
         self._child_waiters: list[asyncio.Future[None]] = []
         self._signal_waiter: asyncio.Future[None] | None = None
+        #: The signals a blocking signalfd read waits for.
+        self.signalfd_waiting = 0
         self._in_guest = False
         self._interruptible = False
         self._kicked = False
@@ -443,15 +446,21 @@ class GuestProcess:
         return queued < self.rlimits.get(resource.RLIMIT_SIGPENDING, (_U64, _U64))[0]
 
     def _waits_for(self, sig: int) -> bool:
-        # rt_sigtimedwait waiting for this signal: it wakes (and takes it) instead.
-        if not self.signals.waiting & sigbit(sig):
-            return False
-        if self._signal_waiter is not None and not self._signal_waiter.done():
-            self._signal_waiter.set_result(None)
-        return True
+        # rt_sigtimedwait waiting for this signal: it wakes (and takes it) instead of
+        # the signal acting; a signalfd read waiting for it just wakes.
+        bit = sigbit(sig)
+        for fd in self.fds:
+            file = self.fds.get(fd)
+            if isinstance(file, SignalFile) and file.mask & bit:
+                file.refresh(self.signals)  # poll sees it readable
+        waiter = self._signal_waiter
+        if (self.signals.waiting | self.signalfd_waiting) & bit and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return bool(self.signals.waiting & bit)
 
     async def signal_event(self) -> None:
-        """Wait until one of the signals in ``signals.waiting`` is posted (``rt_sigtimedwait``)."""
+        """Wait until one of the signals in ``signals.waiting`` or ``signalfd_waiting`` is
+        posted (``rt_sigtimedwait``, a signalfd read)."""
         self._signal_waiter = asyncio.get_running_loop().create_future()
         try:
             await self._signal_waiter

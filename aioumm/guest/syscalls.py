@@ -30,6 +30,7 @@ from typing import TypeVar
 from .errors import SyscallError
 from .files import Loc, OpenFile, guest_fd_alias, wait_fd
 from .process import HANDLERS, GuestProcess, Handler
+from .signalfd import SIGNALFD_SIGINFO_SIZE, SignalFile
 from .signals import SI_USER, UNBLOCKABLE, SigInfo
 from .table import NUMBERS
 
@@ -644,6 +645,8 @@ def _count(n: int) -> int:
 @syscall("read")
 def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
     file = p.fds.get(s32(fd))
+    if isinstance(file, SignalFile):
+        return read_signalfd(p, file, buf, count)
     if s64(count) < 0:
         raise _fail(errno.EINVAL)
     if file.is_dir:
@@ -652,6 +655,35 @@ def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | A
     if not views:
         return 0
     return file.readv(views)
+
+
+def read_signalfd(p: GuestProcess, file: SignalFile, buf: int, count: int) -> int | Awaitable[int]:
+    """A read of a signalfd: the reader's pending signals in its mask, one record each."""
+    n = (count & 0xFFFFFFFFFFFFFFFF) // SIGNALFD_SIGINFO_SIZE
+    if n == 0:
+        raise _fail(errno.EINVAL)
+    n = min(n, 64)
+    # As Linux: the signals are taken, then copied out (a bad buffer loses them: EFAULT).
+    got = file.take(p.signals, n)
+    if got:
+        p.mm.write(buf, got)
+        return len(got)
+    if file.nonblocking:
+        raise _fail(errno.EAGAIN)
+
+    async def wait() -> int:
+        p.signalfd_waiting = file.mask
+        try:
+            while True:
+                await p.signal_event()
+                data = file.take(p.signals, n)
+                if data:
+                    p.mm.write(buf, data)
+                    return len(data)
+        finally:
+            p.signalfd_waiting = 0
+
+    return wait()
 
 
 @syscall("write")
@@ -795,6 +827,8 @@ def sys_lseek(p: GuestProcess, fd: int, off: int, whence: int, *_: int) -> int:
         if whence != 0:
             raise _fail(errno.EINVAL)
         return file.seek_dir(s64(off))
+    if isinstance(file, SignalFile):
+        return 0  # a signalfd has no position: Linux's noop_llseek
     return os.lseek(file.host_fd, s64(off), whence)
 
 
@@ -1349,7 +1383,10 @@ def _poll_now(p: GuestProcess, entries: list[tuple[int, int]]) -> list[int]:
     wanted: dict[int, int] = {}
     for fd, events in entries:
         if fd >= 0 and fd in p.fds:
-            h = p.fds.get(fd).host_fd
+            file = p.fds.get(fd)
+            if isinstance(file, SignalFile):
+                file.refresh(p.signals)  # readable for this process, as it is now
+            h = file.host_fd
             wanted[h] = wanted.get(h, 0) | (events & 0xFFFF)
     for h, events in wanted.items():
         host.register(h, events)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from .errors import SyscallError
 from .process import GuestProcess
 from .sigframe import mask_text, set_altstack, sigreturn
+from .signalfd import SignalFile
 from .signals import (
     KERNEL_SIGINFO_SIZE,
     NSIG,
@@ -238,6 +239,40 @@ def sys_rt_sigtimedwait(p: GuestProcess, these: int, uinfo: int, uts: int, size:
     if timeout == 0:
         raise _fail(errno.EAGAIN)
     return _sigwait(p, which, uinfo, uts, timeout)
+
+
+# ---------------------------------------------------------------- signalfd
+
+_SFD_CLOEXEC = 0o2000000
+_SFD_NONBLOCK = 0o4000
+
+
+@syscall("signalfd4")
+def sys_signalfd4(p: GuestProcess, fd: int, mask: int, size: int, flags: int, *_: int) -> int:
+    if size != 8:
+        raise _fail(errno.EINVAL)
+    sigs = _U64.unpack(p.mm.read(mask, 8))[0] & ~UNBLOCKABLE
+    flags &= 0xFFFFFFFF
+    if flags & ~(_SFD_CLOEXEC | _SFD_NONBLOCK):
+        raise _fail(errno.EINVAL)
+    if s32(fd) == -1:
+        file = SignalFile(sigs, nonblocking=bool(flags & _SFD_NONBLOCK))
+        try:
+            return p.fds.install(file, cloexec=bool(flags & _SFD_CLOEXEC))
+        except SyscallError:
+            file.close()
+            raise
+    existing = p.fds.get(s32(fd))
+    if not isinstance(existing, SignalFile):
+        raise _fail(errno.EINVAL)
+    existing.mask = sigs  # a new mask for the same descriptor
+    existing.refresh(p.signals)
+    return s32(fd)
+
+
+@syscall("signalfd")
+def sys_signalfd(p: GuestProcess, fd: int, mask: int, size: int, *_: int) -> int:
+    return sys_signalfd4(p, fd, mask, size, 0)
 
 
 # -------------------------------------------------------- interval timer

@@ -130,6 +130,8 @@ ARGS: dict[str, str] = {
     "rt_tgsigqueueinfo": "iiSp",
     "rt_sigtimedwait": "pppu",
     "restart_syscall": "",
+    "signalfd": "ipu",
+    "signalfd4": "ipuf",
     "ioctl": "ixp",
     "pread64": "iBud",
     "pwrite64": "ibud",

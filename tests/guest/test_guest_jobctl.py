@@ -2,7 +2,8 @@
 
 ``progs/jobctl.c`` stops and continues children and prints what ``wait4``,
 ``waitid`` and ``SIGCHLD`` report; ``progs/rtsig.c`` queues real-time signals
-and takes them with handlers, ``sigwaitinfo`` and ``sigtimedwait``.  busybox
+and takes them with handlers, ``sigwaitinfo`` and ``sigtimedwait``;
+``progs/sigfd.c`` reads them from a signalfd.  busybox
 ``sh`` and bash-static (``set -m``) drive stops and resumes from a script.
 """
 
@@ -177,6 +178,13 @@ def test_rlimit_sigpending(rtsig: Path) -> None:
     out = same_as_native([str(rtsig), "limit"])
     assert "some queued, then EAGAIN: 1\n" in out
     assert "then: RTMIN+2/SI_USER/-1/0\n" in out
+
+
+def test_signalfd(prog_dir: Path) -> None:
+    out = same_as_native([str(compile_prog("sigfd", prog_dir))])
+    assert "  RTMIN+0 code=-1 pid=self uid-ok=1 int=30 ptr=30 status=0\n" in out
+    assert "  CHLD code=1 pid=child uid-ok=1 int=0 ptr=0 status=3\n" in out
+    assert "poll woken by the exit: 1\n" in out
 
 
 # ---------------------------------------------------------------- strace
