@@ -267,6 +267,21 @@ static int case_killstopped(void)
     until_stopped(child);
     kill(child, SIGKILL);
     show("SIGKILL while stopped", waitpid(child, &st, 0), &st);
+    /* Stopped while running its own code, not in a syscall. */
+    child = fork();
+    if (child == 0) {
+        setpgid(0, 0);
+        for (volatile unsigned long spin = 0;; spin++)
+            ;
+    }
+    setpgid(child, child);
+    nap(50);
+    kill(child, SIGSTOP);
+    show("stopped while running", waitpid(child, &st, WUNTRACED), &st);
+    kill(child, SIGCONT);
+    show("continued", waitpid(child, &st, WCONTINUED), &st);
+    kill(child, SIGKILL);
+    show("killed", waitpid(child, &st, 0), &st);
     return 0;
 }
 
