@@ -60,13 +60,14 @@ from .signalfd import SignalFile
 from .signals import SA_NOCLDSTOP, SigInfo, SignalState, is_realtime, sigbit
 from .stack import StackImage
 from .strace import Strace
+from .table import NUMBERS
 
 __all__ = ["UNINTERRUPTIBLE", "GuestProcess", "Handler", "RegsLike", "ReportLike", "StubLike"]
 
 log = logging.getLogger("aioumm.guest")
 
 _U64 = 0xFFFFFFFFFFFFFFFF
-_RESTART_SYSCALL = 219
+_RESTART_SYSCALL = NUMBERS["restart_syscall"]
 #: si_code of the SIGCHLD a stop or a resume sends (``<asm-generic/siginfo.h>``).
 CLD_STOPPED = 5
 CLD_CONTINUED = 6

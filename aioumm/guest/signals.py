@@ -67,6 +67,7 @@ SI_USER = 0
 SI_KERNEL = 0x80
 SI_QUEUE = -1
 SI_TIMER = -2
+SI_MESGQ = -3
 SI_TKILL = -6
 
 #: struct kernel_sigaction on x86-64: handler, flags, restorer, mask.
@@ -236,7 +237,7 @@ class SigInfo:
             out += f", si_pid={self.pid}, si_uid={self.uid}, si_status={status}, si_utime=0, si_stime=0"
         elif self.code <= 0:
             out += f", si_pid={self.pid}, si_uid={self.uid}"
-            if self.raw is not None and self.code in (SI_QUEUE, SI_TIMER, -3):  # -3: SI_MESGQ
+            if self.raw is not None and self.code in (SI_QUEUE, SI_TIMER, SI_MESGQ):
                 (value,) = struct.unpack_from("<Q", self.raw, 24)
                 out += f", si_int={struct.unpack_from('<i', self.raw, 24)[0]}, si_ptr={value:#x}"
         return out + "}"
@@ -301,7 +302,7 @@ class SignalState:
         """Make ``sig`` pending (False: it is ignored and was dropped).
 
         A real-time signal adds an entry to its queue when ``queue_room`` says the
-        sender's user is under its ``RLIMIT_SIGPENDING``; with no room it is still
+        receiving process's user is under its ``RLIMIT_SIGPENDING``; with no room it is still
         pending when ``kill`` sent it (``SI_USER``), without a ``siginfo``, and
         any other sender (``sigqueue``, ``tgkill``) gets ``EAGAIN``.
 
