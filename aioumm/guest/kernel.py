@@ -24,7 +24,13 @@ Exit and reaping follow Linux:
   record with the ``siginfo`` a handler would see (:class:`ChildInfo`);
 * a parent that ignores ``SIGCHLD`` (or set ``SA_NOCLDWAIT``) never sees zombies:
   its children are reaped as they exit;
-* the exiting process's children go to ``init`` (zombies among them notify it).
+* the exiting process's children go to ``init`` (zombies among them notify it);
+* a process group that an exit leaves *orphaned* (no member has a parent in
+  another group of the same session) while one of its members is stopped gets
+  ``SIGHUP`` then ``SIGCONT`` (POSIX's rule; Linux's ``kill_orphaned_pgrp``).
+  A process handed to ``init`` counts as having no such parent, as Linux counts
+  a child of the global ``init``; the first guest's group (:data:`OUTER_GROUP`)
+  has members outside the run and is never orphaned.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .futex import FutexTable
 from .ipc import IpcNamespace
-from .signals import SIG_IGN
+from .signals import SI_KERNEL, SIG_IGN, SigInfo
 
 if TYPE_CHECKING:
     from .process import GuestProcess, StubLike
@@ -57,6 +63,7 @@ OUTER_GROUP = FIRST_PID - 1
 SA_NOCLDWAIT = 2
 CLD_EXITED = 1
 CLD_KILLED = 2
+CLD_DUMPED = 3
 
 
 class Spawner(Protocol):
@@ -71,7 +78,7 @@ class ChildInfo:
 
     pid: int
     uid: int
-    #: ``CLD_EXITED`` or ``CLD_KILLED``.
+    #: ``CLD_EXITED``, ``CLD_KILLED`` or ``CLD_DUMPED``.
     code: int
     #: The exit code, or the signal number.
     status: int
@@ -80,7 +87,7 @@ class ChildInfo:
     def of(cls, child: GuestProcess) -> ChildInfo:
         st = child.status or 0
         if st & 0x7F:
-            return cls(child.pid, child.uid, CLD_KILLED, st & 0x7F)
+            return cls(child.pid, child.uid, CLD_DUMPED if st & 0x80 else CLD_KILLED, st & 0x7F)
         return cls(child.pid, child.uid, CLD_EXITED, (st >> 8) & 0xFF)
 
 
@@ -188,13 +195,53 @@ class ProcessTable:
                     self.procs.pop(child.pid, None)
                 continue
             heir.children[child.pid] = child
+            child.adopted = True
             if child.status is not None:
                 self._notify(child)
+            # The child may have been its group's last tie to the session.
+            self._hangup_if_orphaned(child, proc, None)
+        self._hangup_if_orphaned(proc, proc.parent, proc)
         parent = proc.parent
         if parent is None or parent.status is not None:
             self.procs.pop(proc.pid, None)  # nobody will wait for it
             return
         self._notify(proc)
+
+    # ------------------------------------------------- orphaned process groups
+
+    def orphaned_group(self, pgid: int, ignored: GuestProcess | None = None) -> bool:
+        """Whether process group ``pgid`` is orphaned (``ignored`` not counted as a member).
+
+        It is not while one live member has a parent in another group of the
+        same session (Linux's ``will_become_orphaned_pgrp``).
+        """
+        if pgid == OUTER_GROUP:
+            return False  # its leader and the rest of it are outside the run
+        for p in self.group(pgid):
+            if p is ignored or p.status is not None or p.adopted:
+                continue
+            parent = p.parent
+            parent_pgid, parent_sid = (parent.pgid, parent.sid) if parent is not None else (OUTER_GROUP, OUTER_GROUP)
+            if parent_pgid != pgid and parent_sid == p.sid:
+                return False
+        return True
+
+    def _hangup_if_orphaned(
+        self, proc: GuestProcess, parent: GuestProcess | None, ignored: GuestProcess | None
+    ) -> None:
+        # ``parent`` was ``proc``'s tie to the session: if the group is orphaned now and
+        # has a stopped member, nobody could ever continue it, so each member gets
+        # SIGHUP and SIGCONT.
+        parent_pgid, parent_sid = (parent.pgid, parent.sid) if parent is not None else (OUTER_GROUP, OUTER_GROUP)
+        pgid = proc.pgid
+        if parent_pgid == pgid or parent_sid != proc.sid:
+            return
+        members = self.group(pgid)
+        if not any(p.stopped for p in members) or not self.orphaned_group(pgid, ignored):
+            return
+        for sig in (signal.SIGHUP, signal.SIGCONT):
+            for p in members:
+                p.post_signal(sig, SigInfo(sig, SI_KERNEL))
 
     def _notify(self, child: GuestProcess) -> None:
         parent = child.parent

@@ -23,6 +23,19 @@ A threaded process is one such object per thread (:mod:`.threads`): each serves
 its own stub; what the threads share is named by all of them (see
 :class:`_Shared`).  A syscall that changed the mappings is answered only once no
 other thread can run with the old ones (``ThreadGroup.settle``).
+
+Job control: a stop signal whose action is the default one (``SIGSTOP``, and
+``SIGTSTP``, ``SIGTTIN``, ``SIGTTOU`` unless the process group is orphaned)
+stops the process where it acts (:func:`.sigframe.deliver_signals`): its stub
+is simply not resumed until ``SIGCONT`` (which resumes it whatever its
+disposition, blocked or not) or ``SIGKILL``.  A syscall a stop cut short is
+settled after the stop, as if the stop signal had been any signal without a
+handler: it is restarted (``nanosleep`` through ``restart_syscall``, so it ends
+at its first deadline), and a signal that came while stopped acts first.  The
+parent learns of each stop and resume as Linux tells it: a ``SIGCHLD`` with
+``CLD_STOPPED``/``CLD_CONTINUED`` (unless it set ``SA_NOCLDSTOP``) and one
+report each for ``wait4``'s ``WUNTRACED``/``WCONTINUED`` and ``waitid``.  In a threaded
+process a stop stops the thread that takes the stop signal (the others go on).
 """
 
 from __future__ import annotations
@@ -49,10 +62,12 @@ from .kernel import ChildInfo, ProcessTable
 from .layout import Layout, default_layout
 from .loader import LoadedProgram, load_image, setup_stack
 from .memory import NULL_MAPPER, AddressSpace, PhysMem
-from .sigframe import deliver_fault, deliver_signals, restart_text
-from .signals import SigInfo, SignalState, sigbit
+from .sigframe import NO_RESTART, deliver_fault, deliver_signals, restart_text
+from .signalfd import SignalFile
+from .signals import SA_NOCLDSTOP, SigInfo, SignalState, is_realtime, sigbit
 from .stack import StackImage
 from .strace import Strace
+from .table import NUMBERS
 
 if TYPE_CHECKING:
     from .threads import ThreadGroup
@@ -62,6 +77,10 @@ __all__ = ["UNINTERRUPTIBLE", "GuestProcess", "Handler", "RegsLike", "ReportLike
 log = logging.getLogger("aioumm.guest")
 
 _U64 = 0xFFFFFFFFFFFFFFFF
+_RESTART_SYSCALL = NUMBERS["restart_syscall"]
+#: si_code of the SIGCHLD a stop or a resume sends (``<asm-generic/siginfo.h>``).
+CLD_STOPPED = 5
+CLD_CONTINUED = 6
 
 
 class RegsLike(Protocol):
@@ -187,6 +206,10 @@ class _Waiting:
         self.settling = False
 
 
+#: ``_answer``'s mark for a syscall it answered without letting the stub go on (a stop).
+_ANSWERED = _Waiting(-1, (), None, False)
+
+
 class GuestProcess:
     """A guest thread (the first one of a process: the process) and the loop that serves its syscalls.
 
@@ -271,10 +294,27 @@ class GuestProcess:
         self.thread_exit_only = False
         #: Futures for the stub's next report (a mapping change waits for it: :mod:`.threads`).
         self.report_waiters: list[asyncio.Future[None]] = []
+        #: The stop signal while the process is stopped (job control); 0 while it runs.
+        self.stopped = 0
+        #: A stop (its signal) or a resume that the parent's ``wait`` has not reported yet.
+        self.stop_report = 0
+        self.cont_report = False
+        #: The syscall a stop cut short, settled once the process goes on.
+        self.stopped_in: int | None = None
+        self._resumed: asyncio.Future[None] | None = None
+        #: Whether it was handed to ``init`` when its parent exited (for Linux, a
+        #: parent that never ties a process group to its session).
+        self.adopted = False
+        #: How ``restart_syscall`` goes on with a sleep a signal without a handler
+        #: cut short: the call's name and what resumes it (see ``sigframe``).
+        self.restart_block: tuple[str, Callable[[], Awaitable[int]]] | None = None
         #: The task serving this process (see ``ProcessTable.start``).
         self.task: asyncio.Task[Any] | None = None
         #: A note for this syscall's strace line (why it failed, when that is ours).
         self.note: str | None = None
+        self._signal_waiter: asyncio.Future[None] | None = None
+        #: The signals a blocking signalfd read waits for.
+        self.signalfd_waiting = 0
         self._in_guest = False
         self._waiting: _Waiting | None = None  # a syscall the fast path left to serve()
         self._interruptible = False
@@ -510,6 +550,9 @@ class GuestProcess:
         An ignored signal is dropped at once, as Linux drops it; any other is
         made pending (``info`` kept for a handler), and if it has to act now
         the process is interrupted wherever it is (see the module docstring).
+        ``SIGCONT`` resumes a stopped process even when it is blocked or
+        ignored.  A real-time signal that finds its user's queue full raises
+        ``SyscallError(EAGAIN)`` unless ``kill`` sent it.
         """
         if self.status is not None:
             return
@@ -520,12 +563,89 @@ class GuestProcess:
         """A signal for this very thread (``tgkill``), or the one a process signal chose."""
         if self.status is not None or self.thread_done:
             return
-        if not self.signals.post(sig, info if isinstance(info, SigInfo) else None):
-            return
         if isinstance(info, ChildInfo):
-            self.signal_info[sig] = info
+            info = SigInfo(sig, info.code, info.pid, info.uid, status=info.status)
+        if sig == signal.SIGCONT:
+            self._resume_from_stop()
+        if not self.signals.post(sig, info, queue_room=self._queue_room(sig)):
+            return
+        if sig == signal.SIGKILL and self.stopped:
+            self.stopped = 0  # it wakes to die
+            self._wake_from_stop()
+        if self._waits_for(sig):
+            return
         if self._must_act(sig):
             self.kick()
+
+    def _queue_room(self, sig: int) -> bool:
+        # RLIMIT_SIGPENDING bounds the siginfo entries queued for this process's user.
+        if not is_realtime(sig):
+            return True
+        queued = sum(q.signals.queued() for q in self.kernel.all() if q.uid == self.uid and q.status is None)
+        return queued < self.rlimits.get(resource.RLIMIT_SIGPENDING, (_U64, _U64))[0]
+
+    def _waits_for(self, sig: int) -> bool:
+        # rt_sigtimedwait waiting for this signal: it wakes (and takes it) instead of
+        # the signal acting; a signalfd read waiting for it just wakes.
+        bit = sigbit(sig)
+        for fd in self.fds:
+            file = self.fds.get(fd)
+            if isinstance(file, SignalFile) and file.mask & bit:
+                file.refresh(self.signals)  # poll sees it readable
+        waiter = self._signal_waiter
+        if (self.signals.waiting | self.signalfd_waiting) & bit and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return bool(self.signals.waiting & bit)
+
+    async def signal_event(self) -> None:
+        """Wait until one of the signals in ``signals.waiting`` or ``signalfd_waiting`` is
+        posted (``rt_sigtimedwait``, a signalfd read)."""
+        self._signal_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._signal_waiter
+        finally:
+            self._signal_waiter = None
+
+    # ---------------------------------------------------------- job control
+
+    def enter_stop(self, sig: int, interrupted: int | None) -> None:
+        """A stop signal acts: the process stops (``serve`` stays put) and its parent is told."""
+        self.stopped = self.stop_report = sig
+        self.cont_report = False
+        self.stopped_in = interrupted
+        self._tell_parent(CLD_STOPPED, sig)
+
+    def _resume_from_stop(self) -> None:
+        if not self.stopped:
+            return
+        self.stopped = self.stop_report = 0
+        self.cont_report = True
+        self._wake_from_stop()
+        self._tell_parent(CLD_CONTINUED, int(signal.SIGCONT))
+
+    def _wake_from_stop(self) -> None:
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+
+    def _tell_parent(self, code: int, status: int) -> None:
+        parent = self.parent
+        if parent is None or parent.status is not None:
+            return
+        if not parent.signals.action(signal.SIGCHLD).flags & SA_NOCLDSTOP:
+            parent.post_signal(signal.SIGCHLD, SigInfo(signal.SIGCHLD, code, self.pid, self.uid, status=status))
+        parent.children_changed()
+
+    async def _stay_stopped(self) -> None:
+        """Wait, stopped, until ``SIGCONT`` or ``SIGKILL``; then act on what is pending."""
+        loop = asyncio.get_running_loop()
+        while self.stopped:
+            self._resumed = loop.create_future()
+            try:
+                await self._resumed
+            finally:
+                self._resumed = None
+        interrupted, self.stopped_in = self.stopped_in, None
+        deliver_signals(self, interrupted)
 
     def _must_act(self, sig: int) -> bool:
         # A signal that is not blocked (and not ignored: those are dropped) acts now:
@@ -677,6 +797,9 @@ class GuestProcess:
             while True:
                 if self._group_exiting():
                     raise GuestExit(self._exit_status())
+                if self.stopped:
+                    await self._stay_stopped()
+                    continue
                 self._in_guest = True
                 try:
                     report = await self.stub.resume(self._answer)
@@ -686,6 +809,8 @@ class GuestProcess:
                 finally:
                     self._in_guest = False
                 waiting, self._waiting = self._waiting, None
+                if waiting is _ANSWERED:
+                    continue
                 if waiting is not None:
                     await self._finish_waiting(waiting)
                     continue
@@ -721,6 +846,8 @@ class GuestProcess:
         if report.signal != signal.SIGSYS:
             return False
         self._waiting = self._start_syscall(report.syscall)
+        if self._waiting is None and self.stopped:
+            self._waiting = _ANSWERED  # a stop signal acted on the way out: serve() holds the stub
         return self._waiting is None
 
     def _drop_waiting(self) -> None:
@@ -758,6 +885,8 @@ class GuestProcess:
         if group is not None and group.exit_status is not None:
             raise GuestExit(group.exit_status)  # the process is ending: no more syscalls
         records = self.mm.records
+        if nr != _RESTART_SYSCALL:
+            self.restart_block = None
         try:
             if handler is None:
                 result = -errno.ENOSYS
@@ -810,7 +939,7 @@ class GuestProcess:
         if self.strace is not None:
             if self.trace_args is not None:
                 shown = self.trace_args
-            if interrupted:
+            if interrupted and nr not in NO_RESTART:
                 line = self.strace.line(nr, args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
                 self.strace.emit(f"{line} = ? {restart_text(nr)}")
             else:

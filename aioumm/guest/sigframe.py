@@ -51,6 +51,7 @@ from .signals import (
     SigInfo,
     default_dumps_core,
     default_is_fatal,
+    default_stops,
     sigbit,
     signame,
 )
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INTR_ALWAYS",
+    "NO_RESTART",
     "deliver_fault",
     "deliver_signals",
     "mask_text",
@@ -130,6 +132,14 @@ INTR_ALWAYS = frozenset(
 )
 
 
+#: Calls that answer plain EINTR when any signal cuts them short, even one
+#: without a handler, such as a stop and a resume (signal(7)): never restarted.
+NO_RESTART = frozenset(
+    NUMBERS[name]
+    for name in ("rt_sigtimedwait", "epoll_wait", "epoll_pwait", "epoll_pwait2", "semop", "semtimedop", "io_getevents")
+    if name in NUMBERS
+)
+_RESTART_SYSCALL = NUMBERS["restart_syscall"]
 _RESTARTBLOCK = frozenset(NUMBERS[n] for n in ("nanosleep", "clock_nanosleep", "poll") if n in NUMBERS)
 
 
@@ -151,13 +161,8 @@ def mask_text(mask: int) -> str:
 # -------------------------------------------------------------- delivery
 
 
-def _info_for(p: GuestProcess, sig: int, info: SigInfo | None) -> SigInfo:
-    if info is not None:
-        return info
-    child = p.signal_info.pop(sig, None)
-    if child is not None:
-        return SigInfo(sig, child.code, child.pid, child.uid, status=child.status)
-    return SigInfo(sig, SI_KERNEL)
+def _info_for(sig: int, info: SigInfo | None) -> SigInfo:
+    return info if info is not None else SigInfo(sig, SI_KERNEL)
 
 
 def _trace(p: GuestProcess, info: SigInfo) -> None:
@@ -167,7 +172,8 @@ def _trace(p: GuestProcess, info: SigInfo) -> None:
 
 def _restart(p: GuestProcess, nr: int) -> None:
     regs = p.stub.regs
-    regs.rax = nr
+    # A sleep goes on through restart_syscall, towards its first deadline (-ERESTART_RESTARTBLOCK).
+    regs.rax = _RESTART_SYSCALL if nr in _RESTARTBLOCK and p.restart_block is not None else nr
     regs.rip = (regs.rip - 2) & _U64  # back onto the 2-byte syscall instruction
 
 
@@ -178,7 +184,9 @@ def deliver_signals(p: GuestProcess, interrupted: int | None = None) -> None:
     ``interrupted`` is the number of the syscall a signal just cut short (it
     answered ``-EINTR``): it is restarted when no handler runs, or when the
     handler has ``SA_RESTART`` and the call is one that restarts.  Raises
-    :class:`GuestExit` when a signal ends the guest.
+    :class:`GuestExit` when a signal ends the guest.  A stop signal stops the
+    process here (:meth:`GuestProcess.enter_stop`): what is left is done when it
+    goes on.
     """
     st = p.signals
     ran = False
@@ -187,13 +195,23 @@ def deliver_signals(p: GuestProcess, interrupted: int | None = None) -> None:
         if got is None:
             break
         sig, raw = got
-        info = _info_for(p, sig, raw)
+        info = _info_for(sig, raw)
         act = st.action(sig)
         if act.handler == SIG_IGN:
             continue
         if act.handler == SIG_DFL:
+            if default_stops(sig):
+                # A terminal's stop signals mean nothing to an orphaned process group.
+                if sig != signal.SIGSTOP and p.kernel.orphaned_group(p.pgid):
+                    continue
+                _trace(p, info)
+                if p.strace is not None:
+                    p.strace.emit(f"--- stopped by {signame(sig)} ---")
+                # The rest (other signals, the cut-short syscall) waits until it goes on.
+                p.enter_stop(sig, interrupted)
+                return
             if sig != signal.SIGKILL and not default_is_fatal(sig):
-                continue  # ignored, or a stop signal (no job control)
+                continue  # ignored by default
             _trace(p, info)
             status = sig
             if default_dumps_core(sig) and p.rlimits.get(resource.RLIMIT_CORE, (0, 0))[0] != 0:
@@ -213,7 +231,7 @@ def deliver_signals(p: GuestProcess, interrupted: int | None = None) -> None:
         if sig == signal.SIGSEGV:
             st.actions[sig] = SigAction()
         st.force(signal.SIGSEGV, SigInfo(signal.SIGSEGV, SI_KERNEL, addr=0))
-    if interrupted is not None:
+    if interrupted is not None and interrupted not in NO_RESTART:
         _restart(p, interrupted)  # no handler ran: the call goes on as if nothing happened
     if st.saved_mask is not None and not ran:
         st.blocked, st.saved_mask = st.saved_mask, None

@@ -8,8 +8,16 @@ guest's stack, ``rt_sigreturn``, default actions).  The rules are Linux's:
   disposition becomes "ignore";
 * a standard signal is pending at most once: while it is pending, sending it
   again changes nothing (the first ``siginfo`` is kept);
+* a real-time signal (``SIGRTMIN``..``SIGRTMAX``, 32..64 to the kernel) queues:
+  every instance sent is delivered, in the order sent, each with its own
+  ``siginfo``; the entries queued for one user are bounded by its
+  ``RLIMIT_SIGPENDING`` (see :meth:`SignalState.post`);
 * of several deliverable signals the synchronous ones (faults) go first, then the
-  lowest numbered;
+  lowest numbered (so standard signals before real-time ones);
+* stop signals and ``SIGCONT`` cancel each other: sending a stop signal discards
+  a pending ``SIGCONT``, sending ``SIGCONT`` discards pending stop signals, even
+  when the new signal is then ignored (the stop and the resume themselves are
+  the process's business: :mod:`.process`);
 * a signal *forced* by a fault, or by a signal frame that cannot be written, is
   delivered even when the guest blocks or ignores it: then it takes its default
   action.
@@ -18,11 +26,13 @@ guest's stack, ``rt_sigreturn``, default actions).  The rules are Linux's:
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 
-from .errors import GuestExit
+from .errors import GuestExit, SyscallError
 
 __all__ = [
     "NSIG",
@@ -31,6 +41,7 @@ __all__ = [
     "SignalState",
     "default_dumps_core",
     "default_is_fatal",
+    "default_stops",
     "sigbit",
 ]
 
@@ -56,6 +67,7 @@ SI_USER = 0
 SI_KERNEL = 0x80
 SI_QUEUE = -1
 SI_TIMER = -2
+SI_MESGQ = -3
 SI_TKILL = -6
 
 #: struct kernel_sigaction on x86-64: handler, flags, restorer, mask.
@@ -63,6 +75,10 @@ SIGACTION = struct.Struct("<QQQQ")
 #: stack_t: ss_sp, ss_flags (int, padded), ss_size.
 STACK_T = struct.Struct("<Qi4xQ")
 SIGINFO_SIZE = 128
+#: The part of a ``siginfo_t`` Linux keeps (``struct kernel_siginfo``); the rest is zeros.
+KERNEL_SIGINFO_SIZE = 48
+#: The first real-time signal as the kernel numbers it (glibc keeps 32 and 33 for itself).
+SIGRTMIN_KERNEL = 32
 
 _IGNORED_BY_DEFAULT = frozenset({signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT})
 _STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
@@ -91,6 +107,8 @@ _SYNCHRONOUS: tuple[int, ...] = (
     signal.SIGSYS,
 )
 UNBLOCKABLE = (1 << (signal.SIGKILL - 1)) | (1 << (signal.SIGSTOP - 1))
+#: The stop signals' bits (``SIG_KERNEL_STOP_MASK``).
+STOP_MASK = sum(1 << (s - 1) for s in _STOP)
 
 
 def sigbit(sig: int) -> int:
@@ -103,6 +121,16 @@ def default_is_fatal(sig: int) -> bool:
     return sig not in _IGNORED_BY_DEFAULT and sig not in _STOP
 
 
+def default_stops(sig: int) -> bool:
+    """Whether the default action of ``sig`` stops the process (job control)."""
+    return sig in _STOP
+
+
+def is_realtime(sig: int) -> bool:
+    """Whether ``sig`` is a real-time signal (one that queues)."""
+    return sig >= SIGRTMIN_KERNEL
+
+
 def default_dumps_core(sig: int) -> bool:
     """Whether the default action of ``sig`` is "core" rather than plain "terminate"."""
     return sig in _CORE
@@ -110,10 +138,10 @@ def default_dumps_core(sig: int) -> bool:
 
 def signame(sig: int) -> str:
     """``SIGUSR1``; real-time signals as strace names them (``SIGRT_2``)."""
-    if sig == signal.SIGRTMIN:
+    if sig == SIGRTMIN_KERNEL:
         return "SIGRTMIN"
-    if signal.SIGRTMIN < sig <= NSIG:
-        return f"SIGRT_{sig - int(signal.SIGRTMIN)}"
+    if SIGRTMIN_KERNEL < sig <= NSIG:
+        return f"SIGRT_{sig - SIGRTMIN_KERNEL}"
     try:
         return signal.Signals(sig).name
     except ValueError:
@@ -168,9 +196,21 @@ class SigInfo:
     addr: int | None = None
     #: ``si_status`` of a SIGCHLD (exit code or signal number).
     status: int | None = None
+    #: A ``siginfo`` a guest made (``rt_sigqueueinfo``): its first 48 bytes, as given.
+    raw: bytes | None = None
+
+    @classmethod
+    def from_guest(cls, signo: int, raw: bytes) -> SigInfo:
+        """The ``siginfo`` a guest passed to ``rt_sigqueueinfo``: its own bytes, with
+        ``si_signo`` the signal sent (as Linux overwrites it)."""
+        _signo, _errno, code, pid, uid = struct.unpack_from("<iii4xiI", raw)
+        head = struct.pack("<i", signo) + raw[4:KERNEL_SIGINFO_SIZE]
+        return cls(signo, code, pid, uid, raw=head)
 
     def pack(self) -> bytes:
         """The 128 bytes of ``siginfo_t`` as Linux lays them out on x86-64."""
+        if self.raw is not None:
+            return self.raw.ljust(SIGINFO_SIZE, b"\0")
         head = struct.pack("<iii4x", self.signo, 0, self.code)
         if self.addr is not None:
             body = struct.pack("<Q", self.addr & 0xFFFFFFFFFFFFFFFF)
@@ -197,6 +237,9 @@ class SigInfo:
             out += f", si_pid={self.pid}, si_uid={self.uid}, si_status={status}, si_utime=0, si_stime=0"
         elif self.code <= 0:
             out += f", si_pid={self.pid}, si_uid={self.uid}"
+            if self.raw is not None and self.code in (SI_QUEUE, SI_TIMER, SI_MESGQ):
+                (value,) = struct.unpack_from("<Q", self.raw, 24)
+                out += f", si_int={struct.unpack_from('<i', self.raw, 24)[0]}, si_ptr={value:#x}"
         return out + "}"
 
 
@@ -232,10 +275,16 @@ class SignalState:
     #: ``(ss_sp, ss_flags, ss_size)`` as last set (a size of 0: none); the flags as
     #: given, which is what a signal frame's ``uc_stack`` shows.
     altstack: tuple[int, int, int] = (0, 0, 0)
-    #: The ``siginfo`` of each pending signal that has one.
+    #: The ``siginfo`` of each pending standard signal that has one.
     info: dict[int, SigInfo] = field(default_factory=dict)
+    #: The queued instances of each pending real-time signal, oldest first.  A
+    #: signal may be pending with an empty queue: a ``kill`` that found the queue
+    #: full (Linux keeps such a signal, without its ``siginfo``).
+    queue: dict[int, deque[SigInfo]] = field(default_factory=dict)
     #: The mask to put back once a signal was handled (``rt_sigsuspend``, ``pselect``...).
     saved_mask: int | None = None
+    #: The signals ``rt_sigtimedwait`` is waiting for (they wake it rather than act).
+    waiting: int = 0
     #: The ``ITIMER_REAL`` / ``alarm`` timer: its loop handle, deadline and interval.
     timer: asyncio.TimerHandle | None = None
     timer_deadline: float = 0.0
@@ -247,18 +296,45 @@ class SignalState:
     def is_ignored(self, sig: int) -> bool:
         """Whether ``sig`` would be dropped if it were sent now."""
         act = self.action(sig)
-        return act.handler == SIG_IGN or (act.handler == SIG_DFL and not default_is_fatal(sig))
+        return act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in _IGNORED_BY_DEFAULT)
 
-    def post(self, sig: int, info: SigInfo | None = None) -> bool:
-        """Make ``sig`` pending (False: it is ignored and was dropped)."""
-        if sig != signal.SIGKILL and self.is_ignored(sig):
-            return False
+    def post(self, sig: int, info: SigInfo | None = None, *, queue_room: bool = True) -> bool:
+        """Make ``sig`` pending (False: it is ignored and was dropped).
+
+        A real-time signal adds an entry to its queue when ``queue_room`` says the
+        receiving process's user is under its ``RLIMIT_SIGPENDING``; with no room it is still
+        pending when ``kill`` sent it (``SI_USER``), without a ``siginfo``, and
+        any other sender (``sigqueue``, ``tgkill``) gets ``EAGAIN``.
+
+        A blocked signal is never dropped as ignored (its disposition may change
+        before it is unblocked, and ``sigwaitinfo`` may take it), as on Linux.
+        """
+        if sig in _STOP:
+            self.discard(sigbit(signal.SIGCONT))
+        elif sig == signal.SIGCONT:
+            self.discard(STOP_MASK)
         bit = sigbit(sig)
+        if sig != signal.SIGKILL and not self.blocked & bit and self.is_ignored(sig):
+            return False
+        if is_realtime(sig):
+            entries = self.queue.setdefault(sig, deque())
+            if queue_room:
+                entries.append(info if info is not None else SigInfo(sig, SI_KERNEL))
+            elif info is not None and info.code != SI_USER:
+                if not entries and not self.pending & bit:
+                    del self.queue[sig]
+                raise SyscallError(errno.EAGAIN)
+            self.pending |= bit
+            return True
         if not self.pending & bit:
             self.pending |= bit
             if info is not None:
                 self.info[sig] = info
         return True
+
+    def queued(self) -> int:
+        """How many real-time ``siginfo`` entries wait here (``RLIMIT_SIGPENDING`` counts them)."""
+        return sum(len(q) for q in self.queue.values())
 
     def force(self, sig: int, info: SigInfo | None = None) -> None:
         """A signal the guest cannot refuse (a fault): blocked or ignored, it gets the default action."""
@@ -277,27 +353,52 @@ class SignalState:
             raise GuestExit.killed(sig)
         self.post(sig, info)
 
-    def dequeue(self) -> tuple[int, SigInfo | None] | None:
-        """Take the next deliverable signal (faults first, then the lowest number)."""
-        ready = self.pending & ~self.blocked
+    def next_signal(self, mask: int) -> int:
+        """The signal :meth:`take` would give among the pending ones in ``mask`` (0: none)."""
+        ready = self.pending & mask
         if not ready:
-            return None
-        sig = (ready & -ready).bit_length()
+            return 0
         for first in _SYNCHRONOUS:
             if ready & sigbit(first):
-                sig = first
-                break
-        self.pending &= ~sigbit(sig)
-        return sig, self.info.pop(sig, None)
+                return first
+        return (ready & -ready).bit_length()
+
+    def take(self, sig: int) -> SigInfo | None:
+        """Take one pending instance of ``sig`` off the pending set, with its ``siginfo``."""
+        bit = sigbit(sig)
+        entries = self.queue.get(sig)
+        if entries is None:
+            self.pending &= ~bit
+            return self.info.pop(sig, None)
+        info = entries.popleft() if entries else SigInfo(sig, SI_USER)
+        if not entries:
+            del self.queue[sig]
+            self.pending &= ~bit
+        return info
+
+    def dequeue(self) -> tuple[int, SigInfo | None] | None:
+        """Take the next deliverable signal (faults first, then the lowest number)."""
+        sig = self.next_signal(~self.blocked)
+        if not sig:
+            return None
+        return sig, self.take(sig)
+
+    def discard(self, mask: int) -> None:
+        """Forget every pending signal in ``mask`` (queued instances too)."""
+        self.pending &= ~mask
+        for sig in [s for s in self.info if mask & sigbit(s)]:
+            del self.info[sig]
+        for sig in [s for s in self.queue if mask & sigbit(s)]:
+            del self.queue[sig]
 
     def drop_ignored(self, sig: int) -> None:
         """``sig`` became ignored: forget it if it is pending."""
         if self.is_ignored(sig):
-            self.pending &= ~sigbit(sig)
-            self.info.pop(sig, None)
+            self.discard(sigbit(sig))
 
     def has_deliverable(self) -> bool:
-        return bool(self.pending & ~self.blocked)
+        """Whether a pending signal would act now (not blocked, not being waited for)."""
+        return bool(self.pending & ~self.blocked & ~self.waiting)
 
     # ------------------------------------------------------ alternate stack
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .errors import SyscallError
 from .memory import AddressSpace
+from .signals import NSIG, signame
 from .table import ARGS, HEX_RESULT, NAMES
 
 __all__ = ["PRE_RENDERED", "Strace", "errno_text", "format_args", "format_call", "wait_status_text"]
@@ -167,10 +167,7 @@ def errno_text(err: int) -> str:
 
 
 def _signame(v: int) -> str:
-    try:
-        return signal.Signals(v).name
-    except ValueError:
-        return str(v)
+    return signame(v) if 0 < v <= NSIG else str(v)
 
 
 _CLONE_FLAGS = [

@@ -31,6 +31,7 @@ from .errors import SyscallError
 from .files import Loc, OpenFile, guest_fd_alias, wait_fd
 from .futex import futex
 from .process import HANDLERS, GuestProcess, Handler
+from .signalfd import SIGNALFD_SIGINFO_SIZE, SignalFile
 from .signals import SI_USER, UNBLOCKABLE, SigInfo
 from .table import NUMBERS
 
@@ -466,13 +467,15 @@ async def _sleep(seconds: float) -> int:
     return 0
 
 
-async def _sleep_rem(p: GuestProcess, seconds: float, rem: int) -> int:
-    # Cut short by a signal: the time left goes to ``rem``.
+async def _sleep_rem(p: GuestProcess, seconds: float, rem: int, name: str = "nanosleep") -> int:
+    # Cut short by a signal: the time left goes to ``rem``; should no handler run
+    # (a stop signal), restart_syscall sleeps until the same end.
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     try:
         return await _sleep(seconds)
     except asyncio.CancelledError:
+        p.restart_block = (name, lambda: _sleep_rem(p, max(end - loop.time(), 0.0), rem, name))
         if rem:
             left = max(end - loop.time(), 0.0)
             sec = int(left)
@@ -494,7 +497,18 @@ def sys_clock_nanosleep(p: GuestProcess, clk: int, flags: int, req: int, rem: in
     delay = _timespec(p, req)
     if flags & 1:  # TIMER_ABSTIME: nothing to say about the time left
         return _sleep(max(delay - time.clock_gettime_ns(clk) / 1e9, 0.0))
-    return _sleep_rem(p, delay, rem)
+    return _sleep_rem(p, delay, rem, "clock_nanosleep")
+
+
+@syscall("restart_syscall")
+def sys_restart_syscall(p: GuestProcess, *_: int) -> int | Awaitable[int]:
+    """Go on with the sleep a signal without a handler cut short (EINTR: there is none)."""
+    block, p.restart_block = p.restart_block, None
+    if block is None:
+        return -errno.EINTR
+    name, resume = block
+    p.trace_args = f"<... resuming interrupted {name} ...>"
+    return resume()
 
 
 # ------------------------------------------------------------ file system
@@ -688,6 +702,8 @@ def _count(n: int) -> int:
 @syscall("read")
 def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
     file = p.fds.get(s32(fd))
+    if isinstance(file, SignalFile):
+        return read_signalfd(p, file, buf, count)
     if s64(count) < 0:
         raise _fail(errno.EINVAL)
     if file.is_dir:
@@ -696,6 +712,35 @@ def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | A
     if not views:
         return 0
     return file.readv(views)
+
+
+def read_signalfd(p: GuestProcess, file: SignalFile, buf: int, count: int) -> int | Awaitable[int]:
+    """A read of a signalfd: the reader's pending signals in its mask, one record each."""
+    n = (count & 0xFFFFFFFFFFFFFFFF) // SIGNALFD_SIGINFO_SIZE
+    if n == 0:
+        raise _fail(errno.EINVAL)
+    n = min(n, 64)
+    # As Linux: the signals are taken, then copied out (a bad buffer loses them: EFAULT).
+    got = file.take(p.signals, n)
+    if got:
+        p.mm.write(buf, got)
+        return len(got)
+    if file.nonblocking:
+        raise _fail(errno.EAGAIN)
+
+    async def wait() -> int:
+        p.signalfd_waiting = file.mask
+        try:
+            while True:
+                await p.signal_event()
+                data = file.take(p.signals, n)
+                if data:
+                    p.mm.write(buf, data)
+                    return len(data)
+        finally:
+            p.signalfd_waiting = 0
+
+    return wait()
 
 
 @syscall("write")
@@ -839,6 +884,8 @@ def sys_lseek(p: GuestProcess, fd: int, off: int, whence: int, *_: int) -> int:
         if whence != 0:
             raise _fail(errno.EINVAL)
         return file.seek_dir(s64(off))
+    if isinstance(file, SignalFile):
+        return 0  # a signalfd has no position: Linux's noop_llseek
     return os.lseek(file.host_fd, s64(off), whence)
 
 
@@ -1449,7 +1496,10 @@ def _poll_now(p: GuestProcess, entries: list[tuple[int, int]]) -> list[int]:
     wanted: dict[int, int] = {}
     for fd, events in entries:
         if fd >= 0 and fd in p.fds:
-            h = p.fds.get(fd).host_fd
+            file = p.fds.get(fd)
+            if isinstance(file, SignalFile):
+                file.refresh(p.signals)  # readable for this process, as it is now
+            h = file.host_fd
             wanted[h] = wanted.get(h, 0) | (events & 0xFFFF)
     for h, events in wanted.items():
         host.register(h, events)

@@ -37,7 +37,7 @@ from .binfmt import ExecPlan, prepare_exec
 from .errors import GuestExit, SyscallError
 from .files import Loc
 from .kernel import CLD_EXITED, CLD_KILLED
-from .process import UNINTERRUPTIBLE, GuestProcess
+from .process import CLD_CONTINUED, CLD_STOPPED, UNINTERRUPTIBLE, GuestProcess
 from .signals import NSIG, SI_TKILL, SI_USER, SigInfo
 from .syscalls import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, _locate, _path, s32, syscall
 from .table import NUMBERS
@@ -91,6 +91,8 @@ __WALL = 0x40000000
 __WCLONE = 0x80000000
 _WAIT4_OPTIONS = WNOHANG | WUNTRACED | WCONTINUED | __WNOTHREAD | __WCLONE | __WALL
 _WAITID_OPTIONS = WNOHANG | WSTOPPED | WEXITED | WCONTINUED | WNOWAIT | __WNOTHREAD | __WCLONE | __WALL
+
+CLD_DUMPED = 3
 
 P_ALL = 0
 P_PID = 1
@@ -488,18 +490,47 @@ def _selects(p: GuestProcess, child: GuestProcess, idtype: int, ident: int, opti
     return clone_child == bool(options & __WCLONE)
 
 
-async def _wait_for_child(p: GuestProcess, idtype: int, ident: int, options: int) -> GuestProcess | None:
-    """The first zombie child that matches; None with WNOHANG when none is yet."""
+#: What ``wait`` found about a child: it exited, stopped or was continued.
+EXITED, STOPPED, CONTINUED = "exited", "stopped", "continued"
+
+
+def _child_event(child: GuestProcess, options: int) -> str | None:
+    # Linux's order (wait_consider_task): a zombie's exit, then a stop, then a resume.
+    if child.status is not None:
+        return EXITED if options & WEXITED else None
+    if options & WSTOPPED and child.stopped and child.stop_report:
+        return STOPPED
+    if options & WCONTINUED and child.cont_report:
+        return CONTINUED
+    return None
+
+
+async def _wait_for_child(p: GuestProcess, idtype: int, ident: int, options: int) -> tuple[GuestProcess, str] | None:
+    """The first child that matches and has something to report (its exit, a stop
+    or a resume, as ``options`` ask); None with WNOHANG when none has yet."""
     while True:
         kids = [c for pid, c in sorted(p.children.items()) if _selects(p, c, idtype, ident, options)]
         if not kids:
             raise _fail(errno.ECHILD)
         for c in kids:
-            if c.status is not None:
-                return c
+            event = _child_event(c, options)
+            if event is not None:
+                return c, event
         if options & WNOHANG:
             return None
         await p.child_event()
+
+
+def _consume(p: GuestProcess, child: GuestProcess, event: str, options: int) -> None:
+    """The report was made: an exit reaps the child, a stop or a resume is reported once."""
+    if options & WNOWAIT:
+        return
+    if event == EXITED:
+        p.kernel.reap(child)
+    elif event == STOPPED:
+        child.stop_report = 0
+    else:
+        child.cont_report = False
 
 
 def _wait_target(p: GuestProcess, pid: int) -> tuple[int, int]:
@@ -523,14 +554,21 @@ def sys_wait4(p: GuestProcess, pid: int, wstatus: int, options: int, rusage: int
     idtype, ident = _wait_target(p, who)
 
     async def wait() -> int:
-        child = await _wait_for_child(p, idtype, ident, options | WEXITED)
-        if child is None:
+        found = await _wait_for_child(p, idtype, ident, options | WEXITED)
+        if found is None:
             return 0
+        child, event = found
+        if event == EXITED:
+            status = child.status or 0
+        elif event == STOPPED:
+            status = 0x7F | child.stop_report << 8
+        else:
+            status = 0xFFFF
         if wstatus:
-            p.mm.write(wstatus, struct.pack("<i", child.status or 0))
+            p.mm.write(wstatus, struct.pack("<i", status))
         if rusage:
             p.mm.write(rusage, bytes(_RUSAGE_SIZE))
-        p.kernel.reap(child)
+        _consume(p, child, event, options)
         return child.pid
 
     return wait()
@@ -559,32 +597,27 @@ def sys_waitid(
         raise _fail(errno.EINVAL)
 
     async def wait() -> int:
-        if not options & WEXITED:
-            # Only stops or continues asked for, and no guest ever stops: wait for nothing.
-            if not p.children:
-                raise _fail(errno.ECHILD)
-            if options & WNOHANG:
-                info = bytes(_SIGINFO_SIZE)
-                if infop:
-                    p.mm.write(infop, info)
-                return 0
-            while p.children:
-                await p.child_event()
-            raise _fail(errno.ECHILD)
-        child = await _wait_for_child(p, idtype, ident, options)
-        if child is None:
+        found = await _wait_for_child(p, idtype, ident, options)
+        if found is None:
             if infop:
                 p.mm.write(infop, bytes(_SIGINFO_SIZE))
             return 0
-        st = child.status or 0
-        code, value = (CLD_KILLED, st & 0x7F) if st & 0x7F else (CLD_EXITED, (st >> 8) & 0xFF)
+        child, event = found
+        if event == EXITED:
+            st = child.status or 0
+            code, value = (CLD_KILLED, st & 0x7F) if st & 0x7F else (CLD_EXITED, (st >> 8) & 0xFF)
+            if st & 0x80:
+                code = CLD_DUMPED
+        elif event == STOPPED:
+            code, value = CLD_STOPPED, child.stop_report
+        else:
+            code, value = CLD_CONTINUED, int(signal.SIGCONT)
         if infop:
             info = struct.pack("<iiiiiIi4xqq", signal.SIGCHLD, 0, code, 0, child.pid, child.uid, value, 0, 0)
             p.mm.write(infop, info.ljust(_SIGINFO_SIZE, b"\0"))
         if rusage:
             p.mm.write(rusage, bytes(_RUSAGE_SIZE))
-        if not options & WNOWAIT:
-            p.kernel.reap(child)
+        _consume(p, child, event, options)
         return 0
 
     return wait()
