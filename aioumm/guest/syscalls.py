@@ -935,37 +935,6 @@ def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
     return 0
 
 
-@syscall(
-    "connect",
-    "accept",
-    "accept4",
-    "sendto",
-    "recvfrom",
-    "sendmsg",
-    "recvmsg",
-    "sendmmsg",
-    "recvmmsg",
-    "shutdown",
-    "bind",
-    "listen",
-    "getsockname",
-    "getpeername",
-    "setsockopt",
-    "getsockopt",
-)
-def sys_socket_call(p: GuestProcess, fd: int, *_: int) -> int:
-    """Calls on a socket: ``ENOTSOCK`` for any other descriptor, as Linux answers.
-
-    (Shells ask ``getpeername`` of their standard input whether a remote shell
-    daemon started them.)  Guests have no sockets of their own; one they inherit
-    gets ``ENOSYS``.
-    """
-    if not stat.S_ISSOCK(p.fds.get(s32(fd)).mode):
-        raise _fail(errno.ENOTSOCK)
-    p.note = "sockets are not supported by aioumm"
-    raise _fail(errno.ENOSYS)
-
-
 _F_DUPFD = 0
 _F_GETFD = 1
 _F_SETFD = 2
@@ -1437,4 +1406,4 @@ def sys_ppoll(
 
 
 # The process calls (fork, execve, wait4, kill...) live in a module of their own.
-from . import syscalls_fs, syscalls_proc, syscalls_sig  # noqa: E402, F401
+from . import syscalls_fs, syscalls_net, syscalls_proc, syscalls_sig  # noqa: E402, F401
