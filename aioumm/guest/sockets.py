@@ -187,10 +187,53 @@ def guest_sockaddr(raw: bytes, tag: bytes, host_to_guest: Callable[[str], str | 
 # ------------------------------------------------------------ host calls
 
 
-def _buffer_address(view: memoryview, keep: list[object]) -> int:
+class Unusable:
+    """A guest buffer the guest may not use that way: the host call gets memory that faults.
+
+    Linux checks a call's other arguments (the address, the socket's state, a
+    datagram's size) before it touches the data, and a receive takes the
+    datagram before it finds the buffer bad.  Handing the host call a range
+    that faults in the controller the same way (a ``PROT_NONE`` reservation,
+    never anything else) makes the host do all of that in Linux's order.
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+#: Buffers for the host calls: guest memory, or a range that faults.
+Buffers = Sequence[memoryview | Unusable]
+
+_FAULT_AREA = 0
+
+
+def _fault_area() -> int:
+    """A ``PROT_NONE`` reservation as long as any guest buffer (address space only)."""
+    global _FAULT_AREA
+    if not _FAULT_AREA:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        addr = libc.mmap(None, _FAULT_AREA_SIZE, 0, 0x22 | 0x4000, -1, 0)  # MAP_PRIVATE|ANONYMOUS|NORESERVE
+        if addr is None or addr == ctypes.c_void_p(-1).value:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        _FAULT_AREA = int(addr)
+    return _FAULT_AREA
+
+
+_FAULT_AREA_SIZE = 0x80000000
+
+
+def _buffer_address(view: memoryview | Unusable, keep: list[object]) -> int:
     """The address of ``view``'s bytes for a host call (a copy if it is read-only)."""
     if len(view) == 0:
         return 0
+    if isinstance(view, Unusable):
+        return _fault_area()
     if not view.readonly:
         c = (ctypes.c_char * len(view)).from_buffer(view)
     else:
@@ -199,7 +242,7 @@ def _buffer_address(view: memoryview, keep: list[object]) -> int:
     return ctypes.addressof(c)
 
 
-def _iovec_array(views: Sequence[memoryview], keep: list[object]) -> tuple[int, int]:
+def _iovec_array(views: Buffers, keep: list[object]) -> tuple[int, int]:
     arr = (_Iovec * max(len(views), 1))()
     for i, v in enumerate(views):
         arr[i].base = _buffer_address(v, keep)
@@ -208,7 +251,7 @@ def _iovec_array(views: Sequence[memoryview], keep: list[object]) -> tuple[int, 
     return ctypes.addressof(arr), len(views)
 
 
-def host_sendmsg(fd: int, views: Sequence[memoryview], name: bytes | None, control: bytes, flags: int) -> int:
+def host_sendmsg(fd: int, views: Buffers, name: bytes | None, control: bytes, flags: int) -> int:
     """The host's ``sendmsg``; raises :class:`OSError`."""
     keep: list[object] = []
     try:
@@ -228,7 +271,7 @@ def host_sendmsg(fd: int, views: Sequence[memoryview], name: bytes | None, contr
 
 
 def host_recvmsg(
-    fd: int, views: Sequence[memoryview], name_room: int, control_room: int, flags: int
+    fd: int, views: Buffers, name_room: int, control_room: int, flags: int
 ) -> tuple[int, bytes | None, bytes, int]:
     """The host's ``recvmsg``: ``(bytes, address or None, control, msg_flags)``; raises :class:`OSError`."""
     keep: list[object] = []
@@ -380,7 +423,7 @@ async def wait_ready(file: OpenFile, *, write: bool, deadline: list[float]) -> N
 
 
 async def sock_send(
-    file: OpenFile, views: Sequence[memoryview], name: bytes | None = None, control: bytes = b"", flags: int = 0
+    file: OpenFile, views: Buffers, name: bytes | None = None, control: bytes = b"", flags: int = 0
 ) -> int:
     """Send as a blocking (or not) ``sendmsg`` would; ``EPIPE`` raises :class:`BrokenPipeError`."""
     blocking = not (file.guest_nonblocking() or flags & MSG_DONTWAIT)
@@ -416,7 +459,7 @@ async def sock_send(
 
 
 async def sock_recv(
-    file: OpenFile, views: Sequence[memoryview], name_room: int = 0, control_room: int = 0, flags: int = 0
+    file: OpenFile, views: Buffers, name_room: int = 0, control_room: int = 0, flags: int = 0
 ) -> tuple[int, bytes | None, bytes, int]:
     """Receive as a blocking (or not) ``recvmsg`` would: ``(bytes, address, control, msg_flags)``."""
     blocking = not (file.guest_nonblocking() or flags & MSG_DONTWAIT)
@@ -454,14 +497,17 @@ async def sock_recv(
             raise
 
 
-def _skip(views: Sequence[memoryview], n: int) -> list[memoryview]:
+def _skip(views: Buffers, n: int) -> list[memoryview | Unusable]:
     """``views`` without their first ``n`` bytes."""
-    out: list[memoryview] = []
+    out: list[memoryview | Unusable] = []
     for v in views:
         if n >= len(v):
             n -= len(v)
             continue
-        out.append(v[n:] if n else v)
+        if isinstance(v, Unusable):
+            out.append(Unusable(len(v) - n))  # still the start of the area: it faults at once
+        else:
+            out.append(v[n:] if n else v)
         n = 0
     return out
 

@@ -19,7 +19,7 @@ import struct
 import time
 from collections.abc import Awaitable
 
-from .errors import SyscallError
+from .errors import GuestFault, SyscallError
 from .files import Loc, OpenFile, host_syscall
 from .process import GuestProcess
 from .signals import SI_USER, SigInfo
@@ -44,6 +44,7 @@ from .sockets import (
     SOL_SOCKET,
     SUN_PATH_OFFSET,
     SocketFile,
+    Unusable,
     cmsg_align,
     guest_sockaddr,
     host_accept,
@@ -121,21 +122,6 @@ def _read_sockaddr(p: GuestProcess, addr: int, length: int) -> bytes:
     if n < 0 or n > SOCKADDR_MAX:
         raise _fail(errno.EINVAL)
     return p.mm.read(addr, n) if n else b""
-
-
-def _check_sockaddr_out(p: GuestProcess, addr: int, lenp: int, *, optional: bool = True) -> None:
-    """``EFAULT``/``EINVAL`` for an output address, before the call does anything.
-
-    ``optional``: a NULL address asks for none (``accept``, ``recvfrom``).
-    """
-    if not addr and optional:
-        return
-    room = _I32.unpack(p.mm.read(lenp, 4))[0]
-    if room < 0:
-        raise _fail(errno.EINVAL)
-    p.mm.views(lenp, 4, write=True)
-    if room:
-        p.mm.views(addr, min(room, SOCKADDR_MAX), write=True)
 
 
 def _write_sockaddr(p: GuestProcess, addr: int, lenp: int, raw: bytes, *, optional: bool = True) -> None:
@@ -259,8 +245,7 @@ def sys_bind(p: GuestProcess, fd: int, addr: int, length: int, *_: int) -> int:
     if abstract:
         host = _abstract(p, name)
         return host_syscall(NUMBERS["bind"], file.host_fd, host, len(host))
-    if len(host_getname(file.host_fd, peer=False)) > SUN_PATH_OFFSET:
-        raise _fail(errno.EINVAL)  # bound already
+    # A socket bound already: the host says so (EINVAL), after it found the name free.
     return _bind_path(p, file, name)
 
 
@@ -348,10 +333,10 @@ async def _connect_retry(file: OpenFile, target: _Target) -> int:
 
 
 def _accept(p: GuestProcess, fd: int, addr: int, lenp: int, flags: int) -> Awaitable[int]:
+    p.fds.get(s32(fd))
     if flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC):
         raise _fail(errno.EINVAL)
     file = _socket(p, fd)
-    _check_sockaddr_out(p, addr, lenp)
 
     async def run() -> int:
         deadline: list[float] = []
@@ -364,7 +349,11 @@ def _accept(p: GuestProcess, fd: int, addr: int, lenp: int, flags: int) -> Await
                     raise
             await wait_ready(file, write=False, deadline=deadline)
         new = _install_socket(p, host, socket_family(file), socket_type(file), flags)
-        _write_sockaddr(p, addr, lenp, _guest_view(p, peer))
+        try:
+            _write_sockaddr(p, addr, lenp, _guest_view(p, peer))
+        except SyscallError:
+            p.fds.close(new)  # Linux drops the connection it could not tell about
+            raise
         return new
 
     return run()
@@ -399,7 +388,6 @@ def sys_getpeername(p: GuestProcess, fd: int, addr: int, lenp: int, *_: int) -> 
 def _getname(p: GuestProcess, fd: int, addr: int, lenp: int, *, peer: bool) -> int:
     file = _socket(p, fd)
     raw = host_getname(file.host_fd, peer=peer)
-    _check_sockaddr_out(p, addr, lenp, optional=False)
     _write_sockaddr(p, addr, lenp, _guest_view(p, raw), optional=False)
     return 0
 
@@ -445,9 +433,18 @@ def sys_getsockopt(p: GuestProcess, fd: int, level: int, name: int, val: int, le
 # ------------------------------------------------------------ send, receive
 
 
-def _views(p: GuestProcess, buf: int, count: int, *, write: bool) -> list[memoryview]:
-    n = min(count & 0xFFFFFFFFFFFFFFFF, MAX_RW_COUNT)
-    return p.mm.views(buf, n, write=write) if n else []
+def _buffer(p: GuestProcess, buf: int, length: int, *, write: bool) -> list[memoryview | Unusable]:
+    """Guest memory for data; a bad range is left for the host call to fault on (see :class:`Unusable`)."""
+    if not length:
+        return []
+    try:
+        return list(p.mm.views(buf, length, write=write))
+    except GuestFault:
+        return [Unusable(length)]
+
+
+def _views(p: GuestProcess, buf: int, count: int, *, write: bool) -> list[memoryview | Unusable]:
+    return _buffer(p, buf, min(count & 0xFFFFFFFFFFFFFFFF, MAX_RW_COUNT), write=write)
 
 
 @syscall("sendto")
@@ -478,7 +475,6 @@ def sys_recvfrom(
 ) -> Awaitable[int]:
     file = _socket(p, fd)
     views = _views(p, buf, count, write=True)
-    _check_sockaddr_out(p, addr, lenp)
     fl = flags & 0xFFFFFFFF
 
     async def run() -> int:
@@ -508,17 +504,14 @@ class _Msg:
         if not receive and controllen > 0x7FFFFFFF:
             raise _fail(errno.ENOBUFS)
         self.controllen = controllen if self.control else 0
-        self.views: list[memoryview] = []
+        self.views: list[memoryview | Unusable] = []
         total = 0
         for base, length in _IOVEC.iter_unpack(p.mm.read(iov, iovlen * _IOVEC.size) if iovlen else b""):
             if s64(length) < 0:
                 raise _fail(errno.EINVAL)
             length = min(length, MAX_RW_COUNT - total)
             total += length
-            if length:
-                self.views.extend(p.mm.views(base, length, write=receive))
-        if receive and self.name and self.namelen:
-            p.mm.views(self.name, self.namelen, write=True)
+            self.views.extend(_buffer(p, base, length, write=receive))
 
 
 def _control_out(p: GuestProcess, file: OpenFile, raw: bytes) -> tuple[bytes, list[OpenFile]]:

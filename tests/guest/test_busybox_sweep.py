@@ -241,13 +241,11 @@ CASES: list[Case] = [
 #: Applets whose case does not give the native result as a guest today, and why.
 GAPS: dict[str, str] = {
     "umount": "umount2 is not offered (ENOSYS where Linux says ENOENT)",
-    "wget": "guests have no sockets: socket(2) answers ENOSYS",
-    "nc": "guests have no sockets: socket(2) answers ENOSYS",
-    "ip": "guests have no sockets (netlink): socket(2) answers ENOSYS",
+    "ip": "netlink sockets (AF_NETLINK) are not offered: socket(2) answers EAFNOSUPPORT",
     "logread": "System V shared memory is not offered: shmget answers ENOSYS, not ENOENT",
 }
 
-_NETWORK = "needs the network or sockets (guests have none)"
+_NETWORK = "needs a server, the network beyond this host, raw sockets or network devices"
 _DEVICE = "needs hardware, a block device or the console"
 _SYSTEM = "changes the host system (boot, mounts, modules, swap, clock)"
 _DAEMON = "a daemon: never exits on its own"

@@ -1,0 +1,229 @@
+"""Guest sockets, compared with native runs of the same programs.
+
+Busybox ``nc``, ``httpd`` and ``wget`` talk to each other over the loopback as
+guests of one run; small C programs cover descriptor passing, ``AF_UNIX`` names,
+UDP and TCP, and bad arguments.  Every expected output is the native run's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import compile_prog
+from guest_fakes import FakeStub
+
+from aioumm.guest import syscalls  # noqa: F401  (registers the handlers)
+from aioumm.guest.files import Vfs
+from aioumm.guest.layout import PAGE_SIZE
+from aioumm.guest.memory import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, PhysMem
+from aioumm.guest.process import GuestProcess
+from aioumm.guest.table import NUMBERS
+
+RUN = [sys.executable, "-m", "aioumm", "run", "--"]
+MASK = (1 << 64) - 1
+
+
+def both(cmd: list[str], **kw: object) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
+    """The native run and the guest run of ``cmd``."""
+    want: subprocess.CompletedProcess[bytes] = subprocess.run(cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
+    got: subprocess.CompletedProcess[bytes] = subprocess.run(RUN + cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
+    return want, got
+
+
+def assert_same(want: subprocess.CompletedProcess[bytes], got: subprocess.CompletedProcess[bytes]) -> None:
+    status = 128 - want.returncode if want.returncode < 0 else want.returncode
+    assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == (
+        status,
+        want.stdout.decode(),
+        want.stderr.decode(),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------ busybox
+
+
+def test_nc_server_and_client_over_the_loopback(busybox: str, tmp_path: Path) -> None:
+    def script() -> str:
+        port = free_port()
+        # The client tries again until the server listens (its refusals are not shown).
+        return (
+            f"{busybox} nc -l -p {port} > out & "
+            f"until echo hello over tcp | {busybox} nc 127.0.0.1 {port} 2>/dev/null; do {busybox} sleep 0.05; done; "
+            "wait $!; echo server $?; cat out"
+        )
+
+    want = subprocess.run([busybox, "sh", "-c", script()], capture_output=True, timeout=60, cwd=tmp_path)
+    got = subprocess.run([*RUN, busybox, "sh", "-c", script()], capture_output=True, timeout=60, cwd=tmp_path)
+    assert_same(want, got)
+    assert got.stdout == b"server 0\nhello over tcp\n"
+
+
+def test_httpd_serves_a_file_to_wget(busybox: str, tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "page.txt").write_bytes(b"served by a guest\n" * 1000)
+
+    def script() -> str:
+        url = f"http://127.0.0.1:{free_port()}"
+        port = url.rsplit(":", 1)[1]
+        return (
+            f"{busybox} httpd -f -p 127.0.0.1:{port} -h {www} & pid=$!; "
+            f"until {busybox} wget -q -O got.txt {url}/page.txt 2>/dev/null; do {busybox} sleep 0.05; done; "
+            f"{busybox} md5sum got.txt; {busybox} wget -q -O - {url}/missing.txt; echo wget $?; "
+            # Whether ash says "Terminated" for the killed job is a race even natively.
+            "{ kill $pid; wait $pid; echo httpd $?; } 2>/dev/null"
+        )
+
+    want = subprocess.run([busybox, "sh", "-c", script()], capture_output=True, timeout=60, cwd=tmp_path)
+    got = subprocess.run([*RUN, busybox, "sh", "-c", script()], capture_output=True, timeout=60, cwd=tmp_path)
+    assert_same(want, got)
+    assert b"404" in got.stderr and b"wget 1\nhttpd 143\n" in got.stdout
+
+
+# ------------------------------------------------------------ C programs
+
+
+@pytest.mark.parametrize("name", ["sock_pass", "sock_inet", "sock_errors"])
+def test_socket_programs_match_native(name: str, prog_dir: Path) -> None:
+    prog = compile_prog(name, prog_dir)
+    assert_same(*both([str(prog)]))
+
+
+def test_unix_names_match_native(prog_dir: Path, tmp_path: Path) -> None:
+    prog = compile_prog("sock_unix", prog_dir)
+    native, guest = tmp_path / "native", tmp_path / "guest"
+    native.mkdir()
+    guest.mkdir()
+    want = subprocess.run([str(prog), str(native)], capture_output=True, timeout=60)
+    got = subprocess.run([*RUN, str(prog), str(guest)], capture_output=True, timeout=60)
+    assert_same(want, got)
+    assert b"listener name: len 11, srv.sock\n" in got.stdout
+    assert sorted(os.listdir(guest)) == sorted(os.listdir(native))
+
+
+def test_strace_shows_socket_addresses_as_strace_does(prog_dir: Path, tmp_path: Path) -> None:
+    if shutil.which("strace") is None:
+        pytest.fail("strace is needed to compare the guest's strace lines with a native trace")
+    prog = compile_prog("sock_unix", prog_dir)
+    native, guest = tmp_path / "native", tmp_path / "guest"
+    native.mkdir()
+    guest.mkdir()
+    want = subprocess.run(
+        ["strace", "-f", "-e", "trace=bind,connect,getsockname", str(prog), str(native)],
+        capture_output=True,
+        timeout=60,
+    )
+    got = subprocess.run([*RUN[:-1], "--strace", "--", str(prog), str(guest)], capture_output=True, timeout=60)
+
+    def calls(trace: bytes) -> list[str]:
+        lines = [re.sub(r"^\[pid +\d+\] |^\d+ +", "", line) for line in trace.decode().splitlines()]
+        lines = [re.sub(r"\s+= ", " = ", line) for line in lines if re.match(r"(bind|connect|getsockname)\(", line)]
+        # strace shows an output length as [in => out]; the guest's trace shows [out].
+        lines = [re.sub(r"\[\d+ => (\d+)\]", r"[\1]", line) for line in lines]
+        return [re.sub(r'sun_path=@"[0-9a-f]{5}"', "sun_path=@AUTOBOUND", line) for line in lines]
+
+    assert calls(got.stderr) == calls(want.stderr)
+    assert 'bind(3, {sa_family=AF_UNIX, sun_path="srv.sock"}, 11) = 0' in calls(got.stderr)
+    assert any("sun_path=@" in line for line in calls(got.stderr))
+
+
+# ------------------------------------------------------- names and roots
+
+
+class Guest:
+    """A guest process on a fake stub, with a scratch buffer at ``buf``."""
+
+    def __init__(self, vfs: Vfs | None = None, kernel: object = None) -> None:
+        self.stub = FakeStub()
+        self.proc = GuestProcess(self.stub, physmem=PhysMem(1 << 28), vfs=vfs, kernel=kernel)  # type: ignore[arg-type]
+        self.proc.raise_internal_errors = True
+        self.buf = self.proc.mm.sys_mmap(0, 4 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+
+    async def call(self, name: str, *args: int) -> int:
+        regs = self.stub.regs
+        full = [a & MASK for a in args] + [0] * (6 - len(args))
+        regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = full  # type: ignore[attr-defined]
+        await self.proc.syscall(NUMBERS[name])
+        rax: int = regs.rax  # type: ignore[attr-defined]
+        return rax - (1 << 64) if rax >> 63 else rax
+
+    def unix(self, name: bytes, *, abstract: bool = False) -> tuple[int, int]:
+        """An ``AF_UNIX`` address in the buffer: (address, length)."""
+        raw = struct.pack("<H", 1) + (b"\0" + name if abstract else name + b"\0")
+        self.proc.mm.write(self.buf, raw)
+        return self.buf, len(raw)
+
+
+@pytest.fixture
+def guests() -> Iterator[list[Guest]]:
+    made: list[Guest] = []
+    yield made
+    for g in made:
+        g.proc.close()
+
+
+@pytest.mark.asyncio
+async def test_abstract_names_meet_only_within_their_run(guests: list[Guest]) -> None:
+    a = Guest()
+    same_run = Guest(kernel=a.proc.kernel)
+    other_run = Guest()
+    guests += [a, same_run, other_run]
+    srv = await a.call("socket", 1, 1, 0)
+    assert await a.call("bind", srv, *a.unix(b"meeting-point", abstract=True)) == 0
+    assert await a.call("listen", srv, 4) == 0
+    for g, want in ((same_run, 0), (other_run, -errno.ECONNREFUSED)):
+        c = await g.call("socket", 1, 1, 0)
+        assert await g.call("connect", c, *g.unix(b"meeting-point", abstract=True)) == want
+    # A host service's abstract name is out of reach too.
+    with socket.socket(socket.AF_UNIX) as host:
+        host.bind(b"\0aioumm-host-service-%d" % os.getpid())
+        host.listen()
+        c = await a.call("socket", 1, 1, 0)
+        name = b"aioumm-host-service-%d" % os.getpid()
+        assert await a.call("connect", c, *a.unix(name, abstract=True)) == -errno.ECONNREFUSED
+
+
+@pytest.mark.asyncio
+async def test_unix_paths_stay_inside_the_root(guests: list[Guest], tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)  # absolute: inside the root it names /root/... of the guest
+    (root / "dotdot").symlink_to("../../outside")
+    with socket.socket(socket.AF_UNIX) as host:
+        host.bind(str(outside / "host.sock"))
+        host.listen()
+        (root / "to-host.sock").symlink_to(outside / "host.sock")
+        g = Guest(vfs=Vfs(str(root), cwd="/"))
+        guests.append(g)
+        s = await g.call("socket", 1, 1, 0)
+        assert await g.call("bind", s, *g.unix(b"/bound.sock")) == 0
+        assert (root / "bound.sock").is_socket()
+        for name in (b"escape/x.sock", b"dotdot/y.sock"):
+            s = await g.call("socket", 1, 1, 0)
+            assert await g.call("bind", s, *g.unix(name)) == -errno.ENOENT
+        c = await g.call("socket", 1, 1, 0)
+        assert await g.call("connect", c, *g.unix(b"/to-host.sock")) == -errno.ENOENT
+        assert sorted(os.listdir(outside)) == ["host.sock"]
+        # The guest's own name comes back, never the host's.
+        g.proc.mm.write(g.buf + 512, struct.pack("<i", 128))
+        bound = await g.call("socket", 1, 1, 0)
+        assert await g.call("bind", bound, *g.unix(b"/named.sock")) == 0
+        assert await g.call("getsockname", bound, g.buf + 256, g.buf + 512) == 0
+        assert g.proc.mm.read(g.buf + 256, 14) == struct.pack("<H", 1) + b"/named.sock\0"
