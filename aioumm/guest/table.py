@@ -127,6 +127,8 @@ ARGS: dict[str, str] = {
     "fstat": "ip",
     "lstat": "sp",
     "poll": "pui",
+    "select": "ipppp",
+    "pselect6": "ippppp",
     "lseek": "idw",
     "mmap": "puPMid",
     "mprotect": "puP",

@@ -99,10 +99,23 @@ def test_httpd_serves_a_file_to_wget(busybox: str, tmp_path: Path) -> None:
 # ------------------------------------------------------------ C programs
 
 
-@pytest.mark.parametrize("name", ["sock_pass", "sock_inet", "sock_errors"])
+@pytest.mark.parametrize("name", ["sock_pass", "sock_inet", "sock_errors", "select_sock"])
 def test_socket_programs_match_native(name: str, prog_dir: Path) -> None:
     prog = compile_prog(name, prog_dir)
     assert_same(*both([str(prog)]))
+
+
+def test_bash_read_with_a_timeout_selects(busybox: str) -> None:
+    bash = "/bin/bash-static"
+    if not os.access(bash, os.X_OK):
+        pytest.fail("bash-static is required by the tests: apt-get install bash-static")
+    script = f"{busybox} sleep 1 | {bash} -c 'read -t 0.2 x; echo timed out $?; read -t 0 x; echo nothing $?'"
+    want = subprocess.run([busybox, "sh", "-c", script], capture_output=True, timeout=60)
+    got = subprocess.run(
+        [busybox, "sh", "-c", script.replace(bash, " ".join([*RUN, bash]), 1)], capture_output=True, timeout=60
+    )
+    assert_same(want, got)
+    assert got.stdout == b"timed out 142\nnothing 1\n"
 
 
 def test_unix_names_match_native(prog_dir: Path, tmp_path: Path) -> None:
