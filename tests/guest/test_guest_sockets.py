@@ -240,3 +240,94 @@ async def test_unix_paths_stay_inside_the_root(guests: list[Guest], tmp_path: Pa
         assert await g.call("bind", bound, *g.unix(b"/named.sock")) == 0
         assert await g.call("getsockname", bound, g.buf + 256, g.buf + 512) == 0
         assert g.proc.mm.read(g.buf + 256, 14) == struct.pack("<H", 1) + b"/named.sock\0"
+
+
+@pytest.mark.asyncio
+async def test_socket_calls_fed_nonsense_answer_errnos(guests: list[Guest], tmp_path: Path) -> None:
+    """Random socket calls on real sockets, with plausible and absurd arguments: never a controller error."""
+    import asyncio
+    import random
+
+    from aioumm.guest.errors import GuestExit
+
+    root = tmp_path / "root"
+    root.mkdir()
+    g = Guest(vfs=Vfs(str(root), cwd="/"))
+    guests.append(g)
+    mm, buf = g.proc.mm, g.buf
+    fds = [
+        await g.call("socket", 1, 1, 0),
+        await g.call("socket", 1, 2, 0),
+        await g.call("socket", 2, 1, 0),
+        await g.call("socket", 2, 2 | 0o4000, 0),
+        await g.call("socket", 10, 1, 0),
+    ]
+    mm.write(buf + 3000, struct.pack("<ii", 0, 0))
+    assert await g.call("socketpair", 1, 5, 0, buf + 3000) == 0
+    fds += list(struct.unpack("<ii", mm.read(buf + 3000, 8)))
+    rng = random.Random(int(os.environ.get("AIOUMM_FUZZ_SEED", "4321")))
+    names = [
+        "bind", "connect", "listen", "accept", "accept4", "sendto", "recvfrom", "sendmsg", "recvmsg",
+        "sendmmsg", "recvmmsg", "shutdown", "getsockname", "getpeername", "setsockopt", "getsockopt",
+        "read", "write", "poll", "select", "fcntl", "close",
+    ]  # fmt: skip
+    addresses = [
+        struct.pack("<H", 1) + b"s.sock\0",
+        struct.pack("<H", 1) + b"\0abstract",
+        struct.pack("<H", 1) + b"../../escape.sock\0",
+        struct.pack("<HH4s", 2, 0, bytes([127, 0, 0, 1])),
+        struct.pack("<HHI16sI", 10, 0, 0, bytes(15) + b"\1", 0),
+        struct.pack("<H", 0),
+        bytes(rng.randrange(256) for _ in range(64)),
+    ]
+    values = [0, 1, 2, 3, 4, 16, 28, 110, 128, 129, -1, 1 << 31, MASK, buf, buf + 4000, buf + 8000, 16]
+    answered: list[int] = []
+    for _ in range(1500):
+        # A msghdr at buf+1024 pointing at an address, an iovec and a control area in the buffer.
+        raw = rng.choice(addresses)
+        mm.write(buf, raw.ljust(128, b"\0"))
+        mm.write(buf + 512, struct.pack("<QQ", buf + 600, rng.choice([0, 8, 64, MASK])))
+        control = struct.pack("<Qii", rng.choice([16, 20, 24, 4, 1 << 40]), 1, 1) + struct.pack(
+            "<ii", *rng.sample(fds, 2)
+        )
+        mm.write(buf + 700, control)
+        mm.write(
+            buf + 1024,
+            struct.pack(
+                "<QI4xQQQQi4x",
+                rng.choice([0, buf, 16]),
+                rng.choice([0, len(raw), 200, 0xFFFFFFFF]),
+                rng.choice([buf + 512, 16]),
+                rng.choice([0, 1, 2, 1025]),
+                rng.choice([0, buf + 700, 16]),
+                rng.choice([0, 16, 24, 1 << 40]),
+                0,
+            ),
+        )
+        mm.write(buf + 2000, struct.pack("<i", rng.choice([0, 4, 16, 128, -1])))
+        name = rng.choice(names)
+        args = [rng.choice([*fds, 99, -1])] + [rng.choice(values) for _ in range(5)]
+        if name in ("sendmsg", "recvmsg") and rng.random() < 0.7:
+            args[1] = buf + 1024
+        if name in ("bind", "connect", "sendto") and rng.random() < 0.7:
+            args[1 if name != "sendto" else 4] = buf
+            args[2 if name != "sendto" else 5] = len(raw)
+        if name in ("accept", "accept4", "getsockname", "getpeername", "recvfrom") and rng.random() < 0.7:
+            args[1 if name != "recvfrom" else 4] = buf + 2100
+            args[2 if name != "recvfrom" else 5] = buf + 2000
+        args[3] = args[3] | (0x40 if rng.random() < 0.5 else 0)  # often MSG_DONTWAIT
+        try:
+            answered.append(await asyncio.wait_for(g.call(name, *args), 0.02))
+        except TimeoutError:
+            continue  # a call that waits for a peer that never comes: fine, and cancellable
+        except GuestExit:
+            g.proc.signals.pending = 0  # SIGPIPE
+            continue
+        if name == "close" and args[0] in fds:
+            fds.remove(args[0])
+            if len(fds) < 3:
+                fds.append(await g.call("socket", rng.choice([1, 2]), rng.choice([1, 2]), 0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+    # Both kinds of answers came: the calls got past their checks often enough.
+    assert sum(1 for r in answered if r >= 0) > 100
+    assert {-errno.EFAULT, -errno.EINVAL, -errno.EBADF} <= set(answered)
