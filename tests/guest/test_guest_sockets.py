@@ -105,6 +105,21 @@ def test_socket_programs_match_native(name: str, prog_dir: Path) -> None:
     assert_same(*both([str(prog)]))
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", ["sock_pass", "sock_inet"])
+async def test_socket_programs_in_process_on_each_loop(name: str, prog_dir: Path, tmp_path: Path) -> None:
+    from aioumm.guest.runner import run_program
+    from aioumm.loop import Controller
+
+    prog = compile_prog(name, prog_dir)
+    want = subprocess.run([str(prog)], capture_output=True, timeout=60)
+    out = tmp_path / "out"
+    with open(out, "wb") as f, open(os.devnull, "rb") as null:
+        async with Controller() as ctl:
+            status = await run_program(ctl, str(prog), [str(prog)], {}, stdio=(null.fileno(), f.fileno(), f.fileno()))
+    assert (status, out.read_bytes()) == (want.returncode, want.stdout + want.stderr)
+
+
 def test_bash_read_with_a_timeout_selects(busybox: str) -> None:
     bash = "/bin/bash-static"
     if not os.access(bash, os.X_OK):
