@@ -31,6 +31,10 @@ Some facts about serving sockets from one controller thread, and what follows:
   one run meet each other, never a host service or a guest of another run.  The
   tag takes room in the 108 bytes of ``sun_path``; a name too long with it fails
   with ``EINVAL``.
+* ``AF_NETLINK`` is offered for ``NETLINK_ROUTE`` only, to read the host's
+  network configuration (``ip link``, ``ip addr``): a guest may send requests that
+  ask (``RTM_GET*``), never ones that change anything (``EPERM``), so a guest
+  confined to a root cannot reconfigure the host's network.
 * ``SCM_RIGHTS`` really passes host descriptors through the host socket (the
   kernel keeps them alive while in flight, closes them when the message is
   dropped).  The receiver would get a new :class:`OpenFile` for them, but Linux
@@ -60,6 +64,7 @@ from .table import NUMBERS
 __all__ = [
     "AF_INET",
     "AF_INET6",
+    "AF_NETLINK",
     "AF_UNIX",
     "SocketFile",
     "adopt_host_fd",
@@ -72,8 +77,10 @@ AF_UNSPEC = 0
 AF_UNIX = 1
 AF_INET = 2
 AF_INET6 = 10
-#: The families a guest may create.
-FAMILIES = frozenset({AF_UNIX, AF_INET, AF_INET6})
+AF_NETLINK = 16
+#: The families a guest may create (netlink: ``NETLINK_ROUTE`` alone, and only to ask).
+FAMILIES = frozenset({AF_UNIX, AF_INET, AF_INET6, AF_NETLINK})
+NETLINK_ROUTE = 0
 
 SOCK_STREAM = 1
 SOCK_DGRAM = 2
@@ -422,10 +429,36 @@ async def wait_ready(file: OpenFile, *, write: bool, deadline: list[float]) -> N
         raise SyscallError(errno.EAGAIN) from None
 
 
+_NLMSG_HEAD = struct.Struct("<IHHII")  # nlmsg_len, nlmsg_type, nlmsg_flags, nlmsg_seq, nlmsg_pid
+_RTM_BASE = 16
+_RTM_GET = 2
+
+
+def netlink_only_asks(data: bytes) -> bool:
+    """Whether every routing message in ``data`` is a request that reads (``RTM_GET*``).
+
+    rtnetlink message types come in fours from ``RTM_BASE``: new, delete, get, set.
+    Control messages below ``RTM_BASE`` (``NLMSG_NOOP``...) change nothing either.
+    """
+    pos = 0
+    while pos + _NLMSG_HEAD.size <= len(data):
+        length, kind = _NLMSG_HEAD.unpack_from(data, pos)[:2]
+        if kind >= _RTM_BASE and (kind - _RTM_BASE) % 4 != _RTM_GET:
+            return False
+        if length < _NLMSG_HEAD.size:
+            break  # malformed: the host refuses it
+        pos += (length + 3) & ~3
+    return True
+
+
 async def sock_send(
     file: OpenFile, views: Buffers, name: bytes | None = None, control: bytes = b"", flags: int = 0
 ) -> int:
     """Send as a blocking (or not) ``sendmsg`` would; ``EPIPE`` raises :class:`BrokenPipeError`."""
+    if isinstance(file, SocketFile) and file.family == AF_NETLINK:
+        data = b"".join(bytes(v) for v in views if isinstance(v, memoryview))
+        if not netlink_only_asks(data):
+            raise SyscallError(errno.EPERM)
     blocking = not (file.guest_nonblocking() or flags & MSG_DONTWAIT)
     stream = socket_type(file) == SOCK_STREAM
     host_flags = (flags | MSG_DONTWAIT | MSG_NOSIGNAL) & 0xFFFFFFFF

@@ -278,6 +278,9 @@ def sockaddr_text(raw: bytes) -> str:
             f"{{sa_family=AF_INET6, sin6_port=htons({port}), sin6_flowinfo=htonl({flow}), "
             f'inet_pton(AF_INET6, "{addr}", &sin6_addr), sin6_scope_id={scope}}}'
         )
+    if family == 16 and len(raw) >= 12:
+        pid, groups = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[8:12], "little")
+        return f"{{sa_family=AF_NETLINK, nl_pid={pid}, nl_groups={groups:08x}}}"
     return f"{{sa_family={name}, sa_data={quote(body, None)}}}"
 
 

@@ -905,6 +905,14 @@ _IOCTLS: dict[int, tuple[int, str]] = {
     0x5413: (8, "out"),  # TIOCGWINSZ
     0x5414: (8, "in"),  # TIOCSWINSZ
     0x541B: (4, "out"),  # FIONREAD
+    # Interface queries on a socket: a struct ifreq naming the interface, answered in place.
+    0x8910: (40, "inout"),  # SIOCGIFNAME
+    0x8913: (40, "inout"),  # SIOCGIFFLAGS
+    0x8915: (40, "inout"),  # SIOCGIFADDR
+    0x8921: (40, "inout"),  # SIOCGIFMTU
+    0x8927: (40, "inout"),  # SIOCGIFHWADDR
+    0x8933: (40, "inout"),  # SIOCGIFINDEX
+    0x8942: (40, "inout"),  # SIOCGIFTXQLEN
 }
 
 
@@ -926,7 +934,10 @@ def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
     if spec is None:
         raise _fail(errno.ENOTTY)
     size, direction = spec
-    if direction == "out":
+    if direction == "inout":
+        p.mm.views(arg, size, write=True)
+        p.mm.write(arg, fcntl.ioctl(file.host_fd, req, p.mm.read(arg, size)))
+    elif direction == "out":
         p.mm.views(arg, size, write=True)
         got = fcntl.ioctl(file.host_fd, req, bytes(size))
         p.mm.write(arg, got)

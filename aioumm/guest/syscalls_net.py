@@ -24,6 +24,7 @@ from .files import Loc, OpenFile, host_syscall
 from .process import GuestProcess
 from .signals import SI_USER, SigInfo
 from .sockets import (
+    AF_NETLINK,
     AF_UNIX,
     CMSG_HEAD,
     FAMILIES,
@@ -32,6 +33,7 @@ from .sockets import (
     MSG_DONTWAIT,
     MSG_NOSIGNAL,
     MSG_WAITFORONE,
+    NETLINK_ROUTE,
     SCM_MAX_FD,
     SCM_RIGHTS,
     SOCK_CLOEXEC,
@@ -91,6 +93,7 @@ _OPTIONS: dict[int, frozenset[int]] = {
     0: frozenset({1, 2, 4, 8, 10, 11, 12, 13, 14, 15, 24, 32, 33, 34, 35, 36}),  # IPPROTO_IP
     6: frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 18, 23}),  # IPPROTO_TCP
     41: frozenset({16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 49, 50, 66, 67}),  # IPPROTO_IPV6
+    270: frozenset({1, 2, 3, 4, 5, 8, 10, 11, 12}),  # SOL_NETLINK: groups, acks, strict checks
 }
 #: ``getsockopt`` hands back at most this many bytes (``TCP_INFO`` is the longest asked for).
 _OPTION_MAX = 512
@@ -193,6 +196,13 @@ def _socket_args(domain: int, type_: int) -> tuple[int, int, int]:
     return family, t & SOCK_TYPE_MASK, t
 
 
+def _protocol(family: int, protocol: int) -> int:
+    proto = s32(protocol)
+    if family == AF_NETLINK and proto != NETLINK_ROUTE:
+        raise _fail(errno.EPROTONOSUPPORT)  # only the routing family is offered
+    return proto
+
+
 def _install_socket(p: GuestProcess, host: int, family: int, sock_type: int, flags: int) -> int:
     try:
         file = SocketFile(host, family, sock_type, nonblocking=bool(flags & SOCK_NONBLOCK))
@@ -209,7 +219,8 @@ def _install_socket(p: GuestProcess, host: int, family: int, sock_type: int, fla
 @syscall("socket")
 def sys_socket(p: GuestProcess, domain: int, type_: int, protocol: int, *_: int) -> int:
     family, base, flags = _socket_args(domain, type_)
-    host = host_syscall(NUMBERS["socket"], family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, s32(protocol))
+    proto = _protocol(family, protocol)
+    host = host_syscall(NUMBERS["socket"], family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, proto)
     return _install_socket(p, host, family, base, flags)
 
 
@@ -218,9 +229,8 @@ def sys_socketpair(p: GuestProcess, domain: int, type_: int, protocol: int, sv: 
     family, base, flags = _socket_args(domain, type_)
     p.mm.views(sv, 8, write=True)  # EFAULT before any descriptor exists
     pair = (ctypes.c_int * 2)()
-    host_syscall(
-        NUMBERS["socketpair"], family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, s32(protocol), ctypes.addressof(pair)
-    )
+    proto = _protocol(family, protocol)
+    host_syscall(NUMBERS["socketpair"], family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, proto, ctypes.addressof(pair))
     a = _install_socket(p, pair[0], family, base, flags)
     try:
         b = _install_socket(p, pair[1], family, base, flags)

@@ -241,7 +241,6 @@ CASES: list[Case] = [
 #: Applets whose case does not give the native result as a guest today, and why.
 GAPS: dict[str, str] = {
     "umount": "umount2 is not offered (ENOSYS where Linux says ENOENT)",
-    "ip": "netlink sockets (AF_NETLINK) are not offered: socket(2) answers EAFNOSUPPORT",
     "logread": "System V shared memory is not offered: shmget answers ENOSYS, not ENOENT",
 }
 

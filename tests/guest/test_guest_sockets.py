@@ -7,6 +7,7 @@ UDP and TCP, and bad arguments.  Every expected output is the native run's.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import re
@@ -258,9 +259,38 @@ async def test_unix_paths_stay_inside_the_root(guests: list[Guest], tmp_path: Pa
 
 
 @pytest.mark.asyncio
+async def test_netlink_reads_the_hosts_network_never_changes_it(guests: list[Guest]) -> None:
+    g = Guest()
+    guests.append(g)
+    assert await g.call("socket", 16, 3, 9) == -errno.EPROTONOSUPPORT  # NETLINK_AUDIT: not offered
+    nl = await g.call("socket", 16, 3, 0)  # AF_NETLINK, SOCK_RAW, NETLINK_ROUTE
+    assert nl >= 0
+
+    def request(kind: int) -> bytes:
+        # struct nlmsghdr, then struct ifinfomsg (AF_UNSPEC, every interface).
+        return struct.pack("<IHHII", 32, kind, 0x301, 1, 0) + bytes(16)  # NLM_F_REQUEST | NLM_F_DUMP
+
+    mm, buf = g.proc.mm, g.buf
+    for kind, want in ((18, 32), (16, -errno.EPERM), (17, -errno.EPERM), (19, -errno.EPERM)):  # GET, NEW, DEL, SET
+        mm.write(buf, request(kind))
+        assert await g.call("sendto", nl, buf, 32, 0, 0, 0) == want
+        assert await g.call("write", nl, buf, 32) == want
+    # The two dumps asked for are answered: the first ends with NLMSG_DONE; the second,
+    # asked while the first ran, with NLMSG_DONE or an NLMSG_ERROR (EBUSY).
+    done = 0
+    while done < 2:
+        n = await asyncio.wait_for(g.call("recvfrom", nl, buf, 4 * PAGE_SIZE, 0, 0, 0), 10)
+        assert n > 0
+        data, pos = mm.read(buf, n), 0
+        while pos < n:
+            length, kind = struct.unpack_from("<IH", data, pos)
+            done += kind in (2, 3)
+            pos += (length + 3) & ~3
+
+
+@pytest.mark.asyncio
 async def test_socket_calls_fed_nonsense_answer_errnos(guests: list[Guest], tmp_path: Path) -> None:
     """Random socket calls on real sockets, with plausible and absurd arguments: never a controller error."""
-    import asyncio
     import random
 
     from aioumm.guest.errors import GuestExit
