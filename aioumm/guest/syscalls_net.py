@@ -11,13 +11,14 @@ work, so a bad pointer never costs the guest a connection or a datagram.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import stat
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 
 from .errors import GuestFault, SyscallError
 from .files import Loc, OpenFile, host_syscall
@@ -184,6 +185,23 @@ class _Target:
             self.fd = -1
 
 
+@contextlib.contextmanager
+def _host_nonblocking(file: OpenFile) -> Iterator[None]:
+    """Make sure a host ``connect``/``accept`` cannot block the loop.
+
+    A guest's own socket is non-blocking on the host already; one it inherited
+    from the runner's caller may not be, and is so only for the call.
+    """
+    if isinstance(file, SocketFile) or not os.get_blocking(file.host_fd):
+        yield
+        return
+    os.set_blocking(file.host_fd, False)
+    try:
+        yield
+    finally:
+        os.set_blocking(file.host_fd, True)
+
+
 # ------------------------------------------------------------ socket, pair
 
 
@@ -301,7 +319,8 @@ def sys_connect(p: GuestProcess, fd: int, addr: int, length: int, *_: int) -> in
     file = _socket(p, fd)
     target = _Target(p, file, _read_sockaddr(p, addr, length))
     try:
-        host_syscall(NUMBERS["connect"], file.host_fd, target.raw, len(target.raw))
+        with _host_nonblocking(file):
+            host_syscall(NUMBERS["connect"], file.host_fd, target.raw, len(target.raw))
     except OSError as exc:
         blocking = not file.guest_nonblocking()
         if blocking and exc.errno == errno.EINPROGRESS:
@@ -335,7 +354,8 @@ async def _connect_retry(file: OpenFile, target: _Target) -> int:
         while True:
             await asyncio.sleep(0.005)
             try:
-                return host_syscall(NUMBERS["connect"], file.host_fd, target.raw, len(target.raw))
+                with _host_nonblocking(file):
+                    return host_syscall(NUMBERS["connect"], file.host_fd, target.raw, len(target.raw))
             except BlockingIOError:
                 continue
     finally:
@@ -352,7 +372,8 @@ def _accept(p: GuestProcess, fd: int, addr: int, lenp: int, flags: int) -> Await
         deadline: list[float] = []
         while True:
             try:
-                host, peer = host_accept(file.host_fd)
+                with _host_nonblocking(file):
+                    host, peer = host_accept(file.host_fd)
                 break
             except BlockingIOError:
                 if file.guest_nonblocking():

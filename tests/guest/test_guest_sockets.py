@@ -259,6 +259,43 @@ async def test_unix_paths_stay_inside_the_root(guests: list[Guest], tmp_path: Pa
 
 
 @pytest.mark.asyncio
+async def test_sockets_inherited_from_the_caller_never_block_the_loop(guests: list[Guest]) -> None:
+    import threading
+
+    from aioumm.guest.files import OpenFile
+
+    g = Guest()
+    guests.append(g)
+    with socket.socket() as listener, socket.socket() as outside:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert listener.getblocking()
+        g.proc.fds.install_at(5, OpenFile(os.dup(listener.fileno()), "", flags=os.O_RDWR))
+        connected = threading.Event()
+
+        def connect_later() -> None:
+            outside.connect(listener.getsockname())
+            connected.set()
+
+        timer = threading.Timer(0.5, connect_later)
+        timer.start()
+        try:
+            accepting = asyncio.ensure_future(g.call("accept", 5, 0, 0))
+            await asyncio.sleep(0.05)
+            assert not connected.is_set()  # the loop ran while the guest waited
+            conn = await asyncio.wait_for(accepting, 10)
+        finally:
+            timer.join()
+        assert conn >= 0
+        assert listener.getblocking()  # the caller's socket is as it was
+        outside.sendall(b"from outside")
+        g.proc.mm.write(g.buf + 256, struct.pack("<i", 128))
+        assert await g.call("recvfrom", conn, g.buf, 64, 0, g.buf + 128, g.buf + 256) == 12
+        assert g.proc.mm.read(g.buf, 12) == b"from outside"
+        assert struct.unpack("<i", g.proc.mm.read(g.buf + 256, 4))[0] == 0  # TCP tells no address
+
+
+@pytest.mark.asyncio
 async def test_netlink_reads_the_hosts_network_never_changes_it(guests: list[Guest]) -> None:
     g = Guest()
     guests.append(g)
