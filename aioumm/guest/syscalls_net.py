@@ -639,8 +639,6 @@ async def _recvmsg(p: GuestProcess, file: OpenFile, msg_addr: int, flags: int) -
         if guest and msg.namelen:
             p.mm.write(msg.name, guest[: msg.namelen])
         p.mm.write(msg_addr + _NAMELEN_OFFSET, _I32.pack(len(guest)))
-    else:
-        p.mm.write(msg_addr + _NAMELEN_OFFSET, _I32.pack(0))
     if control:
         p.mm.write(msg.control, control)
     p.mm.write(msg_addr + _CONTROLLEN_OFFSET, struct.pack("<Q", len(control)))
