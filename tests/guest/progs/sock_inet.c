@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -206,8 +207,41 @@ static void tcp6(void) {
     close(srv);
 }
 
+/* The guest's O_NONBLOCK: from SOCK_NONBLOCK, fcntl and FIONBIO, shared by dups, seen by F_GETFL. */
+static void nonblocking(void) {
+    int srv = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = loopback(0);
+    bind(srv, (struct sockaddr *)&a, sizeof a);
+    listen(srv, 4);
+    printf("F_GETFL of a SOCK_NONBLOCK socket: %#x\n", fcntl(srv, F_GETFL));
+    result("accept with nothing pending", accept(srv, NULL, NULL));
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    a = loopback(port_of(srv));
+    result("blocking connect", connect(c, (struct sockaddr *)&a, sizeof a));
+    struct pollfd pfd = {srv, POLLIN, 0};
+    poll(&pfd, 1, 2000);
+    int conn = accept4(srv, NULL, NULL, SOCK_NONBLOCK);
+    printf("F_GETFL of an accept4(SOCK_NONBLOCK) socket: %#x\n", fcntl(conn, F_GETFL));
+    char buf[8];
+    result("recv on it, nothing sent", recv(conn, buf, sizeof buf, 0));
+    int twin = dup(c);
+    int on = 1;
+    result("FIONBIO", ioctl(twin, FIONBIO, &on));
+    printf("F_GETFL of the dup'd original: %#x\n", fcntl(c, F_GETFL));
+    result("read on it, nothing sent", read(c, buf, sizeof buf));
+    fcntl(c, F_SETFL, fcntl(c, F_GETFL) & ~O_NONBLOCK);
+    printf("F_GETFL after clearing: %#x\n", fcntl(twin, F_GETFL));
+    write(conn, "late", 4);
+    result("blocking read now", read(c, buf, sizeof buf));
+    close(twin);
+    close(c);
+    close(conn);
+    close(srv);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    nonblocking();
     udp();
     udp6();
     tcp();

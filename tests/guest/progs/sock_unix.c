@@ -86,6 +86,42 @@ static void stream(const char *name, int abstract) {
     close(srv);
 }
 
+/* More clients than the backlog holds: their blocking connects wait for accepts. */
+static void backlog(void) {
+    struct sockaddr_un a;
+    socklen_t len = unix_addr(&a, "full.sock", 0);
+    int srv = socket(AF_UNIX, SOCK_STREAM, 0);
+    bind(srv, (struct sockaddr *)&a, len);
+    listen(srv, 1);
+    for (int i = 0; i < 4; i++) {
+        if (fork() == 0) {
+            int c = socket(AF_UNIX, SOCK_STREAM, 0);
+            if (connect(c, (struct sockaddr *)&a, len) < 0) _exit(1);
+            write(c, "c", 1);
+            _exit(0);
+        }
+    }
+    usleep(200000);
+    int nb = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    result("non-blocking connect to a full backlog", connect(nb, (struct sockaddr *)&a, len));
+    close(nb);
+    int got = 0;
+    for (int i = 0; i < 4; i++) {
+        int conn = accept(srv, NULL, NULL);
+        char c;
+        got += read(conn, &c, 1) == 1;
+        close(conn);
+    }
+    int ok = 0, status;
+    for (int i = 0; i < 4; i++) {
+        wait(&status);
+        ok += WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    printf("backlog 1: %d clients served, %d connected\n", got, ok);
+    close(srv);
+    unlink("full.sock");
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (chdir(argv[1]) < 0) return 1;
@@ -98,6 +134,7 @@ int main(int argc, char **argv) {
     symlink("srv.sock", "link.sock");
     stream("sub/deeper.sock", 0);
     stream("aioumm-test-abstract", 1);
+    backlog();
 
     struct sockaddr_un a;
     socklen_t len;
