@@ -509,7 +509,8 @@ def sys_recvfrom(
     fl = flags & 0xFFFFFFFF
 
     async def run() -> int:
-        n, name, _, _ = await sock_recv(file, views, SOCKADDR_MAX if addr else 0, 0, fl & ~MSG_CMSG_CLOEXEC)
+        room = SOCKADDR_MAX if addr else 0
+        n, name, _, _ = await sock_recv(file, views, room, 0, fl & ~MSG_CMSG_CLOEXEC, want_flags=False)
         if addr:
             _write_sockaddr(p, addr, lenp, _guest_view(p, name or b""))
         return n
