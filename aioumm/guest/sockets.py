@@ -209,6 +209,8 @@ class Unusable:
 #: Buffers for the host calls: guest memory, or a range that faults.
 Buffers = Sequence[memoryview | Unusable]
 
+#: The reservation's length: longer than any one call's data (``MAX_RW_COUNT``).
+_FAULT_AREA_SIZE = 0x80000000
 _FAULT_AREA = 0
 
 
@@ -225,9 +227,6 @@ def _fault_area() -> int:
             raise OSError(err, os.strerror(err))
         _FAULT_AREA = int(addr)
     return _FAULT_AREA
-
-
-_FAULT_AREA_SIZE = 0x80000000
 
 
 def _buffer_address(view: memoryview | Unusable, keep: list[object]) -> int:
