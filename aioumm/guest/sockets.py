@@ -324,7 +324,10 @@ class SocketFile(OpenFile):
     """A guest socket: a non-blocking host socket and the guest's view of it."""
 
     def __init__(self, host_fd: int, family: int, sock_type: int, *, nonblocking: bool = False) -> None:
-        super().__init__(host_fd, f"socket:[{os.fstat(host_fd).st_ino}]", flags=os.O_RDWR)
+        inode = os.fstat(host_fd).st_ino
+        super().__init__(host_fd, f"socket:[{inode}]", flags=os.O_RDWR)
+        #: The host socket's inode (how ``sock_diag`` names it).
+        self.inode = inode
         #: The guest's ``O_NONBLOCK`` (the host socket is always non-blocking).
         self.nonblocking = nonblocking
         self.family = family
@@ -332,6 +335,8 @@ class SocketFile(OpenFile):
         self.sock_type = sock_type
         #: The directory an ``AF_UNIX`` path was bound in (its host name goes through it).
         self.bound_dir = -1
+        #: The host name it listens on (``AF_UNIX``), for the peer credentials of its clients.
+        self.listen_name: bytes | None = None
 
     def set_status_flags(self, flags: int, mask: int) -> None:
         """``F_SETFL``: the host socket stays non-blocking; the guest's flag is recorded."""
@@ -349,10 +354,102 @@ class SocketFile(OpenFile):
 
     def close(self) -> None:
         """Close the host socket and the directory its name goes through."""
+        if self.host_fd >= 0:
+            _PEER_PIDS.pop(self.inode, None)
+            if self.listen_name is not None:
+                _LISTENERS.pop(self.listen_name, None)
         super().close()
         if self.bound_dir >= 0:
             os.close(self.bound_dir)
             self.bound_dir = -1
+
+
+# ------------------------------------------------------- peer credentials
+#
+# SO_PEERCRED: Linux tells the pid of the process that made the peer's end
+# (socketpair), connected it (the server side sees the client) or listened on
+# it (the client sees the server), as it was at that moment.  Every guest socket
+# is the controller's on the host, so the host tells the controller's pid; the
+# guest pid is recorded instead, by the inode of the socket whose peer it names,
+# and the peer of a socket is found with sock_diag (UNIX_DIAG_PEER).
+
+#: The guest pid SO_PEERCRED names, by the inode of the socket it describes.
+_PEER_PIDS: dict[int, int] = {}
+#: The guest pid of each AF_UNIX listener when it started listening, by its host name.
+_LISTENERS: dict[bytes, int] = {}
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_UNIX_DIAG_REQ = struct.Struct("<BBHIIIII")  # family, protocol, pad, states, ino, show, cookie
+_UDIAG_SHOW_PEER = 0x4
+_UNIX_DIAG_PEER = 2
+
+
+def set_peer_pid(inode: int, pid: int) -> None:
+    """Record that SO_PEERCRED of the socket ``inode`` names guest ``pid``."""
+    _PEER_PIDS[inode] = pid
+
+
+def listening(file: SocketFile, pid: int) -> None:
+    """An ``AF_UNIX`` socket listens: its clients' peer is ``pid``."""
+    try:
+        name = host_getname(file.host_fd, peer=False)
+    except OSError:
+        return
+    file.listen_name = name
+    _LISTENERS[name] = pid
+
+
+def connected(file: SocketFile, pid: int) -> None:
+    """An ``AF_UNIX`` stream or record socket connected: the server's end names ``pid``,
+    this end names the listener's process."""
+    set_peer_pid(file.inode, pid)
+    try:
+        listener = _LISTENERS.get(host_getname(file.host_fd, peer=True))
+        server_end = peer_inode(file.inode)
+    except OSError:
+        return
+    if listener is not None and server_end is not None:
+        set_peer_pid(server_end, listener)
+
+
+def peer_inode(inode: int) -> int | None:
+    """The inode of the other end of the ``AF_UNIX`` socket ``inode`` (sock_diag)."""
+    import socket as pysocket
+
+    req = _UNIX_DIAG_REQ.pack(AF_UNIX, 0, 0, 0xFFFFFFFF, inode, _UDIAG_SHOW_PEER, 0xFFFFFFFF, 0xFFFFFFFF)
+    head = _NLMSG_HEAD.pack(_NLMSG_HEAD.size + len(req), _SOCK_DIAG_BY_FAMILY, 1, 1, 0)  # NLM_F_REQUEST
+    with pysocket.socket(pysocket.AF_NETLINK, pysocket.SOCK_DGRAM | pysocket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG) as nl:
+        nl.send(head + req)
+        data = nl.recv(4096)
+    length, kind = _NLMSG_HEAD.unpack_from(data)[:2]
+    if kind != _SOCK_DIAG_BY_FAMILY:
+        return None  # NLMSG_ERROR: no such socket
+    pos = _NLMSG_HEAD.size + 16  # struct unix_diag_msg, then attributes
+    while pos + 4 <= min(length, len(data)):
+        alen, atype = struct.unpack_from("<HH", data, pos)
+        if atype == _UNIX_DIAG_PEER and alen >= 8:
+            return int(struct.unpack_from("<I", data, pos + 4)[0])
+        if alen < 4:
+            break
+        pos += (alen + 3) & ~3
+    return None
+
+
+def peer_pid(file: SocketFile, host_pid: int) -> int:
+    """The pid SO_PEERCRED tells the guest, given what the host told."""
+    if file.listen_name is not None and file.listen_name in _LISTENERS:
+        return _LISTENERS[file.listen_name]  # a listener names itself, as it was at listen()
+    if file.family == AF_UNIX:
+        try:
+            other = peer_inode(file.inode)
+        except OSError:
+            other = None
+        if other is not None and other in _PEER_PIDS:
+            return _PEER_PIDS[other]
+    # The controller made the peer but no guest is known for it: no pid, as Linux
+    # says for a peer without one.  Any other process is the host's to name.
+    return 0 if host_pid == os.getpid() else host_pid
 
 
 # -------------------------------------------- data on any socket descriptor

@@ -49,13 +49,17 @@ from .sockets import (
     SocketFile,
     Unusable,
     cmsg_align,
+    connected,
     guest_sockaddr,
     host_accept,
     host_getname,
+    listening,
+    peer_pid,
     received_file,
     remember_name,
     run_tag,
     sent_in_flight,
+    set_peer_pid,
     sock_recv,
     sock_send,
     socket_error,
@@ -88,7 +92,7 @@ SIGPIPE = 13
 #: (an option holding a pointer, like a BPF filter, would name controller memory).
 _OPTIONS: dict[int, frozenset[int]] = {
     SOL_SOCKET: frozenset(
-        {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 29, 30, 35, 38, 39, 40, 42, 46}
+        {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 29, 30, 35, 38, 39, 40, 42, 46}
         | {49, 57, 66, 67}
     ),
     0: frozenset({1, 2, 4, 8, 10, 11, 12, 13, 14, 15, 24, 32, 33, 34, 35, 36}),  # IPPROTO_IP
@@ -96,6 +100,7 @@ _OPTIONS: dict[int, frozenset[int]] = {
     41: frozenset({16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 49, 50, 66, 67}),  # IPPROTO_IPV6
     270: frozenset({1, 2, 3, 4, 5, 8, 10, 11, 12}),  # SOL_NETLINK: groups, acks, strict checks
 }
+_SO_PEERCRED = 17
 #: ``getsockopt`` hands back at most this many bytes (``TCP_INFO`` is the longest asked for).
 _OPTION_MAX = 512
 
@@ -255,6 +260,10 @@ def sys_socketpair(p: GuestProcess, domain: int, type_: int, protocol: int, sv: 
     except SyscallError:
         p.fds.close(a)
         raise
+    for end in (a, b):
+        sock = p.fds.get(end)
+        if isinstance(sock, SocketFile):
+            set_peer_pid(sock.inode, p.pid)  # both ends were made by this process
     p.mm.write(sv, struct.pack("<ii", a, b))
     return 0
 
@@ -311,7 +320,10 @@ def _bind_path(p: GuestProcess, file: OpenFile, name: bytes) -> int:
 @syscall("listen")
 def sys_listen(p: GuestProcess, fd: int, backlog: int, *_: int) -> int:
     file = _socket(p, fd)
-    return host_syscall(NUMBERS["listen"], file.host_fd, s32(backlog))
+    host_syscall(NUMBERS["listen"], file.host_fd, s32(backlog))
+    if isinstance(file, SocketFile) and file.family == AF_UNIX:
+        listening(file, p.pid)
+    return 0
 
 
 @syscall("connect")
@@ -327,11 +339,17 @@ def sys_connect(p: GuestProcess, fd: int, addr: int, length: int, *_: int) -> in
             target.close()
             return _connect_wait(file)
         if blocking and exc.errno == errno.EAGAIN and socket_family(file) == AF_UNIX:
-            return _connect_retry(file, target)  # the listener's backlog is full: wait for room
+            return _connect_retry(p, file, target)  # the listener's backlog is full: wait for room
         target.close()
         raise
     target.close()
+    _connected(p, file)
     return 0
+
+
+def _connected(p: GuestProcess, file: OpenFile) -> None:
+    if isinstance(file, SocketFile) and file.family == AF_UNIX and file.sock_type in (SOCK_STREAM, SOCK_SEQPACKET):
+        connected(file, p.pid)
 
 
 async def _connect_wait(file: OpenFile) -> int:
@@ -347,7 +365,7 @@ async def _connect_wait(file: OpenFile) -> int:
     return 0
 
 
-async def _connect_retry(file: OpenFile, target: _Target) -> int:
+async def _connect_retry(p: GuestProcess, file: OpenFile, target: _Target) -> int:
     import asyncio
 
     try:
@@ -355,7 +373,9 @@ async def _connect_retry(file: OpenFile, target: _Target) -> int:
             await asyncio.sleep(0.005)
             try:
                 with _host_nonblocking(file):
-                    return host_syscall(NUMBERS["connect"], file.host_fd, target.raw, len(target.raw))
+                    host_syscall(NUMBERS["connect"], file.host_fd, target.raw, len(target.raw))
+                _connected(p, file)
+                return 0
             except BlockingIOError:
                 continue
     finally:
@@ -455,6 +475,9 @@ def sys_getsockopt(p: GuestProcess, fd: int, level: int, name: int, val: int, le
     got = ctypes.c_uint32(size)
     host_syscall(NUMBERS["getsockopt"], file.host_fd, lvl, opt, buf, ctypes.addressof(got))
     out = buf.raw[: min(got.value, size)]
+    if lvl == SOL_SOCKET and opt == _SO_PEERCRED and isinstance(file, SocketFile) and len(out) >= 4:
+        pid = peer_pid(file, _I32.unpack_from(out)[0])
+        out = _I32.pack(pid) + out[4:]
     if out:
         p.mm.write(val, out)
     p.mm.write(lenp, _I32.pack(got.value))

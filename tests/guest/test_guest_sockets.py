@@ -134,6 +134,18 @@ def test_bash_read_with_a_timeout_selects(busybox: str) -> None:
     assert got.stdout == b"timed out 142\nnothing 1\n"
 
 
+def test_peer_credentials_name_guest_pids(prog_dir: Path, tmp_path: Path) -> None:
+    prog = compile_prog("sock_cred", prog_dir)
+    native, guest = tmp_path / "native", tmp_path / "guest"
+    native.mkdir()
+    guest.mkdir()
+    want = subprocess.run([str(prog), str(native)], capture_output=True, timeout=60)
+    got = subprocess.run([*RUN, str(prog), str(guest)], capture_output=True, timeout=60)
+    assert_same(want, got)
+    # Every pid check before the unconnected sockets printed 1 (natively too).
+    assert b" 0" not in got.stdout.split(b"unconnected")[0]
+
+
 def test_unix_names_match_native(prog_dir: Path, tmp_path: Path) -> None:
     prog = compile_prog("sock_unix", prog_dir)
     native, guest = tmp_path / "native", tmp_path / "guest"
