@@ -2,7 +2,10 @@
 
 Busybox ``nc``, ``httpd`` and ``wget`` talk to each other over the loopback as
 guests of one run; small C programs cover descriptor passing, ``AF_UNIX`` names,
-UDP and TCP, and bad arguments.  Every expected output is the native run's.
+UDP and TCP, ``select``, peer credentials and bad arguments.  Every expected output
+is the native run's.  The rest checks what has no native twin: abstract names
+confined to their run, paths kept inside a root, netlink that only reads, sockets
+inherited from the caller, and random calls that must only ever answer errnos.
 """
 
 from __future__ import annotations
