@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
@@ -18,7 +19,7 @@ from .memory import AddressSpace
 from .signals import NSIG, signame
 from .table import ARGS, HEX_RESULT, NAMES
 
-__all__ = ["PRE_RENDERED", "Strace", "errno_text", "format_args", "format_call", "wait_status_text"]
+__all__ = ["PRE_RENDERED", "Strace", "errno_text", "format_args", "format_call", "sockaddr_text", "wait_status_text"]
 
 #: Like strace's default ``-s 32``: buffers are shown up to this many bytes.
 STRING_LIMIT = 32
@@ -206,6 +207,28 @@ _WAIT_OPTIONS = [
     (0x40000000, "__WALL"),
     (0x80000000, "__WCLONE"),
 ]
+_FAMILIES = {0: "AF_UNSPEC", 1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
+_SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 10: "SOCK_PACKET"}
+_SOCK_FLAGS = [(0o4000, "SOCK_NONBLOCK"), (0o2000000, "SOCK_CLOEXEC")]
+_MSG_FLAGS = [
+    (0x1, "MSG_OOB"),
+    (0x2, "MSG_PEEK"),
+    (0x4, "MSG_DONTROUTE"),
+    (0x8, "MSG_CTRUNC"),
+    (0x20, "MSG_TRUNC"),
+    (0x40, "MSG_DONTWAIT"),
+    (0x80, "MSG_EOR"),
+    (0x100, "MSG_WAITALL"),
+    (0x800, "MSG_CONFIRM"),
+    (0x2000, "MSG_ERRQUEUE"),
+    (0x4000, "MSG_NOSIGNAL"),
+    (0x8000, "MSG_MORE"),
+    (0x10000, "MSG_WAITFORONE"),
+    (0x20000000, "MSG_FASTOPEN"),
+    (0x40000000, "MSG_CMSG_CLOEXEC"),
+]
+_SHUTDOWN = {0: "SHUT_RD", 1: "SHUT_WR", 2: "SHUT_RDWR"}
+_SOL = {1: "SOL_SOCKET", 0: "SOL_IP", 6: "SOL_TCP", 17: "SOL_UDP", 41: "SOL_IPV6"}
 _IDTYPES = {0: "P_ALL", 1: "P_PID", 2: "P_PGID", 3: "P_PIDFD"}
 #: Calls whose arguments are shown before the call runs (it replaces the memory they name).
 PRE_RENDERED = frozenset({"execve", "execveat"})
@@ -223,6 +246,39 @@ def wait_status_text(st: int) -> str:
         return "[{WIFCONTINUED(s)}]"
     core = " && WCOREDUMP(s)" if st & 0x80 else ""
     return f"[{{WIFSIGNALED(s) && WTERMSIG(s) == {_signame(st & 0x7F)}{core}}}]"
+
+
+def sockaddr_text(raw: bytes) -> str:
+    """A socket address the way strace shows it: ``{sa_family=AF_INET, sin_port=htons(80), ...}``."""
+    if len(raw) < 2:
+        return "{sa_family=???}" if raw else "NULL"
+    family = int.from_bytes(raw[:2], "little")
+    name = _FAMILIES.get(family, str(family))
+    body = raw[2:]
+    if family == 1:
+        if not body:
+            return "{sa_family=AF_UNIX}"
+        if body[0] == 0:
+            return f"{{sa_family=AF_UNIX, sun_path=@{quote(body[1:], None)}}}"
+        path = body.split(b"\0", 1)[0]
+        return f"{{sa_family=AF_UNIX, sun_path={quote(path, None)}}}"
+    if family == 2 and len(raw) >= 8:
+        port = int.from_bytes(raw[2:4], "big")
+        addr = ".".join(str(b) for b in raw[4:8])
+        return f'{{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("{addr}")}}'
+    if family == 10 and len(raw) >= 24:
+        port = int.from_bytes(raw[2:4], "big")
+        flow = int.from_bytes(raw[4:8], "big")
+        addr = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        scope = int.from_bytes(raw[24:28], "little") if len(raw) >= 28 else 0
+        return (
+            f"{{sa_family=AF_INET6, sin6_port=htons({port}), sin6_flowinfo=htonl({flow}), "
+            f'inet_pton(AF_INET6, "{addr}", &sin6_addr), sin6_scope_id={scope}}}'
+        )
+    if family == 16 and len(raw) >= 12:
+        pid, groups = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[8:12], "little")
+        return f"{{sa_family=AF_NETLINK, nl_pid={pid}, nl_groups={groups:08x}}}"
+    return f"{{sa_family={name}, sa_data={quote(body, None)}}}"
 
 
 def _str_array(mm: AddressSpace, addr: int) -> list[bytes | None]:
@@ -312,6 +368,31 @@ def _format_arg(kind: str, value: int, mm: AddressSpace | None, nxt: int, result
         return _flags(value & 0xFFFFFFFF, _WAIT_OPTIONS, "0")
     if kind == "I":
         return _IDTYPES.get(value, str(value))
+    if kind in "kKl":
+        if value == 0:
+            return "NULL"
+        if mm is None or (kind != "k" and result < 0):
+            return hex(value)
+        if kind == "k":
+            return sockaddr_text(mm.read(value, min(max(_s32(nxt), 0), 128)))
+        if kind == "l":
+            return f"[{int.from_bytes(mm.read(value, 4), 'little')}]"
+        length = int.from_bytes(mm.read(nxt, 4), "little") if nxt else 0
+        return sockaddr_text(mm.read(value, min(length, 128)))
+    if kind == "D":
+        return _FAMILIES.get(_s32(value), str(_s32(value)))
+    if kind == "T":
+        base = _SOCK_TYPES.get(value & 0xF, str(value & 0xF))
+        rest = _flags(value & 0xFFFFFFF0, _SOCK_FLAGS, "")
+        return base + ("|" + rest if rest else "")
+    if kind == "n":
+        return _flags(value & 0xFFFFFFFF, _SOCK_FLAGS, "0")
+    if kind == "g":
+        return _flags(value & 0xFFFFFFFF, _MSG_FLAGS, "0")
+    if kind == "h":
+        return _SHUTDOWN.get(value, str(_s32(value)))
+    if kind == "L":
+        return _SOL.get(_s32(value), str(_s32(value)))
     if kind in "AEWY":
         if value == 0:
             return "NULL"

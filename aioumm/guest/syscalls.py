@@ -1023,6 +1023,14 @@ _IOCTLS: dict[int, tuple[int, str]] = {
     0x5413: (8, "out"),  # TIOCGWINSZ
     0x5414: (8, "in"),  # TIOCSWINSZ
     0x541B: (4, "out"),  # FIONREAD
+    # Interface queries on a socket: a struct ifreq naming the interface, answered in place.
+    0x8910: (40, "inout"),  # SIOCGIFNAME
+    0x8913: (40, "inout"),  # SIOCGIFFLAGS
+    0x8915: (40, "inout"),  # SIOCGIFADDR
+    0x8921: (40, "inout"),  # SIOCGIFMTU
+    0x8927: (40, "inout"),  # SIOCGIFHWADDR
+    0x8933: (40, "inout"),  # SIOCGIFINDEX
+    0x8942: (40, "inout"),  # SIOCGIFTXQLEN
 }
 
 
@@ -1044,44 +1052,16 @@ def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
     if spec is None:
         raise _fail(errno.ENOTTY)
     size, direction = spec
-    if direction == "out":
+    if direction == "inout":
+        p.mm.views(arg, size, write=True)
+        p.mm.write(arg, fcntl.ioctl(file.host_fd, req, p.mm.read(arg, size)))
+    elif direction == "out":
         p.mm.views(arg, size, write=True)
         got = fcntl.ioctl(file.host_fd, req, bytes(size))
         p.mm.write(arg, got)
     else:
         fcntl.ioctl(file.host_fd, req, p.mm.read(arg, size))
     return 0
-
-
-@syscall(
-    "connect",
-    "accept",
-    "accept4",
-    "sendto",
-    "recvfrom",
-    "sendmsg",
-    "recvmsg",
-    "sendmmsg",
-    "recvmmsg",
-    "shutdown",
-    "bind",
-    "listen",
-    "getsockname",
-    "getpeername",
-    "setsockopt",
-    "getsockopt",
-)
-def sys_socket_call(p: GuestProcess, fd: int, *_: int) -> int:
-    """Calls on a socket: ``ENOTSOCK`` for any other descriptor, as Linux answers.
-
-    (Shells ask ``getpeername`` of their standard input whether a remote shell
-    daemon started them.)  Guests have no sockets of their own; one they inherit
-    gets ``ENOSYS``.
-    """
-    if not stat.S_ISSOCK(p.fds.get(s32(fd)).mode):
-        raise _fail(errno.ENOTSOCK)
-    p.note = "sockets are not supported by aioumm"
-    raise _fail(errno.ENOSYS)
 
 
 _F_DUPFD = 0
@@ -1599,5 +1579,115 @@ def sys_ppoll(
     return _poll(p, fds, nfds & 0xFFFFFFFF, timeout, mask)
 
 
+# ---------------------------------------------------------------- select
+
+_TIMEVAL = struct.Struct("<qq")
+#: What each of select's three sets asks poll for, and the poll events that make it ready.
+_SELECT_IN = POLLIN | POLLRDNORM | 0x80 | POLLHUP | POLLERR  # POLLRDBAND
+_SELECT_OUT = POLLOUT | POLLWRNORM | 0x200 | POLLERR  # POLLWRBAND
+_SELECT_EX = 0x2  # POLLPRI
+
+
+def _select(
+    p: GuestProcess,
+    nfds: int,
+    sets: tuple[int, int, int],
+    timeout: float | None,
+    mask: int | None,
+    store_left: Callable[[float], None],
+) -> int | Awaitable[int]:
+    """``select``/``pselect6``: the three descriptor sets as one poll, answered as sets again."""
+    n = s32(nfds)
+    if n < 0:
+        raise _fail(errno.EINVAL)
+    n = min(n, p.fds.limit)
+    size = (n + 63) // 64 * 8
+    bits = [int.from_bytes(p.mm.read(addr, size), "little") if addr and size else 0 for addr in sets]
+    for addr in sets:
+        if addr and size:
+            p.mm.views(addr, size, write=True)  # EFAULT before any wait
+    wants = [(_SELECT_IN, bits[0]), (_SELECT_OUT, bits[1]), (_SELECT_EX, bits[2])]
+    entries: list[tuple[int, int]] = []
+    for fd in range(n):
+        events = sum(ev for ev, b in wants if b >> fd & 1)
+        if events:
+            if fd not in p.fds:
+                raise _fail(errno.EBADF)
+            entries.append((fd, events))
+    loop_start = time.monotonic()
+
+    def store(revents: list[int]) -> int:
+        out = [0, 0, 0]
+        for (fd, _), rev in zip(entries, revents, strict=True):
+            for i, (ev, b) in enumerate(wants):
+                if b >> fd & 1 and rev & ev:
+                    out[i] |= 1 << fd
+        for addr, b in zip(sets, out, strict=True):
+            if addr and size:
+                p.mm.write(addr, b.to_bytes(size, "little"))
+        if timeout is not None:
+            store_left(max(timeout - (time.monotonic() - loop_start), 0.0))
+        return sum(bin(b).count("1") for b in out)
+
+    st = p.signals
+    if mask is not None:
+        st.saved_mask = st.blocked  # back when the call returns, or after a handler ran
+        st.blocked = mask & ~UNBLOCKABLE
+    revents = _poll_now(p, entries)
+    if any(revents) or timeout == 0 or st.has_deliverable():
+        if not any(revents) and timeout != 0:
+            return -errno.EINTR  # a signal is waiting already: the mask stays saved for it
+        if mask is not None and st.saved_mask is not None:
+            st.blocked, st.saved_mask = st.saved_mask, None
+        return store(revents)
+
+    async def wait() -> int:
+        got = await _poll_wait(p, entries, timeout)  # a signal cancels this: EINTR, mask kept
+        if mask is not None and st.saved_mask is not None:
+            st.blocked, st.saved_mask = st.saved_mask, None
+        return store(got)
+
+    return wait()
+
+
+@syscall("select")
+def sys_select(p: GuestProcess, nfds: int, r: int, w: int, e: int, tvp: int, *_: int) -> int | Awaitable[int]:
+    timeout = None
+    if tvp:
+        sec, usec = _TIMEVAL.unpack(p.mm.read(tvp, _TIMEVAL.size))
+        # Whole seconds in tv_usec count as seconds (C division: towards zero).
+        carry = abs(usec) // 1_000_000 * (1 if usec >= 0 else -1)
+        sec, usec = sec + carry, usec - carry * 1_000_000
+        if sec < 0 or usec < 0:
+            raise _fail(errno.EINVAL)
+        timeout = sec + usec / 1e6
+
+    def left(seconds: float) -> None:
+        sec = int(seconds)
+        with contextlib.suppress(SyscallError):  # Linux does not fail a select for this
+            p.mm.write(tvp, _TIMEVAL.pack(sec, int((seconds - sec) * 1e6)))
+
+    return _select(p, nfds, (r, w, e), timeout, None, left)
+
+
+@syscall("pselect6")
+def sys_pselect6(p: GuestProcess, nfds: int, r: int, w: int, e: int, tsp: int, sig: int) -> int | Awaitable[int]:
+    timeout = _timespec(p, tsp) if tsp else None
+    mask = None
+    if sig:
+        ss, ss_len = struct.unpack("<QQ", p.mm.read(sig, 16))
+        if ss:
+            if ss_len != 8:
+                raise _fail(errno.EINVAL)
+            mask = _U64.unpack(p.mm.read(ss, 8))[0]
+
+    def left(seconds: float) -> None:
+        sec = int(seconds)
+        with contextlib.suppress(SyscallError):
+            p.mm.write(tsp, _TIMESPEC.pack(sec, int((seconds - sec) * 1e9)))
+
+    return _select(p, nfds, (r, w, e), timeout, mask, left)
+
+
 # The process calls (fork, execve, wait4, kill...) live in a module of their own.
-from . import syscalls_fs, syscalls_ipc, syscalls_proc, syscalls_sig  # noqa: E402, F401
+from . import syscalls_fs, syscalls_ipc, syscalls_net, syscalls_proc, syscalls_sig  # noqa: E402, F401

@@ -32,7 +32,16 @@ Argument kinds:
 ``W``  an output ``int`` wait status (shown after a successful call)
 ``H``  ``wait4``/``waitid`` options
 ``I``  ``waitid`` id type
-``Y``  the output pair of descriptors of ``pipe``/``pipe2``
+``Y``  the output pair of descriptors of ``pipe``/``pipe2``/``socketpair``
+``k``  an input socket address; its length is the next argument
+``K``  an output socket address; the next argument points to its length (shown after the call)
+``l``  an output ``socklen_t`` (shown after the call as ``[n]``)
+``D``  a socket domain (``AF_*``)
+``T``  a socket type and its flags (``SOCK_STREAM|SOCK_CLOEXEC``)
+``n``  ``SOCK_*`` flags alone (``accept4``)
+``g``  ``MSG_*`` flags
+``h``  ``shutdown``'s how
+``L``  a socket option level (``SOL_SOCKET``, ``IPPROTO_TCP``...)
 ====== ==========================================================
 
 ``clone`` has a format of its own (named arguments, as strace shows it).
@@ -118,6 +127,8 @@ ARGS: dict[str, str] = {
     "fstat": "ip",
     "lstat": "sp",
     "poll": "pui",
+    "select": "ipppp",
+    "pselect6": "ippppp",
     "lseek": "idw",
     "mmap": "puPMid",
     "mprotect": "puP",
@@ -253,8 +264,24 @@ ARGS: dict[str, str] = {
     "utime": "sp",
     "futimesat": "Fsp",
     "syncfs": "i",
-    "getsockname": "ipp",
-    "getpeername": "ipp",
+    "socket": "DTi",
+    "socketpair": "DTiY",
+    "bind": "iki",
+    "connect": "iki",
+    "listen": "ii",
+    "accept": "iKl",
+    "accept4": "iKln",
+    "getsockname": "iKl",
+    "getpeername": "iKl",
+    "sendto": "ibugki",
+    "recvfrom": "iBugKl",
+    "sendmsg": "ipg",
+    "recvmsg": "ipg",
+    "sendmmsg": "ipug",
+    "recvmmsg": "ipugp",
+    "shutdown": "ih",
+    "setsockopt": "iLipi",
+    "getsockopt": "iLipp",
 }
 
 #: Calls whose result is an address, shown in hex.
