@@ -1525,20 +1525,16 @@ async def _poll_wait(p: GuestProcess, entries: list[tuple[int, int]], timeout: f
                 await asyncio.gather(*waits, return_exceptions=True)
 
 
-def _poll(p: GuestProcess, fds: int, nfds: int, timeout: float | None, mask: int | None) -> int | Awaitable[int]:
-    if nfds > p.rlimits[7][0]:  # RLIMIT_NOFILE
-        raise _fail(errno.EINVAL)
-    raw = p.mm.read(fds, nfds * _POLLFD.size) if nfds else b""
-    entries = [(fd, events) for fd, events, _ in _POLLFD.iter_unpack(raw)]
-    if nfds:
-        p.mm.views(fds, nfds * _POLLFD.size, write=True)  # EFAULT before any wait
-
-    def store(revents: list[int]) -> int:
-        out = b"".join(_POLLFD.pack(fd, ev, rev) for (fd, ev), rev in zip(entries, revents, strict=True))
-        if out:
-            p.mm.write(fds, out)
-        return sum(1 for r in revents if r)
-
+def _poll_masked(
+    p: GuestProcess,
+    entries: list[tuple[int, int]],
+    timeout: float | None,
+    mask: int | None,
+    store: Callable[[list[int]], int],
+) -> int | Awaitable[int]:
+    """Poll ``entries`` with the signal ``mask`` in force (``ppoll``, ``pselect6``): at once if
+    something is ready, a signal waits or ``timeout`` is 0, else a wait on the loop; ``store``
+    writes the result back and returns the count."""
     st = p.signals
     if mask is not None:
         st.saved_mask = st.blocked  # back when the call returns, or after a handler ran
@@ -1558,6 +1554,23 @@ def _poll(p: GuestProcess, fds: int, nfds: int, timeout: float | None, mask: int
         return store(got)
 
     return wait()
+
+
+def _poll(p: GuestProcess, fds: int, nfds: int, timeout: float | None, mask: int | None) -> int | Awaitable[int]:
+    if nfds > p.rlimits[7][0]:  # RLIMIT_NOFILE
+        raise _fail(errno.EINVAL)
+    raw = p.mm.read(fds, nfds * _POLLFD.size) if nfds else b""
+    entries = [(fd, events) for fd, events, _ in _POLLFD.iter_unpack(raw)]
+    if nfds:
+        p.mm.views(fds, nfds * _POLLFD.size, write=True)  # EFAULT before any wait
+
+    def store(revents: list[int]) -> int:
+        out = b"".join(_POLLFD.pack(fd, ev, rev) for (fd, ev), rev in zip(entries, revents, strict=True))
+        if out:
+            p.mm.write(fds, out)
+        return sum(1 for r in revents if r)
+
+    return _poll_masked(p, entries, timeout, mask, store)
 
 
 @syscall("poll")
@@ -1629,25 +1642,7 @@ def _select(
             store_left(max(timeout - (time.monotonic() - loop_start), 0.0))
         return sum(bin(b).count("1") for b in out)
 
-    st = p.signals
-    if mask is not None:
-        st.saved_mask = st.blocked  # back when the call returns, or after a handler ran
-        st.blocked = mask & ~UNBLOCKABLE
-    revents = _poll_now(p, entries)
-    if any(revents) or timeout == 0 or st.has_deliverable():
-        if not any(revents) and timeout != 0:
-            return -errno.EINTR  # a signal is waiting already: the mask stays saved for it
-        if mask is not None and st.saved_mask is not None:
-            st.blocked, st.saved_mask = st.saved_mask, None
-        return store(revents)
-
-    async def wait() -> int:
-        got = await _poll_wait(p, entries, timeout)  # a signal cancels this: EINTR, mask kept
-        if mask is not None and st.saved_mask is not None:
-            st.blocked, st.saved_mask = st.saved_mask, None
-        return store(got)
-
-    return wait()
+    return _poll_masked(p, entries, timeout, mask, store)
 
 
 @syscall("select")
