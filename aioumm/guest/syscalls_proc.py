@@ -41,7 +41,7 @@ from .process import CLD_CONTINUED, CLD_STOPPED, UNINTERRUPTIBLE, GuestProcess
 from .signals import NSIG, SI_TKILL, SI_USER, SigInfo
 from .syscalls import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, _locate, _path, s32, syscall
 from .table import NUMBERS
-from .threads import clone_thread
+from .threads import clone_thread, start_clone
 
 __all__: list[str] = []
 
@@ -311,20 +311,7 @@ async def _fork(p: GuestProcess, flags: int, newsp: int = 0, ptid: int = 0, ctid
             await stub.wait_exit()
         raise
     child.exit_signal = flags & CSIGNAL
-    regs = stub.regs
-    if newsp:
-        regs.rsp = newsp
-    if flags & CLONE_SETTLS:
-        regs.fs_base = tls
-    # A bad tid pointer is no error: Linux ignores the failed store too.
-    if flags & CLONE_CHILD_SETTID:
-        with contextlib.suppress(SyscallError):
-            child.mm.write_i32(ctid, child.pid)
-    if flags & CLONE_CHILD_CLEARTID:
-        child.clear_child_tid = ctid
-    if flags & CLONE_PARENT_SETTID:
-        with contextlib.suppress(SyscallError):
-            p.mm.write_i32(ptid, child.pid)
+    start_clone(p, child, child.pid, flags, newsp, tls, ptid, ctid)
     if vfork:
         child.vfork_done = asyncio.get_running_loop().create_future()
     p.kernel.start(child)

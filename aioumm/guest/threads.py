@@ -66,7 +66,7 @@ from .signals import SignalState, sigbit
 if TYPE_CHECKING:
     from .process import GuestProcess
 
-__all__ = ["ThreadGroup", "clone_thread"]
+__all__ = ["ThreadGroup", "clone_thread", "start_clone"]
 
 log = logging.getLogger("aioumm.guest")
 
@@ -74,6 +74,27 @@ CLONE_SETTLS = 0x80000
 CLONE_PARENT_SETTID = 0x100000
 CLONE_CHILD_CLEARTID = 0x200000
 CLONE_CHILD_SETTID = 0x1000000
+
+
+def start_clone(
+    parent: GuestProcess, child: GuestProcess, new_id: int, flags: int, newsp: int, tls: int, ptid: int, ctid: int
+) -> None:
+    """What ``clone`` sets up in a new process or thread before it runs: its stack pointer,
+    TLS, and the tid stores and clear-on-exit address its flags ask for."""
+    regs = child.stub.regs
+    if newsp:
+        regs.rsp = newsp
+    if flags & CLONE_SETTLS:
+        regs.fs_base = tls
+    # A bad tid pointer is no error: Linux ignores the failed store too.
+    if flags & CLONE_CHILD_SETTID:
+        with contextlib.suppress(SyscallError):
+            child.mm.write_i32(ctid, new_id)
+    if flags & CLONE_PARENT_SETTID:
+        with contextlib.suppress(SyscallError):
+            parent.mm.write_i32(ptid, new_id)
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = ctid
 
 
 class ThreadGroup:
@@ -253,20 +274,7 @@ async def clone_thread(p: GuestProcess, flags: int, newsp: int, ptid: int, ctid:
         p.vfs.proc_pid = proc_pid  # /proc/self stays the first stub's
     t.copy_identity(p)
     p.copy_registers_to(t)
-    regs = stub.regs
-    if newsp:
-        regs.rsp = newsp
-    if flags & CLONE_SETTLS:
-        regs.fs_base = tls
-    # A bad tid pointer is no error: Linux ignores the failed store too.
-    if flags & CLONE_CHILD_SETTID:
-        with contextlib.suppress(SyscallError):
-            mm.write_i32(ctid, t.tid)
-    if flags & CLONE_PARENT_SETTID:
-        with contextlib.suppress(SyscallError):
-            mm.write_i32(ptid, t.tid)
-    if flags & CLONE_CHILD_CLEARTID:
-        t.clear_child_tid = ctid
+    start_clone(p, t, t.tid, flags, newsp, tls, ptid, ctid)
     group.add(t)
     kernel.start(t)
     return t.tid
