@@ -448,7 +448,7 @@ def _execve(
     try:
         p.execve(plan, envp)
     finally:
-        os.close(plan.fd)
+        plan.close()
     return 0
 
 
@@ -459,7 +459,7 @@ async def _execve_alone(p: GuestProcess, plan: ExecPlan, envp: list[bytes]) -> i
         await p.group.end_others(p)
         p.execve(plan, envp)
     finally:
-        os.close(plan.fd)
+        plan.close()
     return 0
 
 
