@@ -82,6 +82,14 @@ def test_run_script_with_a_dynamic_interpreter(tmp_path: Path) -> None:
     assert res.stdout == f"hi {script}\n"
 
 
+def test_readme_example_of_a_program_that_cannot_start(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("echo hi\n")
+    notes.chmod(0o755)
+    res = aioumm("run", "--", "./notes.txt", cwd=tmp_path)
+    assert (res.returncode, res.stderr) == (126, "aioumm run: ./notes.txt: not an ELF file (bad magic)\n")
+
+
 def test_run_not_executable_is_126(tmp_path: Path, examples: dict[str, Path]) -> None:
     copy = tmp_path / "primes"
     copy.write_bytes(examples["primes"].read_bytes())
@@ -184,6 +192,8 @@ def test_demo_runs_every_program_as_natively(examples: dict[str, Path]) -> None:
     names = {re.split(r"[] ]", line[1:])[0] for line in programs}
     assert set(examples) <= names
     assert all(", same as native (" in line for line in programs), programs
+    # The host's ls and md5sum are dynamically linked here: their loader maps libc.
+    assert sum("(dynamically linked)] exit 0" in line for line in programs) == 2, programs
     assert f"{len(programs)} same as native, 0 DIFFERENT" in out
     counts = re.search(
         r"^stubs spawned: (\d+), round trips: (\d+), flushes: (\d+), descriptors passed: (\d+)$", out, re.M

@@ -132,7 +132,7 @@ async def run_program(
     max_processes: int = ProcessTable.DEFAULT_MAX_PROCESSES,
     wait_for_all: bool = True,
 ) -> int:
-    """Run the static x86-64 program ``path`` in a new stub until it is over.
+    """Run the x86-64 program ``path`` (static or dynamically linked) in a new stub until it is over.
 
     ``path`` is the guest's name for the program (resolved inside ``root``; a name
     without a slash is searched in the guest's ``PATH``), ``argv`` its arguments
@@ -157,7 +157,7 @@ async def run_program(
     and SIGHUP sent to the calling process go to the guest instead (SIGINT to every
     guest of the first one's process group, as a terminal sends it); once the first
     guest is gone, any of them ends the run, killing the guests left.  A program that cannot be loaded (missing, not
-    executable, not a static x86-64 ELF) raises :class:`GuestError` naming the path
+    executable, not an x86-64 ELF program, its loader missing or unusable) raises :class:`GuestError` naming the path
     and the reason.
     """
     trace: TextIO | None = sys.stderr if strace is True else (strace or None)
