@@ -3,8 +3,9 @@
 A dynamically linked program is loaded as Linux's ELF loader loads it: the
 program where :meth:`.ElfImage.load_bias` puts it (an ``ET_EXEC`` at its own
 addresses, a PIE at ``ELF_ET_DYN_BASE``), its loader (``PT_INTERP``) in the mmap
-region below it, top-down like any ``mmap`` without a hint; the break follows the
-program, the auxv describes the program (``AT_PHDR``, ``AT_ENTRY``) and the
+region below it, top-down like any ``mmap`` without a hint (an ``ET_EXEC`` loader
+at its own addresses, over the program where they meet, as Linux maps it
+``MAP_FIXED``); the break follows the program, the auxv describes the program (``AT_PHDR``, ``AT_ENTRY``) and the
 loader's base (``AT_BASE``), and the guest starts at the loader's entry point.
 """
 
@@ -137,9 +138,8 @@ def load_program(
         except SyscallError as exc:
             raise UnloadableInterpreter(f"{interp.path}: no room for the loader") from exc
         bias = ((gap + align - 1) & ~(align - 1)) - ld.lowest
-    lo, hi = ld.lowest + bias, ld.highest + bias
-    if not mm.is_free(lo, hi):  # an ET_EXEC loader over the program (MAP_FIXED_NOREPLACE)
-        raise UnloadableInterpreter(f"{interp.path}: overlaps the program at {lo:#x}..{hi:#x}")
+    # An ET_EXEC loader goes at its own addresses over whatever is there, the
+    # program included (Linux maps it MAP_FIXED).
     try:
         loaded = load_image(mm, ld, interp.fd, interp.path, bias=bias)
     except GuestError as exc:

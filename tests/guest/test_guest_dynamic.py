@@ -176,13 +176,13 @@ def _patched(
 
 
 @pytest.fixture(scope="module")
-def broken(tmp_path_factory: pytest.TempPathFactory, dyn_hello: Path) -> Path:
+def broken(tmp_path_factory: pytest.TempPathFactory, dyn_hello: Path, hello: Path, hello_pie: Path) -> Path:
     """A directory of programs whose loader is missing, malformed or not a loader."""
     d = tmp_path_factory.mktemp("broken")
-    hello = PROGS / "hello.c"
+    src = PROGS / "hello.c"
 
-    def with_loader(name: str, loader: str) -> None:
-        compile_dynamic(hello, d / name, f"-Wl,--dynamic-linker={loader}")
+    def with_loader(name: str, loader: str, *flags: str) -> None:
+        compile_dynamic(src, d / name, f"-Wl,--dynamic-linker={loader}", *flags)
 
     (d / "short.txt").write_text("just text\n")  # shorter than an ELF header
     (d / "long.txt").write_bytes(b"#" * 200)
@@ -206,6 +206,11 @@ def broken(tmp_path_factory: pytest.TempPathFactory, dyn_hello: Path) -> Path:
     with_loader("arm", str(d / "arm-ld"))
     with_loader("dynamic", str(dyn_hello))  # a loader that itself needs one
     with_loader("relative", "myld")  # looked up from the working directory
+    # Static programs as loaders: ET_EXEC at its own addresses (over a non-PIE
+    # program: Linux maps it MAP_FIXED), static-PIE in the mmap region.
+    with_loader("static-ld", str(hello))
+    with_loader("static-ld-nopie", str(hello), "-no-pie")
+    with_loader("static-pie-ld", str(hello_pie))
     base = d / "missing"
     _patched(base, d / "nonul", last=b"x")
     _patched(base, d / "toolong", size=5000)
@@ -228,6 +233,9 @@ BROKEN = [
     "toolong",
     "tooshort",
     "outside",
+    "static-ld",
+    "static-ld-nopie",
+    "static-pie-ld",
 ]
 
 
@@ -249,6 +257,10 @@ def test_broken_loaders_fail_as_on_linux(prog_dir: Path, broken: Path) -> None:
         "./toolong: Exec format error",
         "./tooshort: Exec format error",
         "./outside: Input/output error",
+        "./static-ld: killed by signal 11",
+        "hello world",
+        "./static-ld-nopie: exit 0",
+        "./static-pie-ld: killed by signal 11",
     ]
 
 
