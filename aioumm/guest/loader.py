@@ -5,8 +5,9 @@ program where :meth:`.ElfImage.load_bias` puts it (an ``ET_EXEC`` at its own
 addresses, a PIE at ``ELF_ET_DYN_BASE``), its loader (``PT_INTERP``) in the mmap
 region below it, top-down like any ``mmap`` without a hint (an ``ET_EXEC`` loader
 at its own addresses, over the program where they meet, as Linux maps it
-``MAP_FIXED``); the break follows the program, the auxv describes the program (``AT_PHDR``, ``AT_ENTRY``) and the
-loader's base (``AT_BASE``), and the guest starts at the loader's entry point.
+``MAP_FIXED``).  The break follows the program, the auxv describes the program
+(``AT_PHDR``, ``AT_ENTRY``) and the loader's base (``AT_BASE``), and the guest
+starts at the loader's entry point.
 """
 
 from __future__ import annotations

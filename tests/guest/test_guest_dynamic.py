@@ -294,3 +294,23 @@ def test_malformed_pt_interp_errors(dyn_hello: Path, tmp_path: Path) -> None:
         with pytest.raises(BadInterpreterPath, match=why) as info:
             parse_elf(name, (tmp_path / name).read_bytes())
         assert info.value.errno == err
+
+
+# ------------------------------------------------------------ what ls -l asks
+
+
+def test_extended_attribute_reads_match_native(prog_dir: Path, tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x")
+    try:
+        os.setxattr(f, "user.k", b"value")
+    except OSError as exc:
+        pytest.fail(f"the test directory needs user extended attributes: {exc}")
+    (tmp_path / "l").symlink_to("f")
+    prog = str(compile_prog("xattrs", prog_dir))
+    got = same_as_native([prog, str(f), str(tmp_path / "l")])
+    lines = got.stdout.decode().splitlines()
+    assert "getxattr: 5 [value]" in lines
+    assert "getxattr short buffer: Numerical result out of range" in lines
+    assert "getxattr missing: No data available" in lines
+    assert "getxattr bad pointer: Bad address" in lines
