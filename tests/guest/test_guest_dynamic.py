@@ -193,7 +193,13 @@ def broken(tmp_path_factory: pytest.TempPathFactory, dyn_hello: Path, hello: Pat
     ldarm = bytearray(Path(LOADER).read_bytes())
     struct.pack_into("<H", ldarm, 18, 183)  # EM_AARCH64
     (d / "arm-ld").write_bytes(ldarm)
-    for f in ("short.txt", "long.txt", "core-ld", "arm-ld"):
+    ldphnum = bytearray(Path(LOADER).read_bytes())
+    struct.pack_into("<H", ldphnum, 56, 0xFFFF)  # a program header table past 64 KiB
+    (d / "phnum-ld").write_bytes(ldphnum)
+    ldphoff = bytearray(Path(LOADER).read_bytes())
+    struct.pack_into("<Q", ldphoff, 32, 1 << 40)  # program headers far past the end
+    (d / "phoff-ld").write_bytes(ldphoff)
+    for f in ("short.txt", "long.txt", "core-ld", "arm-ld", "phnum-ld", "phoff-ld"):
         (d / f).chmod(0o755)
     (d / "noexec-ld").chmod(0o644)
     os.symlink(os.path.realpath(LOADER), d / "myld")
@@ -204,6 +210,8 @@ def broken(tmp_path_factory: pytest.TempPathFactory, dyn_hello: Path, hello: Pat
     with_loader("dir", str(d))
     with_loader("core", str(d / "core-ld"))
     with_loader("arm", str(d / "arm-ld"))
+    with_loader("phnum", str(d / "phnum-ld"))
+    with_loader("phoff", str(d / "phoff-ld"))
     with_loader("dynamic", str(dyn_hello))  # a loader that itself needs one
     with_loader("relative", "myld")  # looked up from the working directory
     # Static programs as loaders: ET_EXEC at its own addresses (over a non-PIE
@@ -227,6 +235,8 @@ BROKEN = [
     "dir",
     "core",
     "arm",
+    "phnum",
+    "phoff",
     "dynamic",
     "relative",
     "nonul",
@@ -250,6 +260,8 @@ def test_broken_loaders_fail_as_on_linux(prog_dir: Path, broken: Path) -> None:
         "./dir: Permission denied",
         "./core: killed by signal 11",
         "./arm: Accessing a corrupted shared library",
+        "./phnum: Accessing a corrupted shared library",
+        "./phoff: Accessing a corrupted shared library",
         "./dynamic: killed by signal 11",
         "hello world",
         "./relative: exit 0",
