@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check the kernel and CPU features aioumm needs")
     doctor.set_defaults(func=_cmd_doctor)
 
-    demo = sub.add_parser("demo", help="run several static programs at once, each in its own stub, on one loop")
+    demo = sub.add_parser("demo", help="run several programs at once, each in its own stub, on one loop")
     demo.add_argument("--examples", metavar="DIR", help="C sources of the demo programs (default: examples/)")
     demo.add_argument("--build-dir", metavar="DIR", help="where they are compiled (default: build/examples/)")
     demo.add_argument("--build-only", action="store_true", help="only compile the demo programs")

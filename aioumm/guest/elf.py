@@ -263,7 +263,7 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
         if b.vaddr < a.end:
             raise _fail(path, f"PT_LOAD segments overlap or are out of order at {b.vaddr:#x}")
     if e_type == ET_DYN and interp is None and dynamic is not None and _needs_libraries(data, *dynamic):
-        raise DynamicProgram(f"{path}: dynamically linked (DT_NEEDED without PT_INTERP); only static programs run")
+        raise DynamicProgram(f"{path}: needs shared libraries (DT_NEEDED) but names no loader (PT_INTERP)")
     if not any(s.vaddr <= e_entry < s.end and s.flags & PF_X for s in loads):
         raise _fail(path, f"entry point {e_entry:#x} is not in an executable segment")
     if phdr_vaddr is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import struct
@@ -13,6 +14,9 @@ import pytest
 from conftest import PROGS, compile_prog
 
 from aioumm.guest.elf import PHDR, PT_INTERP, BadInterpreterPath, parse_elf
+from aioumm.guest.errors import GuestError
+from aioumm.guest.runner import run_program
+from aioumm.loop import Controller
 
 RUN = [sys.executable, "-m", "aioumm", "run", "--"]
 LOADER = "/lib64/ld-linux-x86-64.so.2"
@@ -32,7 +36,7 @@ def guest(cmd: list[str], *, root: str | None = None, **kw: object) -> subproces
 
 
 def same_as_native(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
-    want, got = native(cmd, **kw), guest(cmd, **kw)
+    want, got = native(cmd, **kw), guest(cmd, root=None, **kw)
     assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
     return got
 
@@ -71,6 +75,25 @@ def tree(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------ programs that work
+
+
+@pytest.mark.asyncio
+async def test_in_process_the_loader_maps_libc(
+    dyn_hello: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    trace = io.StringIO()
+    async with Controller() as ctl:
+        assert await run_program(ctl, str(dyn_hello), [str(dyn_hello)], {}, strace=trace) == 0
+        missing = tmp_path / "missing"
+        compile_dynamic(PROGS / "hello.c", missing, "-Wl,--dynamic-linker=/nonexistent/ld.so")
+        with pytest.raises(GuestError, match=r"interpreter /nonexistent/ld\.so: no such file or directory"):
+            await run_program(ctl, str(missing), [str(missing)], {})
+    assert capfd.readouterr().out == "hello world\n"
+    lines = trace.getvalue().splitlines()
+    assert any(line.startswith('openat(AT_FDCWD, "/lib/x86_64-linux-gnu/libc.so.6", ') for line in lines), lines
+    assert any("MAP_PRIVATE|MAP_FIXED|MAP_DENYWRITE, 3, " in line for line in lines)
+    assert lines[-1] == "+++ exited with 0 +++"
+    assert ctl.stubs == frozenset()
 
 
 def test_auxv_exe_maps_and_dlopen_match_native(dyn_aux: Path) -> None:
@@ -150,7 +173,7 @@ def test_the_loader_is_looked_up_inside_the_root(dyn_hello: Path, tmp_path: Path
 
 
 def _interp_header(data: bytes) -> int:
-    phoff, phnum = struct.unpack_from("<Q", data, 32)[0], struct.unpack_from("<H", data, 56)[0]
+    phoff, phnum = int(struct.unpack_from("<Q", data, 32)[0]), int(struct.unpack_from("<H", data, 56)[0])
     for i in range(phnum):
         at = phoff + i * PHDR.size
         if struct.unpack_from("<I", data, at)[0] == PT_INTERP:
@@ -302,7 +325,7 @@ def test_malformed_pt_interp_errors(dyn_hello: Path, tmp_path: Path) -> None:
         ({"size": 0}, 8, "bad PT_INTERP size 0"),
         ({"offset": len(data) - 4}, 5, "past the end"),
     ):
-        name = _patched(dyn_hello, tmp_path / "p", **kw)  # type: ignore[arg-type]
+        name = _patched(dyn_hello, tmp_path / "p", **kw)
         with pytest.raises(BadInterpreterPath, match=why) as info:
             parse_elf(name, (tmp_path / name).read_bytes())
         assert info.value.errno == err
