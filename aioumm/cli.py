@@ -32,7 +32,7 @@ def launch_status(exc: AioummError) -> int:
 
     127 when nothing by that name exists (no such file, or not found in
     ``$PATH``), 126 when it exists but cannot run (not executable, a
-    directory, not a static x86-64 ELF).
+    directory, not an x86-64 ELF program, an unusable loader).
     """
     if isinstance(exc.__cause__, FileNotFoundError) or str(exc).endswith(": command not found"):
         return NOT_FOUND
@@ -120,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``aioumm`` command."""
     parser = argparse.ArgumentParser(
         prog="aioumm",
-        description="Drive seccomp-trapped stub processes from one asyncio loop, and run static programs in them.",
+        description="Drive seccomp-trapped stub processes from one asyncio loop, and run Linux programs in them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
-        help="run a static x86-64 Linux program in a stub, serving its syscalls from Python",
+        help="run an x86-64 Linux program (static or dynamic) in a stub, serving its syscalls from Python",
         description="Run PROGRAM in a stub; exit with its status (128+N if signal N killed it).",
     )
     run.add_argument("--strace", action="store_true", help="print every trapped syscall on stderr, as strace does")
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check the kernel and CPU features aioumm needs")
     doctor.set_defaults(func=_cmd_doctor)
 
-    demo = sub.add_parser("demo", help="run several static programs at once, each in its own stub, on one loop")
+    demo = sub.add_parser("demo", help="run several programs at once, each in its own stub, on one loop")
     demo.add_argument("--examples", metavar="DIR", help="C sources of the demo programs (default: examples/)")
     demo.add_argument("--build-dir", metavar="DIR", help="where they are compiled (default: build/examples/)")
     demo.add_argument("--build-only", action="store_true", help="only compile the demo programs")

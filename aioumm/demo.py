@@ -1,8 +1,10 @@
-"""``aioumm demo``: several real static programs at once, each in its own stub, on one loop.
+"""``aioumm demo``: several real programs at once, each in its own stub, on one loop.
 
 The programs are the C sources in ``examples/`` (compiled with
 ``gcc -O1 -static`` into ``build/examples/`` when missing or older than their
-source) and, where ``/bin/busybox`` is a static busybox, a few of its applets.
+source), where ``/bin/busybox`` is a static busybox, a few of its applets, and
+two of the host's dynamically linked programs (``ls``, ``md5sum``) when their
+loader is there.
 Every program is first run natively, then all of them are started together
 under one :class:`~aioumm.loop.Controller` with ``asyncio.gather``; each
 guest's stdout and stderr go to files of its own
@@ -35,6 +37,11 @@ __all__ = ["DemoError", "DemoProgram", "Outcome", "build_examples", "main"]
 #: How the demo programs are compiled: static, so the guest runner can load them.
 CFLAGS = ("-O1", "-static")
 BUSYBOX = "/bin/busybox"
+#: Host programs that are usually dynamically linked: (label, path, argv).
+DYNAMIC = (
+    ("ls -1 (dynamically linked)", "/bin/ls", ("ls", "-1")),
+    ("md5sum text.txt (dynamically linked)", "/usr/bin/md5sum", ("md5sum", "text.txt")),
+)
 #: A guest (or native run) that takes longer than this has hung.
 TIMEOUT_S = 120.0
 #: Output lines shown per stream; the comparison always uses all of it.
@@ -174,7 +181,19 @@ def _busybox_usable() -> bool:
     return True
 
 
-def scenario(binaries: dict[str, Path], *, busybox: bool) -> list[DemoProgram]:
+def _dynamic_usable(path: str) -> bool:
+    """Whether ``path`` is a dynamically linked program whose loader is there."""
+    from aioumm.guest.elf import open_program
+
+    try:
+        image, fd = open_program(path)
+    except AioummError:
+        return False
+    os.close(fd)
+    return image.interp is not None and os.access(os.fsdecode(image.interp), os.X_OK)
+
+
+def scenario(binaries: dict[str, Path], *, busybox: bool, dynamic: Sequence[DemoProgram] = ()) -> list[DemoProgram]:
     """The programs of the demo, in the order they are shown."""
 
     def example(name: str, *args: str) -> DemoProgram:
@@ -199,6 +218,7 @@ def scenario(binaries: dict[str, Path], *, busybox: bool) -> list[DemoProgram]:
             ("wc", "-l", "text.txt"),
         ):
             programs.append(DemoProgram(shlex.join(["busybox", *args]), BUSYBOX, ("busybox", *args)))
+    programs.extend(dynamic)
     return programs
 
 
@@ -349,7 +369,8 @@ def main(
         print(f"{len(binaries)} demo programs up to date in {dest}", file=out)
         return 0
     busybox = _busybox_usable()
-    programs = scenario(binaries, busybox=busybox)
+    dynamic = [DemoProgram(label, path, argv) for label, path, argv in DYNAMIC if _dynamic_usable(path)]
+    programs = scenario(binaries, busybox=busybox, dynamic=dynamic)
     env = demo_env()
     note = "" if busybox else f" ({BUSYBOX} is missing or not static: no busybox applets)"
     print(f"aioumm demo: {len(programs)} programs, each in its own stub, all on one event loop{note}", file=out)

@@ -1,6 +1,6 @@
-"""The guest runner: real static x86-64 Linux programs run inside stubs.
+"""The guest runner: real x86-64 Linux programs run inside stubs.
 
-:func:`run_program` loads a static (or static-PIE) program into a fresh stub and
+:func:`run_program` loads a program (static, static-PIE or dynamically linked) into a fresh stub and
 serves every syscall it makes from Python until it exits::
 
     async with Controller() as ctl:

@@ -15,10 +15,23 @@ The failures are Linux's:
   ``#!`` line with no interpreter name or one cut off by the 256-byte limit;
 * ``ELOOP`` past five levels of interpreters.
 
-One failure is this runner's own: a dynamically linked program (it needs a
-loader and libraries a guest cannot have) fails with ``ELIBBAD`` ("accessing a
-corrupted shared library"), never ``ENOEXEC``, which would make a shell try to
-run the binary as a shell script.
+A dynamically linked program's loader (``PT_INTERP``) is opened here too, looked
+up inside the guest's root relative to its working directory like every path,
+with ``load_elf_binary``'s checks and errors:
+
+* a ``PT_INTERP`` shorter than 2 or longer than ``PATH_MAX`` bytes, or not
+  ending with a NUL: ``ENOEXEC``; one reaching past the end of the file: ``EIO``;
+* the loader's lookup and open: ``ENOENT`` (a shell says "not found"),
+  ``EACCES`` for a file that is not regular or not executable...;
+* a loader shorter than an ELF header: ``EIO``; not ELF, not x86-64, or with
+  unusable program headers: ``ELIBBAD``.
+
+Anything else wrong with the loader (not ``ET_EXEC``/``ET_DYN``, bad segments,
+itself dynamically linked) Linux only finds once the old program is gone: the
+exec succeeds and the new program dies of ``SIGSEGV`` (:class:`.Interpreter`
+with no image).  An ``ET_DYN`` image without ``PT_INTERP`` that still lists
+``DT_NEEDED`` libraries fails with ``ELIBBAD`` (never ``ENOEXEC``, which would
+make a shell run the binary as a shell script).
 
 ``#!`` lines are read as ``fs/binfmt_script.c`` reads them: the first 256 bytes;
 the interpreter is the first word after ``#!`` (blanks are spaces and tabs), and
@@ -37,11 +50,22 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .elf import DynamicProgram, ElfImage, parse_elf
+from .elf import (
+    EHDR,
+    ELFMAG,
+    EM_X86_64,
+    MAX_PHDR_BYTES,
+    PHDR,
+    BadInterpreterPath,
+    DynamicProgram,
+    ElfImage,
+    parse_elf,
+)
 from .errors import GuestError, SyscallError
 from .files import Loc, Vfs
+from .loader import Interpreter
 
-__all__ = ["ExecPlan", "parse_shebang", "prepare_exec"]
+__all__ = ["ExecPlan", "open_interpreter", "parse_shebang", "prepare_exec"]
 
 #: How much of a file Linux looks at to recognise its format (``BINPRM_BUF_SIZE``).
 BINPRM_BUF_SIZE = 256
@@ -64,6 +88,15 @@ class ExecPlan:
     exe: str
     #: The file name ``execve`` was given (``AT_EXECFN``; ``comm`` is its last part).
     filename: bytes
+    #: The loader of a dynamically linked program.
+    interp: Interpreter | None = None
+
+    def close(self) -> None:
+        """Close the descriptors the plan holds."""
+        os.close(self.fd)
+        if self.interp is not None:
+            os.close(self.interp.fd)
+            self.interp = None
 
 
 def _spacetab(c: int) -> bool:
@@ -143,6 +176,8 @@ def _parse_elf(path: str, fd: int) -> ElfImage:
             return parse_elf(path, data)
     except DynamicProgram as exc:
         raise SyscallError(errno.ELIBBAD) from exc
+    except BadInterpreterPath as exc:
+        raise SyscallError(exc.errno) from exc
     except GuestError as exc:
         raise SyscallError(errno.ENOEXEC) from exc
 
@@ -174,7 +209,8 @@ def prepare_exec(
             head = os.pread(fd, BINPRM_BUF_SIZE, 0)
             if head[:2] != b"#!":
                 image = _parse_elf(os.fsdecode(shown), fd)
-                return ExecPlan(image, fd, args, vfs.path_of(fd), filename)
+                interp = open_interpreter(vfs, locate, image) if image.interp is not None else None
+                return ExecPlan(image, fd, args, vfs.path_of(fd), filename, interp)
         except BaseException:
             os.close(fd)
             raise
@@ -184,3 +220,38 @@ def prepare_exec(
         shown = name
         where = locate(os.fsdecode(name))
     raise SyscallError(errno.ELOOP)
+
+
+def open_interpreter(vfs: Vfs, locate: Callable[[str], Loc], image: ElfImage) -> Interpreter:
+    """Open and read the loader ``image`` names in ``PT_INTERP`` (see the module docstring).
+
+    Raises :class:`SyscallError` or :class:`OSError` with the errno ``execve``
+    fails with; the caller owns the returned descriptor.
+    """
+    assert image.interp is not None
+    name = os.fsdecode(image.interp)
+    fd = _open_exec(vfs, locate(name))
+    try:
+        head = os.pread(fd, EHDR.size, 0)
+        if len(head) < EHDR.size:
+            raise SyscallError(errno.EIO)
+        fields = EHDR.unpack(head)
+        machine, phoff, phentsize, phnum = fields[2], fields[5], fields[9], fields[10]
+        if head[:4] != ELFMAG or machine != EM_X86_64:
+            raise SyscallError(errno.ELIBBAD)
+        size = os.fstat(fd).st_size
+        table = phnum * PHDR.size
+        if phentsize != PHDR.size or not 0 < table <= MAX_PHDR_BYTES or phoff + table > size:
+            raise SyscallError(errno.ELIBBAD)
+        loader: ElfImage | None
+        try:
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as data:
+                loader = parse_elf(name, data)
+        except GuestError:
+            loader = None  # Linux finds out past the point of no return
+        if loader is not None and loader.interp is not None:
+            loader = None  # a loader that needs a loader cannot start
+        return Interpreter(loader, fd, vfs.path_of(fd))
+    except BaseException:
+        os.close(fd)
+        raise

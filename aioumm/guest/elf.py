@@ -1,8 +1,11 @@
-"""Reading and checking static x86-64 ELF programs.
+"""Reading and checking x86-64 ELF programs.
 
-Only what a static program needs is accepted: a 64-bit little-endian x86-64
-``ET_EXEC`` image, or an ``ET_DYN`` *static-PIE* image (no ``PT_INTERP`` and no
-``DT_NEEDED``: it relocates itself and needs no loader).  Everything the loader
+A 64-bit little-endian x86-64 ``ET_EXEC`` or ``ET_DYN`` image is accepted.  One
+with ``PT_INTERP`` names its dynamic loader there (:attr:`ElfImage.interp`; the
+path is checked as Linux checks it: 2 to ``PATH_MAX`` bytes, ending with its NUL,
+inside the file), which :mod:`.binfmt` opens and maps beside it.  An ``ET_DYN``
+image without ``PT_INTERP`` (static-PIE, or a loader run directly) relocates
+itself; one that still lists ``DT_NEEDED`` libraries is refused.  Everything the loader
 will later trust (segment bounds, file offsets, alignment) is checked here, so a
 malformed file fails with a :class:`GuestError` naming the path and the reason
 instead of a confusing fault in the guest.
@@ -10,6 +13,7 @@ instead of a confusing fault in the guest.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import mmap
 import os
@@ -20,7 +24,15 @@ from dataclasses import dataclass
 from .errors import GuestError
 from .layout import PAGE_MASK, Layout, page_down, page_up
 
-__all__ = ["DynamicProgram", "ElfImage", "Segment", "check_program", "open_program", "parse_elf"]
+__all__ = [
+    "BadInterpreterPath",
+    "DynamicProgram",
+    "ElfImage",
+    "Segment",
+    "check_program",
+    "open_program",
+    "parse_elf",
+]
 
 # e_ident and header values (System V ABI / the x86-64 supplement).
 ELFMAG = b"\x7fELF"
@@ -52,6 +64,8 @@ DYN = struct.Struct("<qQ")  # Elf64_Dyn
 
 #: Linux refuses program header tables larger than 64 KiB; so do we.
 MAX_PHDR_BYTES = 65536
+#: The longest ``PT_INTERP`` (its NUL included) Linux accepts.
+PATH_MAX = 4096
 
 PROT_READ = mmap.PROT_READ
 PROT_WRITE = mmap.PROT_WRITE
@@ -86,7 +100,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class ElfImage:
-    """A checked static program image (addresses as in the file, before relocation)."""
+    """A checked program image (addresses as in the file, before relocation)."""
 
     path: str
     file_size: int
@@ -101,10 +115,12 @@ class ElfImage:
     tls: Segment | None
     relro: Segment | None
     exec_stack: bool
+    #: The loader ``PT_INTERP`` names (without its NUL), or None for a static image.
+    interp: bytes | None = None
 
     @property
     def is_pie(self) -> bool:
-        """True for a static-PIE (``ET_DYN``) image that is loaded at a chosen base."""
+        """True for an ``ET_DYN`` image (PIE, static-PIE, a loader): loaded at a chosen base."""
         return self.e_type == ET_DYN
 
     @property
@@ -150,7 +166,15 @@ class ElfImage:
 
 
 class DynamicProgram(GuestError):
-    """The program needs a dynamic loader or shared libraries, which a guest cannot have."""
+    """An ``ET_DYN`` image that lists shared libraries but names no loader to load them."""
+
+
+class BadInterpreterPath(GuestError):
+    """A malformed ``PT_INTERP``; ``errno`` is what Linux's ``execve`` fails with."""
+
+    def __init__(self, message: str, err: int) -> None:
+        super().__init__(message)
+        self.errno = err
 
 
 def _fail(path: str, why: str) -> GuestError:
@@ -207,14 +231,16 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
     tls = relro = None
     exec_stack = False
     dynamic: tuple[int, int] | None = None
+    interp: bytes | None = None
     for i in range(e_phnum):
         p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, p_align = PHDR.unpack_from(
             data, e_phoff + i * PHDR.size
         )
         seg = Segment(p_vaddr, p_memsz, p_offset, p_filesz, p_flags, p_align)
         if p_type == PT_INTERP:
-            raise DynamicProgram(f"{path}: dynamically linked (has PT_INTERP); only static programs run")
-        if p_type == PT_LOAD:
+            if interp is None:  # Linux reads the first one only
+                interp = _read_interp(path, data, size, p_offset, p_filesz)
+        elif p_type == PT_LOAD:
             _check_load(path, seg, size)
             if p_memsz:
                 loads.append(seg)
@@ -236,8 +262,8 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
     for a, b in itertools.pairwise(loads):
         if b.vaddr < a.end:
             raise _fail(path, f"PT_LOAD segments overlap or are out of order at {b.vaddr:#x}")
-    if e_type == ET_DYN and dynamic is not None and _needs_libraries(data, *dynamic):
-        raise DynamicProgram(f"{path}: dynamically linked (DT_NEEDED without PT_INTERP); only static programs run")
+    if e_type == ET_DYN and interp is None and dynamic is not None and _needs_libraries(data, *dynamic):
+        raise DynamicProgram(f"{path}: needs shared libraries (DT_NEEDED) but names no loader (PT_INTERP)")
     if not any(s.vaddr <= e_entry < s.end and s.flags & PF_X for s in loads):
         raise _fail(path, f"entry point {e_entry:#x} is not in an executable segment")
     if phdr_vaddr is None:
@@ -259,7 +285,20 @@ def parse_elf(path: str, data: bytes | mmap.mmap, file_size: int | None = None) 
         tls=tls,
         relro=relro,
         exec_stack=exec_stack,
+        interp=interp,
     )
+
+
+def _read_interp(path: str, data: bytes | mmap.mmap, size: int, offset: int, length: int) -> bytes:
+    """The loader's path from ``PT_INTERP``, checked as ``load_elf_binary`` checks it."""
+    if length < 2 or length > PATH_MAX:
+        raise BadInterpreterPath(f"{path}: bad PT_INTERP size {length}", errno.ENOEXEC)
+    if offset + length > size:
+        raise BadInterpreterPath(f"{path}: truncated ELF file (PT_INTERP past the end)", errno.EIO)
+    name = bytes(data[offset : offset + length])
+    if name[-1] != 0:
+        raise BadInterpreterPath(f"{path}: PT_INTERP is not NUL-terminated", errno.ENOEXEC)
+    return name[:-1].split(b"\0", 1)[0]
 
 
 def _check_load(path: str, seg: Segment, size: int) -> None:
@@ -306,7 +345,7 @@ def open_program(path: str, host_path: str | None = None) -> tuple[ElfImage, int
 
 
 def check_program(path: str, fd: int) -> ElfImage:
-    """Check the program open on ``fd`` (a regular, executable, static x86-64 ELF)."""
+    """Check the program open on ``fd`` (a regular, executable x86-64 ELF file)."""
     st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
         raise _fail(path, "is a directory")

@@ -60,7 +60,7 @@ from .errors import GuestError, GuestExit, SyscallError
 from .files import FdTable, OpenFile, Vfs
 from .kernel import ChildInfo, ProcessTable
 from .layout import Layout, default_layout
-from .loader import LoadedProgram, load_image, setup_stack
+from .loader import Interpreter, LoadedProgram, UnloadableInterpreter, load_program, setup_stack
 from .memory import NULL_MAPPER, AddressSpace, PhysMem
 from .sigframe import NO_RESTART, deliver_fault, deliver_signals, restart_text
 from .signalfd import SignalFile
@@ -405,11 +405,40 @@ class GuestProcess:
         envp: list[bytes],
         execfn: bytes,
         exe_path: str,
+        interp: Interpreter | None = None,
     ) -> None:
-        """Fill the (empty) address space with ``image`` and set the start registers."""
-        prog = load_image(self.mm, image, fd, exe_path)
+        """Fill the (empty) address space with ``image`` (and its loader ``interp``)
+        and set the start registers."""
+        loaded = self._load(self.mm, image, fd, exe_path, interp, argv, envp, execfn)
+        self.exe = exe_path
+        self.comm = os.fsencode(os.path.basename(exe_path))[:15]
+        self.cmdline, self.environ = _nul_joined(argv), _nul_joined(envp)
+        self._start_at(loaded)
+
+    def _load(
+        self,
+        mm: AddressSpace,
+        image: ElfImage,
+        fd: int,
+        exe_path: str,
+        interp: Interpreter | None,
+        argv: list[bytes],
+        envp: list[bytes],
+        execfn: bytes,
+    ) -> tuple[LoadedProgram, StackImage] | None:
+        """Map the program, its loader and its stack into ``mm``.
+
+        None when the loader cannot be mapped: as on Linux, the exec still goes
+        ahead (the old mappings are gone by then) and the new program dies of
+        ``SIGSEGV`` at once; what ``mm`` got so far is dropped.
+        """
+        try:
+            prog = load_program(mm, image, fd, exe_path, interp)
+        except UnloadableInterpreter:
+            mm.unmap(0, mm.layout.stub_start)
+            return None
         stack = setup_stack(
-            self.mm,
+            mm,
             prog,
             argv,
             envp,
@@ -417,18 +446,20 @@ class GuestProcess:
             exec_stack=image.exec_stack,
             creds=(self.uid, self.euid, self.gid, self.egid),
         )
-        self.exe = exe_path
-        self.comm = os.fsencode(os.path.basename(exe_path))[:15]
-        self.cmdline, self.environ = _nul_joined(argv), _nul_joined(envp)
-        self._start_at(prog, stack)
+        return prog, stack
 
-    def _start_at(self, prog: LoadedProgram, stack: StackImage) -> None:
+    def _start_at(self, loaded: tuple[LoadedProgram, StackImage] | None) -> None:
         regs = self.stub.regs
         for name in _GENERAL_REGS:
             setattr(regs, name, 0)
-        regs.rsp = stack.sp
-        regs.rip = prog.entry
         regs.fs_base = 0
+        if loaded is None:
+            # Nothing is mapped: the first instruction fetch faults (SIGSEGV).
+            regs.rsp = regs.rip = 0
+            return
+        prog, stack = loaded
+        regs.rsp = stack.sp
+        regs.rip = prog.start
 
     def execve(self, plan: ExecPlan, envp: list[bytes]) -> None:
         """Replace the program (``execve`` once ``plan`` is ready).
@@ -441,16 +472,7 @@ class GuestProcess:
         """
         new = AddressSpace(NULL_MAPPER, self.layout, PhysMem(self.mm.physmem.size))
         try:
-            prog = load_image(new, plan.image, plan.fd, plan.exe)
-            stack = setup_stack(
-                new,
-                prog,
-                plan.argv,
-                envp,
-                plan.filename,
-                exec_stack=plan.image.exec_stack,
-                creds=(self.uid, self.euid, self.gid, self.egid),
-            )
+            loaded = self._load(new, plan.image, plan.fd, plan.exe, plan.interp, plan.argv, envp, plan.filename)
         except GuestError as exc:  # the image does not fit in the address space
             new.close()
             raise SyscallError(errno.ENOMEM) from exc
@@ -465,7 +487,7 @@ class GuestProcess:
         stub.munmap(lay.stub_end, lay.task_top - lay.stub_end)
         new.bind(stub)
         self.mm = new
-        self._start_at(prog, stack)
+        self._start_at(loaded)
         self.exe = plan.exe
         self.comm = os.path.basename(plan.filename)[:15]
         self.cmdline, self.environ = _nul_joined(plan.argv), _nul_joined(envp)

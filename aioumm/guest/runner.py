@@ -1,4 +1,4 @@
-"""Run one static program in a fresh stub: ``run_program``."""
+"""Run one program in a fresh stub: ``run_program``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Protocol, TextIO
 from aioumm.errors import BatchError
 
 from . import syscalls  # noqa: F401  (importing it registers every handler)
-from .binfmt import prepare_exec
-from .elf import check_program
+from .binfmt import open_interpreter, prepare_exec
+from .elf import ElfImage, check_program
 from .errors import GuestError, SyscallError
 from .files import Vfs
 from .kernel import OUTER_GROUP, ProcessTable
 from .layout import Layout
+from .loader import Interpreter
 from .process import GuestProcess, StubLike
 from .signals import SI_USER, SigInfo
 
@@ -76,6 +77,17 @@ def _open(vfs: Vfs, path: str) -> int:
         raise GuestError(f"{path}: {os.strerror(exc.errno or 0).lower()}") from exc
 
 
+def _open_interpreter(vfs: Vfs, path: str, image: ElfImage) -> Interpreter:
+    """The loader of the dynamically linked program ``path``, or the error ``execve`` gives."""
+    name = os.fsdecode(image.interp or b"")
+    try:
+        return open_interpreter(vfs, vfs.locate, image)
+    except OSError as exc:  # ENOENT keeps its cause: a shell says "not found" (127)
+        raise GuestError(f"{path}: interpreter {name}: {os.strerror(exc.errno or 0).lower()}") from exc
+    except SyscallError as exc:
+        raise GuestError(f"{path}: interpreter {name}: {os.strerror(exc.errno).lower()}") from exc
+
+
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -120,7 +132,7 @@ async def run_program(
     max_processes: int = ProcessTable.DEFAULT_MAX_PROCESSES,
     wait_for_all: bool = True,
 ) -> int:
-    """Run the static x86-64 program ``path`` in a new stub until it is over.
+    """Run the x86-64 program ``path`` (static or dynamically linked) in a new stub until it is over.
 
     ``path`` is the guest's name for the program (resolved inside ``root``; a name
     without a slash is searched in the guest's ``PATH``), ``argv`` its arguments
@@ -145,7 +157,7 @@ async def run_program(
     and SIGHUP sent to the calling process go to the guest instead (SIGINT to every
     guest of the first one's process group, as a terminal sends it); once the first
     guest is gone, any of them ends the run, killing the guests left.  A program that cannot be loaded (missing, not
-    executable, not a static x86-64 ELF) raises :class:`GuestError` naming the path
+    executable, not an x86-64 ELF program, its loader missing or unusable) raises :class:`GuestError` naming the path
     and the reason.
     """
     trace: TextIO | None = sys.stderr if strace is True else (strace or None)
@@ -164,6 +176,7 @@ async def run_program(
         raise
     proc: GuestProcess | None = None
     stub: StubLike | None = None
+    interp: Interpreter | None = None
     kernel = ProcessTable(ctl, max_processes)
     forwarded = _forward_signals(kernel) if forward_signals else []
     try:
@@ -173,24 +186,27 @@ async def run_program(
                 plan = prepare_exec(vfs, vfs.locate, fd, os.fsencode(path), args)
             except (OSError, SyscallError) as exc:  # the errno execve would give
                 err = exc.errno or errno.ENOEXEC
-                if err == errno.ELIBBAD:  # the interpreter is dynamically linked
-                    raise GuestError(f"{path}: its #! interpreter is not a static program") from exc
                 raise GuestError(f"{path}: {os.strerror(err).lower()}") from exc
             os.close(fd)
-            fd, image, args, exe = plan.fd, plan.image, plan.argv, plan.exe
+            fd, image, args, exe, interp = plan.fd, plan.image, plan.argv, plan.exe, plan.interp
         else:
             image = check_program(path, fd)
             exe = vfs.path_of(fd)
+            if image.interp is not None:
+                interp = _open_interpreter(vfs, path, image)
         stub = await ctl.spawn()
         proc = GuestProcess(stub, layout=layout, vfs=vfs, strace=trace, kernel=kernel, pid=kernel.new_pid())
         proc.pgid = proc.sid = OUTER_GROUP
         proc.inherit_stdio(stdio or (0, 1, 2))
         try:
-            proc.exec_image(image, fd, args, envp, os.fsencode(path), exe)
+            proc.exec_image(image, fd, args, envp, os.fsencode(path), exe, interp)
         except SyscallError as exc:  # E2BIG, ENOMEM: what execve would have failed with
             raise GuestError(f"{path}: {os.strerror(exc.errno).lower()}") from exc
         os.close(fd)
         fd = -1
+        if interp is not None:
+            os.close(interp.fd)
+            interp = None
         try:
             status = await kernel.run_init(proc)
         except BatchError as exc:
@@ -204,6 +220,8 @@ async def run_program(
             loop.remove_signal_handler(sig)
         if fd >= 0:
             os.close(fd)
+        if interp is not None:
+            os.close(interp.fd)
         await kernel.shutdown()
         if stub is not None:
             stub.kill()

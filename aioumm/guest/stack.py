@@ -96,14 +96,17 @@ def initial_auxv(
     phent: int,
     phnum: int,
     entry: int,
+    base: int = 0,
     page_size: int = 4096,
     uid: int | None = None,
     euid: int | None = None,
     gid: int | None = None,
     egid: int | None = None,
 ) -> list[tuple[int, int]]:
-    """The auxv a static program gets, in the order Linux writes it.
+    """The auxv a program gets, in the order Linux writes it.
 
+    ``base`` is the load address of a dynamically linked program's loader
+    (``AT_BASE``; 0 for a static program).
     ``AT_RANDOM``, ``AT_EXECFN`` and ``AT_PLATFORM`` carry 0 here; :func:`build_stack`
     points them at the bytes it places on the stack.  Credentials default to the
     controller's own.  ``AT_HWCAP``, ``AT_HWCAP2`` and ``AT_MINSIGSTKSZ`` come from
@@ -119,7 +122,7 @@ def initial_auxv(
         (AT_PHDR, phdr),
         (AT_PHENT, phent),
         (AT_PHNUM, phnum),
-        (AT_BASE, 0),
+        (AT_BASE, base),
         (AT_FLAGS, 0),
         (AT_ENTRY, entry),
         (AT_UID, os.getuid() if uid is None else uid),

@@ -356,3 +356,90 @@ def sys_mount(p: GuestProcess, *_: int) -> int:
     CAP_SYS_ADMIN)."""
     p.note = "guests may not change the host's mounts"
     raise _fail(errno.EPERM)
+
+
+# ----------------------------------------------------------------- xattrs
+
+#: Linux's limits on an attribute's name (with its NUL) and value, and on a list.
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+XATTR_LIST_MAX = 65536
+
+
+@contextmanager
+def _xattr_file(p: GuestProcess, path: int, follow: bool) -> Iterator[str]:
+    """A host path for the file the guest names (the symlink itself unless ``follow``)."""
+    fd = p.vfs.open(_locate(p, _CWD, _path(p, path)), os.O_PATH | (0 if follow else os.O_NOFOLLOW))
+    try:
+        yield _fd_path(fd)  # the magic link leads to the file itself, never further
+    finally:
+        os.close(fd)
+
+
+def _xattr_name(p: GuestProcess, addr: int) -> str:
+    try:
+        name = p.mm.read_cstr(addr, XATTR_NAME_MAX + 1)
+    except SyscallError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _fail(errno.ERANGE) from exc
+        raise
+    if not name:
+        raise _fail(errno.ERANGE)
+    return os.fsdecode(name)
+
+
+def _answer_blob(p: GuestProcess, blob: bytes, buf: int, size: int, limit: int) -> int:
+    """Linux's answer to a get or list: the length for a size of 0, else the bytes."""
+    size &= 0xFFFFFFFFFFFFFFFF
+    if len(blob) > limit:
+        raise _fail(errno.E2BIG)
+    if size == 0:
+        return len(blob)
+    if len(blob) > size:
+        raise _fail(errno.ERANGE)
+    p.mm.write(buf, blob)
+    return len(blob)
+
+
+def _getxattr(p: GuestProcess, target: str | int, name_addr: int, buf: int, size: int) -> int:
+    name = _xattr_name(p, name_addr)
+    return _answer_blob(p, os.getxattr(target, name), buf, size, XATTR_SIZE_MAX)
+
+
+def _listxattr(p: GuestProcess, target: str | int, buf: int, size: int) -> int:
+    names = b"".join(os.fsencode(n) + b"\0" for n in os.listxattr(target))
+    return _answer_blob(p, names, buf, size, XATTR_LIST_MAX)
+
+
+@syscall("getxattr")
+def sys_getxattr(p: GuestProcess, path: int, name: int, buf: int, size: int, *_: int) -> int:
+    with _xattr_file(p, path, True) as target:
+        return _getxattr(p, target, name, buf, size)
+
+
+@syscall("lgetxattr")
+def sys_lgetxattr(p: GuestProcess, path: int, name: int, buf: int, size: int, *_: int) -> int:
+    with _xattr_file(p, path, False) as target:
+        return _getxattr(p, target, name, buf, size)
+
+
+@syscall("fgetxattr")
+def sys_fgetxattr(p: GuestProcess, fd: int, name: int, buf: int, size: int, *_: int) -> int:
+    return _getxattr(p, p.fds.get(s32(fd)).host_fd, name, buf, size)
+
+
+@syscall("listxattr")
+def sys_listxattr(p: GuestProcess, path: int, buf: int, size: int, *_: int) -> int:
+    with _xattr_file(p, path, True) as target:
+        return _listxattr(p, target, buf, size)
+
+
+@syscall("llistxattr")
+def sys_llistxattr(p: GuestProcess, path: int, buf: int, size: int, *_: int) -> int:
+    with _xattr_file(p, path, False) as target:
+        return _listxattr(p, target, buf, size)
+
+
+@syscall("flistxattr")
+def sys_flistxattr(p: GuestProcess, fd: int, buf: int, size: int, *_: int) -> int:
+    return _listxattr(p, p.fds.get(s32(fd)).host_fd, buf, size)

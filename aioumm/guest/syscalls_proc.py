@@ -435,7 +435,7 @@ def _execve(
     try:
         p.execve(plan, envp)
     finally:
-        os.close(plan.fd)
+        plan.close()
     return 0
 
 
@@ -446,7 +446,7 @@ async def _execve_alone(p: GuestProcess, plan: ExecPlan, envp: list[bytes]) -> i
         await p.group.end_others(p)
         p.execve(plan, envp)
     finally:
-        os.close(plan.fd)
+        plan.close()
     return 0
 
 

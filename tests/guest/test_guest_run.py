@@ -68,12 +68,13 @@ async def test_load_errors_name_path_and_reason(hello: Path, tmp_path: Path) -> 
     text.write_text("not a program\n")
     text.chmod(0o755)
     dyn = tmp_path / "dyn"
-    subprocess.run(["gcc", "-O1", "-o", str(dyn), str(Path(__file__).parent / "progs" / "hello.c")], check=True)
+    src = Path(__file__).parent / "progs" / "hello.c"
+    subprocess.run(["gcc", "-O1", "-Wl,--dynamic-linker=/nonexistent/ld.so", "-o", str(dyn), str(src)], check=True)
     async with Controller() as ctl:
         for path, why in (
             (tmp_path / "missing", "no such file or directory"),
             (text, "not an ELF file"),
-            (dyn, "dynamically linked"),
+            (dyn, "interpreter /nonexistent/ld.so: no such file or directory"),
             (tmp_path, "is a directory"),
         ):
             with pytest.raises(GuestError, match=f"{path}: {why}"):
