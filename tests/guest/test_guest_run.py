@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,18 @@ def test_guests_see_every_cpu_of_the_run_whatever_the_placement(busybox: str) ->
     assert got.stdout.split()[1] == b"1"
     cmd = [*RUN[:-1], "--no-placement", "--", busybox, "sh", "-c", script]
     assert subprocess.run(cmd, capture_output=True, timeout=60).stdout == got.stdout
+
+
+def _ignore_and_block() -> None:
+    # What nohup and a shell's "trap '' SIG" leave to the programs they start; 34 is SIGRTMIN.
+    for sig in (signal.SIGHUP, signal.SIGUSR2, 34):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGALRM])
+
+
+def test_ignored_and_blocked_signals_are_inherited(busybox: str) -> None:
+    """As through exec: the guest starts with the signals ``aioumm run`` was started with ignored and blocked."""
+    cmd = [busybox, "sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; kill -HUP $$; echo alive"]
+    got = same_as_native(cmd, preexec_fn=_ignore_and_block)
+    assert b"SigIgn:\t0000000200000801\n" in got.stdout
+    assert b"SigBlk:\t0000000000002200\n" in got.stdout
