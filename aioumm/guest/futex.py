@@ -151,9 +151,15 @@ class FutexTable:
 # ------------------------------------------------------------------ the call
 
 
+#: The highest address Linux's ``access_ok`` takes for a word (x86-64, 4-level paging).
+_USER_PTR_MAX = (1 << 47) - 4096
+
+
 def _key(mm: AddressSpace, addr: int, private: bool) -> Key:
     if addr & 3:
         raise SyscallError(errno.EINVAL)
+    if addr > _USER_PTR_MAX:
+        raise SyscallError(errno.EFAULT)  # not a user address: checked even where no page is looked up
     if private:
         return (mm, addr)
     v = mm.find(addr)

@@ -109,6 +109,10 @@ async def test_futex_calls_and_errors(progs: dict[str, Path], capfd: pytest.Capt
     for line in (
         "wait bad address: -1 EFAULT",
         "bad op: -1 ENOSYS",
+        "wake unmapped private: 0",
+        "wake private above the user range: -1 EFAULT",
+        "wake private at the user range's end: -1 EFAULT",
+        "requeue private to a kernel address: -1 EFAULT",
         "wait value mismatch: -1 EAGAIN",
         "wait relative timeout: -1 ETIMEDOUT",
         "wait_bitset monotonic deadline: -1 ETIMEDOUT",

@@ -44,6 +44,12 @@ int main(void) {
     show("wait bad address", futex((void *)8, FUTEX_WAIT, 0, NULL, NULL, 0));
     show("wait misaligned", futex((char *)&word + 1, FUTEX_WAIT, 5, NULL, NULL, 0));
     show("bad op", futex(&word, 77, 0, NULL, NULL, 0));
+    /* No page there, yet a private wake finds no waiter: Linux only checks that it is a user address. */
+    show("wake unmapped private", futex((void *)8, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    show("wake private above the user range", futex((void *)0xffffffffff600000UL, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    show("wake private at the user range's end", futex((void *)0x7ffffffffffcUL, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    show("requeue private to a kernel address",
+         futex(&word, FUTEX_REQUEUE_PRIVATE, 1, (void *)1, (void *)0x800000000000UL, 0));
     show("wake with CLOCK_REALTIME", futex(&word, FUTEX_WAKE | FUTEX_CLOCK_REALTIME, 1, NULL, NULL, 0));
     show("wait value mismatch", futex(&word, FUTEX_WAIT, 4, NULL, NULL, 0));
     show("wait relative timeout", futex(&word, FUTEX_WAIT_PRIVATE, 5, &rel, NULL, 0));
