@@ -25,6 +25,7 @@ def progs(prog_dir: Path) -> dict[str, Path]:
         "threads_signals",
         "threads_exit",
         "futex_calls",
+        "timeouts",
     )
     return {name: compile_prog(name, prog_dir, "-pthread") for name in names}
 
@@ -120,6 +121,14 @@ async def test_futex_calls_and_errors(progs: dict[str, Path], capfd: pytest.Capt
         "wake on the requeued word: 2",
     ):
         assert line + "\n" in out
+
+
+@pytest.mark.asyncio
+async def test_sleeps_and_timed_waits_never_end_early(
+    progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = await same_as_native(progs["timeouts"], capfd)
+    assert out == "early: nanosleep 0, clock_nanosleep 0, timedwait 0, poll 0; timed out 30 of 30\n"
 
 
 @pytest.mark.asyncio
