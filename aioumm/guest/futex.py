@@ -99,6 +99,8 @@ class FutexTable:
             self._remove(w)
 
     def _arm(self, w: _Waiter, deadline: tuple[int, int], timers: list[asyncio.TimerHandle]) -> None:
+        if w.future.done():
+            return  # woken, or its thread is over
         clock, end = deadline
         left = end - time.clock_gettime_ns(clock)
         if left <= 0:
