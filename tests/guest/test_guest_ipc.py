@@ -53,6 +53,7 @@ def test_shared_memory_after_fork_by_key_and_its_errors(ipc_progs: dict[str, Pat
     assert 'parent sees "child was here"' in out
     assert 'parent reads "written by the exec\'d program"' in out
     assert "removed: key 0 segsz 8192 nattch 1 mode 1640" in out
+    assert "shmat(id, (void *)0x7ffffffff000UL, 0) = -1 ENOMEM\n" in out
 
 
 def test_semaphores_order_parent_and_children(ipc_progs: dict[str, Path]) -> None:
