@@ -128,7 +128,7 @@ async def test_sleeps_and_timed_waits_never_end_early(
     progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
     out = await same_as_native(progs["timeouts"], capfd)
-    assert out == "early: nanosleep 0, clock_nanosleep 0, timedwait 0, poll 0; timed out 30 of 30\n"
+    assert out == "early: nanosleep 0, clock_nanosleep 0, timedwait 0, poll 0, semtimedop 0; timed out 30 of 30\n"
 
 
 @pytest.mark.asyncio

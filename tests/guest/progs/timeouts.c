@@ -1,6 +1,7 @@
 /* A sleep or a timed wait never ends before its time (a timer may not fire early). */
 #include <errno.h>
 #include <pthread.h>
+#include <sys/sem.h>
 #include <stdio.h>
 #include <poll.h>
 #include <time.h>
@@ -20,8 +21,9 @@ int main(void) {
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t c = PTHREAD_COND_INITIALIZER;
     int early_sleep = 0, early_abs = 0, early_wait = 0, timed_out = 0, early_poll = 0;
-    int fds[2];
+    int fds[2], early_sem = 0;
     pipe(fds);
+    int sem = semget(IPC_PRIVATE, 1, 0600);
     for (int i = 0; i < 30; i++) {
         long delta = (2 + i % 5) * 1000000L + 123456L * (i % 4);
         struct timespec a, b, nap = {0, delta};
@@ -48,8 +50,15 @@ int main(void) {
         poll(&pfd, 1, 1 + i % 4);
         clock_gettime(CLOCK_MONOTONIC, &b);
         early_poll += ns(b) - ns(a) < (1 + i % 4) * 1000000LL;
+
+        struct sembuf down = {0, -1, 0};
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        semtimedop(sem, &down, 1, &nap);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        early_sem += ns(b) - ns(a) < delta;
     }
-    printf("early: nanosleep %d, clock_nanosleep %d, timedwait %d, poll %d; timed out %d of 30\n", early_sleep,
-           early_abs, early_wait, early_poll, timed_out);
+    semctl(sem, 0, IPC_RMID);
+    printf("early: nanosleep %d, clock_nanosleep %d, timedwait %d, poll %d, semtimedop %d; timed out %d of 30\n",
+           early_sleep, early_abs, early_wait, early_poll, early_sem, timed_out);
     return 0;
 }
