@@ -30,6 +30,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from .errors import GuestFault, SyscallError
+from .memory import PROT_READ
 
 if TYPE_CHECKING:
     from .memory import AddressSpace
@@ -173,8 +174,8 @@ def _key(mm: AddressSpace, addr: int, private: bool) -> Key:
     if private:
         return (mm, addr)
     v = mm.find(addr)
-    if v is None:
-        raise SyscallError(errno.EFAULT)
+    if v is None or not v.prot & PROT_READ:
+        raise SyscallError(errno.EFAULT)  # Linux looks the page up: none there, or PROT_NONE
     return (v.backing, v.offset + (addr - v.start))
 
 

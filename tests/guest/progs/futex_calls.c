@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +49,12 @@ int main(void) {
     show("wake unmapped private", futex((void *)8, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
     show("wake private above the user range", futex((void *)0xffffffffff600000UL, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
     show("wake private at the user range's end", futex((void *)0x7ffffffffffcUL, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    char *none = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    none[0] = 1;
+    mprotect(none, 4096, PROT_NONE);
+    show("wait on PROT_NONE", futex(none, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0));
+    show("shared wake on PROT_NONE", futex(none, FUTEX_WAKE, 1, NULL, NULL, 0));
+    show("private wake on PROT_NONE", futex(none, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
     show("requeue private to a kernel address",
          futex(&word, FUTEX_REQUEUE_PRIVATE, 1, (void *)1, (void *)0x800000000000UL, 0));
     show("wake with CLOCK_REALTIME", futex(&word, FUTEX_WAKE | FUTEX_CLOCK_REALTIME, 1, NULL, NULL, 0));
