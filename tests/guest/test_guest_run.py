@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,5 +183,7 @@ def test_ignored_and_blocked_signals_are_inherited(busybox: str) -> None:
     """As through exec: the guest starts with the signals ``aioumm run`` was started with ignored and blocked."""
     cmd = [busybox, "sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; kill -HUP $$; echo alive"]
     got = same_as_native(cmd, preexec_fn=_ignore_and_block)
-    assert b"SigIgn:\t0000000200000801\n" in got.stdout
-    assert b"SigBlk:\t0000000000002200\n" in got.stdout
+    # What this test set (the caller of the test may have passed on more).
+    masks = dict(re.findall(rb"(SigIgn|SigBlk):\t([0-9a-f]+)", got.stdout))
+    assert int(masks[b"SigIgn"], 16) & 0x200000801 == 0x200000801  # SIGHUP, SIGUSR2, 34
+    assert int(masks[b"SigBlk"], 16) & 0x2200 == 0x2200  # SIGUSR1, SIGALRM
