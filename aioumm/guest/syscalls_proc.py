@@ -301,8 +301,15 @@ async def _fork(p: GuestProcess, flags: int, newsp: int = 0, ptid: int = 0, ctid
     except AioummError as exc:
         log.warning("fork in guest %d: no new stub: %s", p.pid, exc)
         raise _fail(errno.EAGAIN) from exc
+    group = p.group if not vfork and p.group is not None and len(p.group.live) > 1 else None
     try:
-        child = p.fork(stub, share_memory=vfork)
+        if group is not None:
+            await group.hold_others(p)  # the copy must not tear: the other threads stand still
+        try:
+            child = p.fork(stub, share_memory=vfork)
+        finally:
+            if group is not None:
+                group.release()
     except BaseException:
         stub.kill()
         with contextlib.suppress(Exception):

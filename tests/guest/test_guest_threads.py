@@ -26,6 +26,7 @@ def progs(prog_dir: Path) -> dict[str, Path]:
         "threads_exit",
         "futex_calls",
         "timeouts",
+        "threads_fork",
     )
     return {name: compile_prog(name, prog_dir, "-pthread") for name in names}
 
@@ -132,6 +133,14 @@ async def test_sleeps_and_timed_waits_never_end_early(
 ) -> None:
     out = await same_as_native(progs["timeouts"], capfd)
     assert out == "early: nanosleep 0, clock_nanosleep 0, timedwait 0, poll 0, semtimedop 0; timed out 30 of 30\n"
+
+
+@pytest.mark.asyncio
+async def test_fork_copies_one_moment_of_a_threaded_process(
+    progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = await same_as_native(progs["threads_fork"], capfd)
+    assert out == "torn copies: 0 of 20\n"
 
 
 @pytest.mark.asyncio
