@@ -169,7 +169,8 @@ def _resolve(p: GuestProcess, rest: list[str], beyond: list[str]) -> Node | None
         return ProcFile(f"/proc/sysvipc/{rest[1]}", _sysvipc(p, rest[1]), f"/proc/sysvipc/{rest[1]}")
     elif not head.isdigit():
         return None  # cpuinfo, meminfo, sys...: the host's
-    q = p.kernel.get(int(rest[0])) if rest[0] == str(int(rest[0])) else None
+    # A thread's tid opens too, as on Linux (but is not listed in /proc).
+    q = p.kernel.get(int(rest[0])) or p.kernel.thread(int(rest[0])) if rest[0] == str(int(rest[0])) else None
     if q is None:
         raise _fail(errno.ENOENT)
     rest = rest[1:]
@@ -471,7 +472,7 @@ def _status(p: GuestProcess, q: GuestProcess) -> bytes:
         "Umask": f"{q.vfs.umask:04o}" if q.status is None else "",
         "State": f"{state} ({word})",
         "Tgid": str(q.pid),
-        "Pid": str(q.pid),
+        "Pid": str(q.tid),
         "PPid": str(q.ppid),
         "TracerPid": "0",
         "Uid": "\t".join([str(q.uid), str(q.euid), str(q.euid), str(q.euid)]),

@@ -230,7 +230,8 @@ def sys_kill(p: GuestProcess, pid: int, sig: int, *_: int) -> int:
     who = s32(pid)
     kernel = p.kernel
     if who > 0:
-        q = kernel.get(who)
+        # A thread's tid names its process too, as on Linux.
+        q = kernel.get(who) or kernel.thread(who)
         targets = [q] if q is not None else []
     elif who == 0:
         targets = kernel.group(p.pgid)
@@ -248,14 +249,7 @@ def sys_kill(p: GuestProcess, pid: int, sig: int, *_: int) -> int:
 
 def _thread(p: GuestProcess, tid: int) -> GuestProcess | None:
     """The live thread ``tid`` of the run (a single-threaded process is its own thread)."""
-    for q in p.kernel.all():
-        if q.group is not None:
-            t = q.group.live.get(tid)
-            if t is not None:
-                return t
-        elif q.tid == tid and q.status is None:
-            return q
-    return None
+    return p.kernel.thread(tid)
 
 
 def _deliver_to_thread(t: GuestProcess, signo: int, sender: GuestProcess) -> int:

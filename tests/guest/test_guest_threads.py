@@ -27,6 +27,7 @@ def progs(prog_dir: Path) -> dict[str, Path]:
         "futex_calls",
         "timeouts",
         "threads_fork",
+        "threads_tid",
     )
     return {name: compile_prog(name, prog_dir, "-pthread") for name in names}
 
@@ -141,6 +142,17 @@ async def test_fork_copies_one_moment_of_a_threaded_process(
 ) -> None:
     out = await same_as_native(progs["threads_fork"], capfd)
     assert out == "torn copies: 0 of 20\n"
+
+
+@pytest.mark.asyncio
+async def test_a_tid_names_the_thread_in_proc_and_kill(
+    progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = await same_as_native(progs["threads_tid"], capfd)
+    assert out == (
+        "/proc/TID/status opens: 1\nTgid is the pid: 1\nPid is the tid: 1\nlisted in /proc: 0\n"
+        "kill(TID, 0): 0\nkill(TID, SIGUSR1): 0\nhandled: 1\n"
+    )
 
 
 @pytest.mark.asyncio
