@@ -110,16 +110,29 @@ class WakeBatch:
     sleeps and gets the wake a moment later.
     """
 
-    __slots__ = ("_loop", "_pending", "_unanswered", "deferred")
+    __slots__ = ("_expiring", "_loop", "_pending", "_unanswered", "deferred")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._pending: list[Any] = []
         self._unanswered = 0  # notifications since the last hand-back that had none left
+        self._expiring = False  # an _expire is scheduled
         self.deferred = 0  # hand-backs whose wake was deferred (how often batching happened)
 
     def notified(self) -> None:
+        # A notification may never be answered (the stub died at that report, or its
+        # caller waits a long time before resuming it): the count is of one pass only.
+        # The answers of a pass come from its callbacks and from the tasks they wake,
+        # which run in the next pass: the count is dropped in the pass after that.
+        if not self._expiring:
+            self._expiring = True
+            self._loop.call_soon(self._loop.call_soon, self._expire)
         self._unanswered += 1
+
+    def _expire(self) -> None:
+        self._expiring = False
+        self._unanswered = 0
+        self.flush()
 
     def hand_back(self, data: Any, command: int) -> None:
         if self._unanswered > 0:

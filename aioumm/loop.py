@@ -174,8 +174,13 @@ class Controller:
         if wanted is not False:
             placement = Placement() if wanted is True else wanted
             self.placement = placement if placement.start(self._loop) else None
-        self._code_fd = _sealed_code_memfd()
-        self.code_size = os.fstat(self._code_fd).st_size
+        try:
+            self._code_fd = _sealed_code_memfd()
+            self.code_size = os.fstat(self._code_fd).st_size
+        except BaseException:
+            # No __aexit__ follows a failed __aenter__: give the loop's thread its mask back now.
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -214,15 +219,19 @@ class Controller:
         stubs = list(self._stubs)
         for stub in stubs:
             stub.kill()
-        for stub in stubs:
-            with contextlib.suppress(Exception):
-                await stub.wait_exit()
+        try:
+            for stub in stubs:
+                with contextlib.suppress(Exception):
+                    await stub.wait_exit()
+        finally:
+            # Even when this close is cancelled (the stubs are killed already; a second
+            # aclose reaps them), the loop's thread gets its mask back.
+            if self.placement is not None:
+                self.placement.stop()
+                self.placement = None
         if self._code_fd >= 0:
             os.close(self._code_fd)
             self._code_fd = -1
-        if self.placement is not None:
-            self.placement.stop()
-            self.placement = None
         self._loop = None
 
 

@@ -106,3 +106,34 @@ async def test_a_stub_comes_home_when_its_runs_become_short_again() -> None:
         assert os.sched_getaffinity(stub.pid) == {placement.home}
         assert 20 < rounds < 200, rounds
         g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_controller_that_fails_to_open_gives_the_thread_its_mask_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert len(WIDE) >= 2, "this machine has one CPU: nothing to place"
+
+    def no_code() -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("aioumm.loop._sealed_code_memfd", no_code)
+    with pytest.raises(OSError, match="Too many open files"):
+        async with Controller(placement=True):
+            pass
+    assert os.sched_getaffinity(0) == WIDE
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_close_gives_the_thread_its_mask_back() -> None:
+    assert len(WIDE) >= 2, "this machine has one CPU: nothing to place"
+    ctl = Controller(placement=True)
+    await ctl.__aenter__()
+    assert ctl.placement is not None and os.sched_getaffinity(0) == {ctl.placement.home}
+    stub = await ctl.spawn()
+    closing = asyncio.ensure_future(ctl.aclose())
+    await asyncio.sleep(0)  # it has killed the stub and waits to reap it
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert os.sched_getaffinity(0) == WIDE
+    await ctl.aclose()  # a second close reaps what is left
+    assert stub.exit_status is not None and stub.exit_status.signal == signal.SIGKILL

@@ -87,3 +87,26 @@ async def test_a_stub_that_never_answers_is_killed_not_waited_for_forever() -> N
         assert time.monotonic() - t0 < 5
         assert (await stub.wait_exit()).signal == signal.SIGKILL
         assert await _converse(other, 5) == 5
+
+
+@pytest.mark.asyncio
+async def test_a_notification_never_answered_does_not_defer_later_wakes() -> None:
+    """A stub that dies at a report leaves it unanswered: a lone stub is still woken at once afterwards."""
+    async with Controller() as ctl:
+        wakes = ctl._wake_batch
+        assert wakes is not None
+        dying = await ctl.spawn()
+        g = Guest(dying, "mov $39, %eax\nsyscall\n1: jmp 1b")
+        await g.stub.resume()  # stopped at its getpid, never answered: killed there
+        dying.kill()
+        await dying.wait_exit()
+        g.close()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        stub = await ctl.spawn()
+        g = Guest(stub, "1: mov $39, %eax\nsyscall\njmp 1b")
+        before = wakes.deferred
+        for _ in range(50):
+            await stub.resume()
+        assert wakes.deferred == before
+        g.close()

@@ -30,6 +30,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from .errors import GuestFault, SyscallError
+from .memory import PROT_READ
 
 if TYPE_CHECKING:
     from .memory import AddressSpace
@@ -79,28 +80,38 @@ class FutexTable:
         """How many threads wait on ``key`` (for tests)."""
         return len(self._queues.get(key, ()))
 
-    def enqueue(self, key: Key, bitset: int, thread: GuestProcess, deadline: float | None) -> Awaitable[int]:
-        """Queue ``thread`` on ``key`` now; the awaitable gives 0 when woken, -ETIMEDOUT at ``deadline``."""
+    def enqueue(self, key: Key, bitset: int, thread: GuestProcess, deadline: tuple[int, int] | None) -> Awaitable[int]:
+        """Queue ``thread`` on ``key`` now; the awaitable gives 0 when woken, -ETIMEDOUT at
+        ``deadline`` (a clock id and the time on it in nanoseconds)."""
         loop = asyncio.get_running_loop()
         w = _Waiter(key, bitset, thread, loop.create_future())
         self._queues.setdefault(key, []).append(w)
-        timer = None
+        timers: list[asyncio.TimerHandle] = []
         if deadline is not None:
-            timer = loop.call_at(deadline, self._time_out, w)
-        return self._wait(w, timer)
+            self._arm(w, deadline, timers)
+        return self._wait(w, timers)
 
-    async def _wait(self, w: _Waiter, timer: asyncio.TimerHandle | None) -> int:
+    async def _wait(self, w: _Waiter, timers: list[asyncio.TimerHandle]) -> int:
         try:
             return await w.future
         finally:
-            if timer is not None:
+            for timer in timers:
                 timer.cancel()
             self._remove(w)
 
-    def _time_out(self, w: _Waiter) -> None:
-        if not w.future.done():
-            w.future.set_result(-errno.ETIMEDOUT)
-        self._remove(w)
+    def _arm(self, w: _Waiter, deadline: tuple[int, int], timers: list[asyncio.TimerHandle]) -> None:
+        if w.future.done():
+            return  # woken, or its thread is over
+        clock, end = deadline
+        left = end - time.clock_gettime_ns(clock)
+        if left <= 0:
+            if not w.future.done():
+                w.future.set_result(-errno.ETIMEDOUT)
+            self._remove(w)
+            return
+        # The loop's timers may fire a little early (whole milliseconds): the clock is read
+        # again then, and a timeout never ends before its deadline.
+        timers[:] = [asyncio.get_running_loop().call_later(left / 1e9 + 0.0001, self._arm, w, deadline, timers)]
 
     def _remove(self, w: _Waiter) -> None:
         queue = self._queues.get(w.key)
@@ -151,14 +162,20 @@ class FutexTable:
 # ------------------------------------------------------------------ the call
 
 
+#: The highest address Linux's ``access_ok`` takes for a word (x86-64, 4-level paging).
+_USER_PTR_MAX = (1 << 47) - 4096
+
+
 def _key(mm: AddressSpace, addr: int, private: bool) -> Key:
     if addr & 3:
         raise SyscallError(errno.EINVAL)
+    if addr > _USER_PTR_MAX:
+        raise SyscallError(errno.EFAULT)  # not a user address: checked even where no page is looked up
     if private:
         return (mm, addr)
     v = mm.find(addr)
-    if v is None:
-        raise SyscallError(errno.EFAULT)
+    if v is None or not v.prot & PROT_READ:
+        raise SyscallError(errno.EFAULT)  # Linux looks the page up: none there, or PROT_NONE
     return (v.backing, v.offset + (addr - v.start))
 
 
@@ -183,14 +200,17 @@ def _timeout(mm: AddressSpace, addr: int) -> tuple[int, int]:
 _FOREVER = 1e9
 
 
-def _deadline(cmd: int, op: int, ts: tuple[int, int]) -> float | None:
-    """The loop time a timeout ends at: relative for FUTEX_WAIT, absolute on the chosen clock otherwise."""
-    seconds = ts[0] + ts[1] / _NSEC
-    if cmd != FUTEX_WAIT:
-        seconds -= time.clock_gettime(time.CLOCK_REALTIME if op & FUTEX_CLOCK_REALTIME else time.CLOCK_MONOTONIC)
-    if seconds > _FOREVER:
+def _deadline(cmd: int, op: int, ts: tuple[int, int]) -> tuple[int, int] | None:
+    """The clock and the time on it a timeout ends at: relative for FUTEX_WAIT (monotonic),
+    absolute on the chosen clock otherwise."""
+    clock = time.CLOCK_REALTIME if cmd != FUTEX_WAIT and op & FUTEX_CLOCK_REALTIME else time.CLOCK_MONOTONIC
+    end = ts[0] * _NSEC + ts[1]
+    now = time.clock_gettime_ns(clock)
+    if cmd == FUTEX_WAIT:
+        end += now
+    if end - now > _FOREVER * _NSEC:
         return None
-    return asyncio.get_running_loop().time() + seconds
+    return clock, end
 
 
 def _s32(v: int) -> int:

@@ -251,7 +251,14 @@ class Sleeper:
         try:
             if timeout is None:
                 return await asyncio.shield(self.done)
-            return await asyncio.wait_for(asyncio.shield(self.done), timeout)
+            # On the real clock: the loop's timers may fire a little early, a timeout may not.
+            end = time.monotonic() + timeout
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(self.done), max(end - time.monotonic(), 0) + 0.0001)
+                except TimeoutError:
+                    if self.done.done() or time.monotonic() >= end:
+                        raise
         except TimeoutError:
             if self.done.done() and not self.done.cancelled() and self.done.exception() is None:
                 result: int = self.done.result()  # done in the very turn the time ran out

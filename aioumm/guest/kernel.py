@@ -139,6 +139,17 @@ class ProcessTable:
         """The process with this pid (a zombie too), or None."""
         return self.procs.get(pid)
 
+    def thread(self, tid: int) -> GuestProcess | None:
+        """The live thread ``tid`` of the run (a single-threaded process is its own thread)."""
+        for q in self._by_pid():
+            if q.group is not None:
+                t = q.group.live.get(tid)
+                if t is not None:
+                    return t
+            elif q.tid == tid and q.status is None:
+                return q
+        return None
+
     def group(self, pgid: int) -> list[GuestProcess]:
         """The processes of process group ``pgid`` (zombies too), oldest first."""
         return [p for p in self._by_pid() if p.pgid == pgid]

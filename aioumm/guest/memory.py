@@ -521,6 +521,11 @@ class AddressSpace:
         i, j = self._overlapping(start, end)
         return i >= j
 
+    def any_mapped(self, start: int, end: int) -> bool:
+        """True if some guest mapping lies in ``[start, end)`` (wherever that is)."""
+        i, j = self._overlapping(start, end)
+        return i < j
+
     def is_mapped(self, start: int, end: int) -> bool:
         """True if every page of ``[start, end)`` is mapped."""
         pos = start

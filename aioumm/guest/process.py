@@ -817,6 +817,8 @@ class GuestProcess:
         """
         try:
             while True:
+                while self.group is not None and self.group.hold is not None:
+                    await asyncio.shield(self.group.hold)  # another thread forks: see hold_others
                 if self._group_exiting():
                     raise GuestExit(self._exit_status())
                 if self.stopped:
@@ -865,7 +867,7 @@ class GuestProcess:
         """``resume``'s fast path: answer a syscall now if its handler does not wait."""
         if self.report_waiters:
             self._reported()
-        if report.signal != signal.SIGSYS:
+        if report.signal != signal.SIGSYS or (self.group is not None and self.group.hold is not None):
             return False
         self._waiting = self._start_syscall(report.syscall)
         if self._waiting is None and self.stopped:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SyscallError
 from .files import DT_DIR, DT_LNK, DT_REG, Loc, OpenFile, _DirEntry, _mode_dtype
+from .ipc import MsgQueue, SemSet, ShmSegment
 from .memory import PROT_EXEC, PROT_READ, PROT_WRITE, FileBacking
 from .signals import SIG_DFL, SIG_IGN, sigbit
 
@@ -163,9 +164,13 @@ def _resolve(p: GuestProcess, rest: list[str], beyond: list[str]) -> Node | None
             tid = str(p.tid)
             return ProcLink("/proc/thread-self", f"{pid}/task/{tid}", stat.S_IFLNK | 0o777, dest=f"/proc/{pid}")
         rest = [pid, "task", str(p.tid), *rest[1:]]
+    elif head == "sysvipc" and len(rest) == 2 and rest[1] in _SYSVIPC and not beyond:
+        # The run's IPC namespace, never the host's objects.
+        return ProcFile(f"/proc/sysvipc/{rest[1]}", _sysvipc(p, rest[1]), f"/proc/sysvipc/{rest[1]}")
     elif not head.isdigit():
         return None  # cpuinfo, meminfo, sys...: the host's
-    q = p.kernel.get(int(rest[0])) if rest[0] == str(int(rest[0])) else None
+    # A thread's tid opens too, as on Linux (but is not listed in /proc).
+    q = p.kernel.get(int(rest[0])) or p.kernel.thread(int(rest[0])) if rest[0] == str(int(rest[0])) else None
     if q is None:
         raise _fail(errno.ENOENT)
     rest = rest[1:]
@@ -305,6 +310,42 @@ def fd_target(q: GuestProcess, file: OpenFile) -> str:
 
 # ------------------------------------------------------------------ contents
 
+_SYSVIPC = {
+    "shm": "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid"
+    "      atime      dtime      ctime                   rss                  swap\n",
+    "sem": "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n",
+    "msg": "       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid"
+    "      stime      rtime      ctime\n",
+}
+
+
+def _sysvipc(p: GuestProcess, kind: str) -> bytes:
+    """``/proc/sysvipc/{shm,sem,msg}`` of the run's namespace, in Linux's format (index order)."""
+    ns = p.kernel.ipc
+    ids = {"shm": ns.shm, "sem": ns.sem, "msg": ns.msg}[kind]
+    lines = [_SYSVIPC[kind]]
+    for _, o in sorted(ids.objs.items()):
+        head = f"{o.key:10d} {o.id:10d}  {o.mode & 0o7777:4o} "
+        owners = f"{o.uid:5d} {o.gid:5d} {o.cuid:5d} {o.cgid:5d}"
+        if isinstance(o, ShmSegment):
+            backing = o.backing
+            rss = 0
+            if backing is not None and backing.fd >= 0:
+                with contextlib.suppress(OSError):
+                    rss = os.fstat(backing.fd).st_blocks * 512
+            lines.append(
+                f"{head}{o.size:21d} {o.cpid:5d} {o.lpid:5d}  {o.nattch:5d} {owners}"
+                f" {o.atime:10d} {o.dtime:10d} {o.ctime:10d} {rss:21d} {0:21d}\n"
+            )
+        elif isinstance(o, SemSet):
+            lines.append(f"{head}{len(o.values):10d} {owners} {o.otime:10d} {o.ctime:10d}\n")
+        elif isinstance(o, MsgQueue):
+            lines.append(
+                f"{head} {o.cbytes:10d} {len(o.messages):10d} {o.lspid:5d} {o.lrpid:5d} {owners}"
+                f" {o.stime:10d} {o.rtime:10d} {o.ctime:10d}\n"
+            )
+    return "".join(lines).encode()
+
 
 def _contents(p: GuestProcess, q: GuestProcess, name: str) -> bytes:
     if name == "cmdline":
@@ -431,7 +472,7 @@ def _status(p: GuestProcess, q: GuestProcess) -> bytes:
         "Umask": f"{q.vfs.umask:04o}" if q.status is None else "",
         "State": f"{state} ({word})",
         "Tgid": str(q.pid),
-        "Pid": str(q.pid),
+        "Pid": str(q.tid),
         "PPid": str(q.ppid),
         "TracerPid": "0",
         "Uid": "\t".join([str(q.uid), str(q.euid), str(q.euid), str(q.euid)]),

@@ -22,7 +22,7 @@ from .kernel import OUTER_GROUP, ProcessTable
 from .layout import Layout
 from .loader import Interpreter
 from .process import GuestProcess, StubLike
-from .signals import SI_USER, SigInfo
+from .signals import SI_USER, SIG_IGN, SigAction, SigInfo, sigbit
 
 __all__ = ["run_program"]
 
@@ -90,6 +90,27 @@ def _open_interpreter(vfs: Vfs, path: str, image: ElfImage) -> Interpreter:
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+# Python ignores these two itself at start-up, whatever it was given: they are not the caller's.
+_SET_BY_PYTHON = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
+_UNBLOCKABLE = (1 << (signal.SIGKILL - 1)) | (1 << (signal.SIGSTOP - 1))
+
+
+def _inherited_signals() -> tuple[int, int]:
+    """The ignored and the blocked signals the guest inherits, as a program ``exec``'d here would.
+
+    Read from ``/proc/thread-self/status``: glibc's ``sigaction`` hides signals 32
+    and 33 from ``signal.getsignal``, yet an ignored one is inherited all the same.
+    """
+    ignored = blocked = 0
+    with contextlib.suppress(OSError, ValueError), open("/proc/thread-self/status", "rb") as f:
+        for line in f:
+            key, _, value = line.partition(b":")
+            if key == b"SigIgn":
+                ignored = int(value, 16)
+            elif key == b"SigBlk":
+                blocked = int(value, 16)
+    return ignored & ~_SET_BY_PYTHON & ~_UNBLOCKABLE, blocked & ~_UNBLOCKABLE
+
 
 def _forward(kernel: ProcessTable, sig: int) -> None:
     init = kernel.init
@@ -104,11 +125,16 @@ def _forward(kernel: ProcessTable, sig: int) -> None:
         proc.post_signal(sig, SigInfo(sig, SI_USER, 0, os.getuid()))
 
 
-def _forward_signals(kernel: ProcessTable) -> list[int]:
-    """Send the runner's SIGINT, SIGTERM and SIGHUP to the guest; the signals it took over."""
+def _forward_signals(kernel: ProcessTable, ignored: int) -> list[int]:
+    """Send the runner's SIGINT, SIGTERM and SIGHUP to the guest; the signals it took over.
+
+    One the runner was told to ignore (``nohup``) stays ignored, as it is in the guest.
+    """
     loop = asyncio.get_running_loop()
     done: list[int] = []
     for sig in _FORWARDED:
+        if ignored & sigbit(sig):
+            continue
         try:
             loop.add_signal_handler(sig, _forward, kernel, sig)
         except (ValueError, RuntimeError, NotImplementedError):
@@ -159,6 +185,10 @@ async def run_program(
     guest is gone, any of them ends the run, killing the guests left.  A program that cannot be loaded (missing, not
     executable, not an x86-64 ELF program, its loader missing or unusable) raises :class:`GuestError` naming the path
     and the reason.
+
+    The guest starts with the signals the calling process ignores and blocks, as a
+    program it ``exec``'d would (but ``SIGPIPE`` and ``SIGXFSZ``, which Python ignores
+    itself, at their defaults); one of the forwarded signals that is ignored stays so.
     """
     trace: TextIO | None = sys.stderr if strace is True else (strace or None)
     envp = _env_list(env)
@@ -178,7 +208,8 @@ async def run_program(
     stub: StubLike | None = None
     interp: Interpreter | None = None
     kernel = ProcessTable(ctl, max_processes)
-    forwarded = _forward_signals(kernel) if forward_signals else []
+    ignored, blocked = _inherited_signals()
+    forwarded = _forward_signals(kernel, ignored) if forward_signals else []
     try:
         if _is_script(fd):
             # A script: what execve would run (the interpreter, argv as Linux builds it).
@@ -197,6 +228,11 @@ async def run_program(
         stub = await ctl.spawn()
         proc = GuestProcess(stub, layout=layout, vfs=vfs, strace=trace, kernel=kernel, pid=kernel.new_pid())
         proc.pgid = proc.sid = OUTER_GROUP
+        # Ignored signals and the signal mask are inherited through exec.
+        for sig in range(1, 65):
+            if ignored & sigbit(sig):
+                proc.signals.actions[sig] = SigAction(handler=SIG_IGN)
+        proc.signals.blocked = blocked
         proc.inherit_stdio(stdio or (0, 1, 2))
         try:
             proc.exec_image(image, fd, args, envp, os.fsencode(path), exe, interp)

@@ -457,13 +457,16 @@ def _timespec(p: GuestProcess, addr: int) -> float:
 _MAX_SLEEP = float(1 << 30)
 
 
-async def _sleep(seconds: float) -> int:
-    # The guest waits; the loop (and every other guest) goes on.
-    remaining = seconds
-    while remaining > 0:
-        step = min(remaining, _MAX_SLEEP)
-        await asyncio.sleep(step)
-        remaining -= step
+async def _sleep(seconds: float, clock: int = time.CLOCK_MONOTONIC) -> int:
+    """The guest waits until ``clock`` has moved on by ``seconds``; the loop (and every other guest) goes on.
+
+    The loop's timers may fire early by up to a millisecond (libuv counts whole
+    milliseconds), and a sleep must never be shorter than asked: the clock is read
+    again and the rest slept.
+    """
+    end = time.clock_gettime_ns(clock) + int(seconds * 1e9)
+    while (left := end - time.clock_gettime_ns(clock)) > 0:
+        await asyncio.sleep(min(left / 1e9 + 0.0001, _MAX_SLEEP))
     return 0
 
 
@@ -496,7 +499,7 @@ def sys_clock_nanosleep(p: GuestProcess, clk: int, flags: int, req: int, rem: in
         raise _fail(errno.EINVAL)
     delay = _timespec(p, req)
     if flags & 1:  # TIMER_ABSTIME: nothing to say about the time left
-        return _sleep(max(delay - time.clock_gettime_ns(clk) / 1e9, 0.0))
+        return _sleep(max(delay - time.clock_gettime_ns(clk) / 1e9, 0.0), clk)
     return _sleep_rem(p, delay, rem, "clock_nanosleep")
 
 
@@ -1497,11 +1500,11 @@ def _poll_now(p: GuestProcess, entries: list[tuple[int, int]]) -> list[int]:
 
 async def _poll_wait(p: GuestProcess, entries: list[tuple[int, int]], timeout: float | None) -> list[int]:
     """Wait on the loop until an entry is ready or ``timeout`` seconds passed (None: no limit)."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+    # On the real clock, not the loop's: its timers may fire a little early (see _sleep).
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         revents = _poll_now(p, entries)
-        left = None if deadline is None else deadline - loop.time()
+        left = None if deadline is None else deadline - time.monotonic()
         if any(revents) or (left is not None and left <= 0):
             return revents
         waits = []
@@ -1515,9 +1518,11 @@ async def _poll_wait(p: GuestProcess, entries: list[tuple[int, int]], timeout: f
                 waits.append(asyncio.ensure_future(wait_fd(h, write=True)))
         try:
             if waits:
-                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    waits, timeout=None if left is None else left + 0.0001, return_when=asyncio.FIRST_COMPLETED
+                )
             else:
-                await asyncio.sleep(_MAX_SLEEP if left is None else left)
+                await asyncio.sleep(_MAX_SLEEP if left is None else min(left + 0.0001, _MAX_SLEEP))
         finally:
             for w in waits:
                 w.cancel()

@@ -221,7 +221,9 @@ def sys_shmat(p: GuestProcess, shmid: int, addr: int, flags: int, *_: int) -> in
     if fixed:
         if addr + size < addr:
             raise _fail(errno.EINVAL)
-        if not flg & SHM_REMAP and not mm.is_free(addr, addr + size):
+        # Linux's order: an overlap with a mapping (EINVAL), then what mmap says of the range
+        # (EPERM below mmap_min_addr, ENOMEM beyond the user range, where the stub pages are).
+        if not flg & SHM_REMAP and mm.any_mapped(addr, addr + size):
             raise _fail(errno.EINVAL)
         if addr < lay.mmap_min:
             raise _fail(errno.EPERM)

@@ -232,7 +232,8 @@ def sys_kill(p: GuestProcess, pid: int, sig: int, *_: int) -> int:
     who = s32(pid)
     kernel = p.kernel
     if who > 0:
-        q = kernel.get(who)
+        # A thread's tid names its process too, as on Linux.
+        q = kernel.get(who) or kernel.thread(who)
         targets = [q] if q is not None else []
     elif who == 0:
         targets = kernel.group(p.pgid)
@@ -250,14 +251,7 @@ def sys_kill(p: GuestProcess, pid: int, sig: int, *_: int) -> int:
 
 def _thread(p: GuestProcess, tid: int) -> GuestProcess | None:
     """The live thread ``tid`` of the run (a single-threaded process is its own thread)."""
-    for q in p.kernel.all():
-        if q.group is not None:
-            t = q.group.live.get(tid)
-            if t is not None:
-                return t
-        elif q.tid == tid and q.status is None:
-            return q
-    return None
+    return p.kernel.thread(tid)
 
 
 def _deliver_to_thread(t: GuestProcess, signo: int, sender: GuestProcess) -> int:
@@ -303,8 +297,15 @@ async def _fork(p: GuestProcess, flags: int, newsp: int = 0, ptid: int = 0, ctid
     except AioummError as exc:
         log.warning("fork in guest %d: no new stub: %s", p.pid, exc)
         raise _fail(errno.EAGAIN) from exc
+    group = p.group if not vfork and p.group is not None and len(p.group.live) > 1 else None
     try:
-        child = p.fork(stub, share_memory=vfork)
+        if group is not None:
+            await group.hold_others(p)  # the copy must not tear: the other threads stand still
+        try:
+            child = p.fork(stub, share_memory=vfork)
+        finally:
+            if group is not None:
+                group.release()
     except BaseException:
         stub.kill()
         with contextlib.suppress(Exception):

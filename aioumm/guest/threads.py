@@ -109,6 +109,8 @@ class ThreadGroup:
         self.exit_status: int | None = None
         self.ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._alone: list[asyncio.Future[None]] = []
+        #: While set, no thread but the holder runs guest code (:meth:`hold_others`).
+        self.hold: asyncio.Future[None] | None = None
 
     def add(self, thread: GuestProcess) -> None:
         """A new thread of this process."""
@@ -148,6 +150,29 @@ class ThreadGroup:
                 for offset, length in held:
                     physmem.release_now(offset, length)
         return result
+
+    async def hold_others(self, thread: GuestProcess) -> None:
+        """Stop every other thread and keep it stopped until :meth:`release` (``fork``
+        copies the memory in one step that no thread's store can come between, as
+        Linux's copy of the address space is)."""
+        while self.hold is not None:
+            await asyncio.shield(self.hold)
+        self.hold = asyncio.get_running_loop().create_future()
+        try:
+            # A stopped thread is not answered from its stub's callback while the hold
+            # lasts, and its task waits for the hold before it resumes the stub.
+            waits = [t.stop_running() for t in list(self.live.values()) if t is not thread]
+            pending = [w for w in waits if w is not None]
+            if pending:
+                await asyncio.gather(*pending)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        hold, self.hold = self.hold, None
+        if hold is not None and not hold.done():
+            hold.set_result(None)
 
     # ------------------------------------------------------------- exits
 

@@ -44,7 +44,7 @@ def same_as_native(cmd: list[str]) -> subprocess.CompletedProcess[bytes]:
 
 @pytest.fixture(scope="module")
 def ipc_progs(prog_dir: Path) -> dict[str, Path]:
-    return {name: compile_prog(name, prog_dir) for name in ("ipc_shm", "ipc_sem", "ipc_msg")}
+    return {name: compile_prog(name, prog_dir) for name in ("ipc_shm", "ipc_sem", "ipc_msg", "ipc_proc")}
 
 
 def test_shared_memory_after_fork_by_key_and_its_errors(ipc_progs: dict[str, Path]) -> None:
@@ -53,6 +53,7 @@ def test_shared_memory_after_fork_by_key_and_its_errors(ipc_progs: dict[str, Pat
     assert 'parent sees "child was here"' in out
     assert 'parent reads "written by the exec\'d program"' in out
     assert "removed: key 0 segsz 8192 nattch 1 mode 1640" in out
+    assert "shmat(id, (void *)0x7ffffffff000UL, 0) = -1 ENOMEM\n" in out
 
 
 def test_semaphores_order_parent_and_children(ipc_progs: dict[str, Path]) -> None:
@@ -81,6 +82,23 @@ def test_the_hosts_objects_are_not_the_guests(ipc_progs: dict[str, Path]) -> Non
         assert (got.returncode, got.stdout) == (want.returncode, want.stdout) == (1, b"")
     finally:
         assert libc.shmctl(host_id, IPC_RMID, None) == 0
+
+
+def test_proc_sysvipc_lists_the_runs_objects_not_the_hosts(ipc_progs: dict[str, Path]) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+    libc.shmctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    host_id = libc.shmget(0x5EED2, 4096, IPC_CREAT | 0o600)
+    assert host_id >= 0, os.strerror(ctypes.get_errno())
+    try:
+        out = same_as_native([str(ipc_progs["ipc_proc"])]).stdout.decode()
+    finally:
+        assert libc.shmctl(host_id, IPC_RMID, None) == 0
+    assert str(0x5EED2) not in out
+    # The removed segment (key private, SHM_DEST), its size, one attach and two pages resident.
+    assert "  0 0 1640 10000 1 0 0 0 0 8192 0\n  0 1 600 4096 0 0 0 0 0 0 0\n" in out
+    assert "  22136 0 600 9 2 0 0 0 0\n" in out  # two messages, 9 bytes
+    assert out.count("/proc/sysvipc/shm:\n  key shmid perms size nattch uid gid cuid cgid rss swap\n/") == 2
 
 
 @pytest.mark.asyncio

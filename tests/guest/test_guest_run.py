@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +182,20 @@ def test_umount2_is_checked_as_linux_checks_it_and_never_reaches_the_host(prog_d
     assert got.returncode == 0
     assert got.stdout.splitlines()[-1] == b"umount2 a mount point: -1 Operation not permitted"
     assert Path("/proc/self/mountinfo").read_bytes() == before
+
+
+def _ignore_and_block() -> None:
+    # What nohup and a shell's "trap '' SIG" leave to the programs they start; 34 is SIGRTMIN.
+    for sig in (signal.SIGHUP, signal.SIGUSR2, 34):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGALRM])
+
+
+def test_ignored_and_blocked_signals_are_inherited(busybox: str) -> None:
+    """As through exec: the guest starts with the signals ``aioumm run`` was started with ignored and blocked."""
+    cmd = [busybox, "sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; kill -HUP $$; echo alive"]
+    got = same_as_native(cmd, preexec_fn=_ignore_and_block)
+    # What this test set (the caller of the test may have passed on more).
+    masks = dict(re.findall(rb"(SigIgn|SigBlk):\t([0-9a-f]+)", got.stdout))
+    assert int(masks[b"SigIgn"], 16) & 0x200000801 == 0x200000801  # SIGHUP, SIGUSR2, 34
+    assert int(masks[b"SigBlk"], 16) & 0x2200 == 0x2200  # SIGUSR1, SIGALRM

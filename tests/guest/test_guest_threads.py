@@ -25,6 +25,9 @@ def progs(prog_dir: Path) -> dict[str, Path]:
         "threads_signals",
         "threads_exit",
         "futex_calls",
+        "timeouts",
+        "threads_fork",
+        "threads_tid",
     )
     return {name: compile_prog(name, prog_dir, "-pthread") for name in names}
 
@@ -109,6 +112,13 @@ async def test_futex_calls_and_errors(progs: dict[str, Path], capfd: pytest.Capt
     for line in (
         "wait bad address: -1 EFAULT",
         "bad op: -1 ENOSYS",
+        "wake unmapped private: 0",
+        "wake private above the user range: -1 EFAULT",
+        "wake private at the user range's end: -1 EFAULT",
+        "requeue private to a kernel address: -1 EFAULT",
+        "wait on PROT_NONE: -1 EFAULT",
+        "shared wake on PROT_NONE: -1 EFAULT",
+        "private wake on PROT_NONE: 0",
         "wait value mismatch: -1 EAGAIN",
         "wait relative timeout: -1 ETIMEDOUT",
         "wait_bitset monotonic deadline: -1 ETIMEDOUT",
@@ -116,6 +126,33 @@ async def test_futex_calls_and_errors(progs: dict[str, Path], capfd: pytest.Capt
         "wake on the requeued word: 2",
     ):
         assert line + "\n" in out
+
+
+@pytest.mark.asyncio
+async def test_sleeps_and_timed_waits_never_end_early(
+    progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = await same_as_native(progs["timeouts"], capfd)
+    assert out == "early: nanosleep 0, clock_nanosleep 0, timedwait 0, poll 0, semtimedop 0; timed out 30 of 30\n"
+
+
+@pytest.mark.asyncio
+async def test_fork_copies_one_moment_of_a_threaded_process(
+    progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = await same_as_native(progs["threads_fork"], capfd)
+    assert out == "torn copies: 0 of 20\n"
+
+
+@pytest.mark.asyncio
+async def test_a_tid_names_the_thread_in_proc_and_kill(
+    progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = await same_as_native(progs["threads_tid"], capfd)
+    assert out == (
+        "/proc/TID/status opens: 1\nTgid is the pid: 1\nPid is the tid: 1\nlisted in /proc: 0\n"
+        "kill(TID, 0): 0\nkill(TID, SIGUSR1): 0\nhandled: 1\n"
+    )
 
 
 @pytest.mark.asyncio

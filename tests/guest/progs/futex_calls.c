@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +45,18 @@ int main(void) {
     show("wait bad address", futex((void *)8, FUTEX_WAIT, 0, NULL, NULL, 0));
     show("wait misaligned", futex((char *)&word + 1, FUTEX_WAIT, 5, NULL, NULL, 0));
     show("bad op", futex(&word, 77, 0, NULL, NULL, 0));
+    /* No page there, yet a private wake finds no waiter: Linux only checks that it is a user address. */
+    show("wake unmapped private", futex((void *)8, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    show("wake private above the user range", futex((void *)0xffffffffff600000UL, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    show("wake private at the user range's end", futex((void *)0x7ffffffffffcUL, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    char *none = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    none[0] = 1;
+    mprotect(none, 4096, PROT_NONE);
+    show("wait on PROT_NONE", futex(none, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0));
+    show("shared wake on PROT_NONE", futex(none, FUTEX_WAKE, 1, NULL, NULL, 0));
+    show("private wake on PROT_NONE", futex(none, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0));
+    show("requeue private to a kernel address",
+         futex(&word, FUTEX_REQUEUE_PRIVATE, 1, (void *)1, (void *)0x800000000000UL, 0));
     show("wake with CLOCK_REALTIME", futex(&word, FUTEX_WAKE | FUTEX_CLOCK_REALTIME, 1, NULL, NULL, 0));
     show("wait value mismatch", futex(&word, FUTEX_WAIT, 4, NULL, NULL, 0));
     show("wait relative timeout", futex(&word, FUTEX_WAIT_PRIVATE, 5, &rel, NULL, 0));

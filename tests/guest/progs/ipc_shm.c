@@ -152,6 +152,8 @@ int main(int argc, char **argv) {
     SHOW(shmctl(id + 1, IPC_STAT, &ds));
     SHOW(shmat(-5, NULL, 0) == (void *)-1);
     SHOW(shmat(id + 32768, NULL, 0) == (void *)-1);
+    SHOW((long)shmat(id, (void *)0x7ffffffff000UL, 0)); /* beyond the user range: ENOMEM */
+    SHOW((long)shmat(id, (void *)0xffffffffffff0000UL, SHM_REMAP));
     SHOW(shmdt(NULL));
     SHOW(shmctl(id, IPC_RMID, NULL));
     SHOW(shmctl(id, IPC_RMID, NULL));
