@@ -123,11 +123,12 @@ class WakeBatch:
         # A notification may never be answered (the stub died at that report, or its
         # caller waits a long time before resuming it): the count is of one pass only.
         # The answers of a pass come from its callbacks and from the tasks they wake,
-        # which run in the next pass: the count is dropped in the pass after that.
-        if not self._expiring:
+        # which run in the next pass: the count is dropped in the pass after that.  A
+        # count of one defers nothing, so a lone stub's round trip schedules no expiry.
+        self._unanswered += 1
+        if self._unanswered > 1 and not self._expiring:
             self._expiring = True
             self._loop.call_soon(self._loop.call_soon, self._expire)
-        self._unanswered += 1
 
     def _expire(self) -> None:
         self._expiring = False
