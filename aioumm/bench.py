@@ -5,7 +5,8 @@ test programs of ``benchmarks/progs``, runs every reference and measures
 aioumm itself in this process (on uvloop when installed), then prints one
 table with every figure and each aioumm figure's ratio to each reference.
 ``--json FILE`` writes the figures (schema: ``benchmarks/README.md``),
-``--plot FILE.png`` draws the round-trip figures when matplotlib is there.
+``--plot FILE.png`` draws the round trips of every reference, the distribution of
+aioumm's round trips and its scaling curve (matplotlib, from the ``bench`` extra).
 
 What is measured, and how each figure is defined:
 
@@ -147,6 +148,8 @@ class Results:
 
     def __init__(self) -> None:
         self.data: dict[str, dict[str, Any]] = {s: {r: {} for r in REFERENCES} for s in SECTIONS}
+        #: aioumm's own round-trip samples (ns) by label, for the plot's distributions (not in the JSON).
+        self.samples: dict[str, list[int]] = {}
 
     def put(self, section: str, ref: str, path: tuple[str, ...], value: Any) -> None:
         node = self.data[section][ref]
@@ -679,6 +682,7 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
             awaited = summary(run_on_loop(aioumm_roundtrip(settings.n_aioumm, coroutine=True)))
             free = None if pin == "same" else summary(run_on_loop(aioumm_roundtrip(settings.n_aioumm, adaptive=False)))
         record_rt("aioumm", pin, {"n": len(samples), "extra": {}, **_ns(summary(samples))})
+        results.samples[PLACEMENTS[pin]] = samples
         # The same asks answered by one `await stub.resume()` each: what a task switch per report
         # costs; and with the controller's placement off: where the scheduler alone puts both sides.
         figure = results.data["roundtrip_ns"]["aioumm"][PLACEMENTS[pin]]
@@ -819,9 +823,19 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
         met = None if value is None else (value >= limit if at_least else value <= limit)
         out.append((goal, value, met))
 
-    for pin in PLACEMENTS.values():
-        for ref, limit in (("c_unotify", 1.0), ("c_ptrace", 0.5), ("python_ptrace", 0.2), ("c_stub", 1.2)):
-            ratio(f"round trip ({pin}) <= {limit}x {ref}", "roundtrip_ns", ref, (pin, "median"), limit)
+    def best(ref: str) -> float | None:
+        # Each side at its best placement: a reference's unpinned figure on a virtual machine
+        # is mostly cross-CPU wake-ups, which a fair comparison must not credit to aioumm.
+        found = [results.get("roundtrip_ns", ref, pin, "median") for pin in PLACEMENTS.values()]
+        values = [v for v in found if v is not None]
+        return min(values) if values else None
+
+    mine = best("aioumm")
+    for ref, limit in (("c_unotify", 1.0), ("c_ptrace", 0.5), ("python_ptrace", 0.2), ("c_stub", 1.2)):
+        theirs = best(ref)
+        value = mine / theirs if mine is not None and theirs else None
+        met = None if value is None else value <= limit
+        out.append((f"round trip <= {limit}x {ref} (each at its best)", value, met))
     tp = "throughput_rt_per_s"
     for pin in PLACEMENTS.values():
         rate = results.get(tp, "aioumm", "256", pin, "rt_per_s")
@@ -848,6 +862,10 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
     ratio("flush (unpinned) <= 1.5x c_stub", "flush_ns", "c_stub", ("unpinned", "median"), 1.5)
     kib = results.get("stub_memory_kib", "aioumm", "per_stub")
     out.append(("<= 256 KiB per idle stub", kib, None if kib is None else kib <= 256))
+    mine_s, strace_s = (results.get("programs_s", r, "busybox_pipeline") for r in ("aioumm", "strace"))
+    faster = mine_s / strace_s if mine_s is not None and strace_s else None
+    out.append(("busybox pipeline faster than under strace -f", faster, None if faster is None else faster < 1.0))
+    ratio("compute-bound program <= 1.05x native", "programs_s", "native", ("compute",), 1.05)
     return out
 
 
@@ -872,17 +890,42 @@ def load_pyplot() -> Any:
 
 
 def plot(pyplot: Any, results: Results, path: str) -> None:
-    """Round-trip medians per reference and placement, as grouped bars (log scale)."""
+    """Three panels: each reference's round trip (median and p99), the distribution of
+    aioumm's round trips, and aioumm's round trips per second against the number of stubs."""
+    fig, (rt, dist, scale) = pyplot.subplots(1, 3, figsize=(16, 4.8))
     refs = [r for r in REFERENCES if results.get("roundtrip_ns", r, "same_core", "median") is not None]
-    fig, ax = pyplot.subplots(figsize=(8, 4.5))
     for i, pin in enumerate(PLACEMENTS.values()):
-        values = [(results.get("roundtrip_ns", r, pin, "median") or 0) / 1000 for r in refs]
-        ax.bar([x + 0.4 * i for x in range(len(refs))], values, width=0.4, label=pin)
-    ax.set_xticks([x + 0.2 for x in range(len(refs))], refs)
-    ax.set_yscale("log")
-    ax.set_ylabel("round trip, median (µs)")
-    ax.set_title("one trapped syscall answered by the controller")
-    ax.legend()
+        xs = [x + 0.4 * i for x in range(len(refs))]
+        medians = [(results.get("roundtrip_ns", r, pin, "median") or 0) / 1000 for r in refs]
+        p99s = [(results.get("roundtrip_ns", r, pin, "p99") or 0) / 1000 for r in refs]
+        rt.bar(xs, medians, width=0.4, label=f"{pin} median")
+        rt.scatter(xs, p99s, marker="_", s=200, color="black", label="p99" if i == 0 else None)
+    rt.set_xticks([x + 0.2 for x in range(len(refs))], refs, rotation=30)
+    rt.set_yscale("log")
+    rt.set_ylabel("round trip (µs)")
+    rt.set_title("one trapped syscall, answered")
+    rt.legend(fontsize="small")
+    for label, samples in results.samples.items():
+        ordered = sorted(samples)
+        if ordered:
+            dist.plot([v / 1000 for v in ordered], [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+    dist.set_xscale("log")
+    dist.set_xlabel("aioumm round trip (µs)")
+    dist.set_ylabel("fraction of round trips at most that")
+    dist.set_title("aioumm: distribution of round trips")
+    dist.legend(fontsize="small")
+    node = results.data["throughput_rt_per_s"]["aioumm"]
+    for pin in PLACEMENTS.values():
+        counts = sorted(int(k) for k in node if k.isdigit() and isinstance(node[k].get(pin), dict))
+        rates = [node[str(k)][pin].get("rt_per_s") for k in counts]
+        points = [(k, r) for k, r in zip(counts, rates, strict=True) if isinstance(r, int | float)]
+        if points:
+            scale.plot([k for k, _ in points], [r for _, r in points], marker="o", label=pin)
+    scale.set_xscale("log")
+    scale.set_xlabel("stubs on one loop")
+    scale.set_ylabel("round trips per second")
+    scale.set_title("aioumm: scaling")
+    scale.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     pyplot.close(fig)

@@ -22,15 +22,21 @@ PLACEMENTS = {"same_core", "unpinned"}
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("bench") / "figures.json"
+    where = tmp_path_factory.mktemp("bench")
+    out, png = where / "figures.json", where / "figures.png"
     res = subprocess.run(
-        [sys.executable, "-m", "aioumm", "bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "aioumm", "bench", "--quick", "--json", str(out), "--plot", str(png)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "== targets" in res.stdout  # the table was printed
+    # The plot is a real PNG of three panels side by side (wider than tall).
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    assert width > 2 * height > 0
     data: dict[str, Any] = json.loads(Path(out).read_text())
     return data
 

@@ -97,11 +97,20 @@ class ProcessTable:
     #: Processes one run may have at once, zombies included (like RLIMIT_NPROC): a guest
     #: fork bomb gets EAGAIN instead of filling the host with stubs.
     DEFAULT_MAX_PROCESSES = 256
+    #: Threads and processes one run may have at once: each is a stub (about 40 KiB and
+    #: three descriptors of the controller's), so a thread bomb is bounded too.
+    DEFAULT_MAX_TASKS = 4096
 
-    def __init__(self, spawner: Spawner | None = None, max_processes: int = DEFAULT_MAX_PROCESSES) -> None:
+    def __init__(
+        self,
+        spawner: Spawner | None = None,
+        max_processes: int = DEFAULT_MAX_PROCESSES,
+        max_tasks: int = DEFAULT_MAX_TASKS,
+    ) -> None:
         #: Where ``fork`` gets new stubs; None: this table cannot fork.
         self.spawner = spawner
         self.max_processes = max_processes
+        self.max_tasks = max(max_tasks, max_processes)
         self.procs: dict[int, GuestProcess] = {}
         #: The run's futex wait queues (threads, and processes sharing memory).
         self.futexes = FutexTable()
@@ -117,6 +126,10 @@ class ProcessTable:
         self._ending: asyncio.Event | None = None
         #: The run's System V IPC objects (not the host's); they go with the run.
         self.ipc = IpcNamespace()
+
+    def tasks(self) -> int:
+        """Threads of every live process plus the processes (zombies count as one task)."""
+        return sum(len(q.group.live) if q.group is not None else 1 for q in self.all())
 
     # ---------------------------------------------------------------- lookup
 

@@ -175,8 +175,9 @@ async def run_program(
     exits, the guests still running (a background job of a shell) are served on
     until they have all exited, as natively they outlive it; with ``wait_for_all``
     False they are killed at once instead.  At most ``max_processes``
-    guest processes (zombies included) exist at once: beyond that, fork and clone
-    fail with ``EAGAIN`` as at Linux's ``RLIMIT_NPROC``.
+    guest processes (zombies included) and 4096 threads and processes together
+    exist at once: beyond that, fork and clone fail with ``EAGAIN`` as at Linux's
+    ``RLIMIT_NPROC``.
 
     Returns the status a shell would show for the first guest: the exit code, or
     ``128 + N`` when it died of signal N.  With ``forward_signals``, SIGINT, SIGTERM

@@ -289,7 +289,7 @@ async def _fork(p: GuestProcess, flags: int, newsp: int = 0, ptid: int = 0, ctid
     spawner = p.kernel.spawner
     if spawner is None:
         raise _fail(errno.EAGAIN)  # a process made on its own cannot fork
-    if len(p.kernel.procs) >= p.kernel.max_processes:
+    if len(p.kernel.procs) >= p.kernel.max_processes or p.kernel.tasks() >= p.kernel.max_tasks:
         raise _fail(errno.EAGAIN)  # as Linux at RLIMIT_NPROC
     vfork = bool(flags & CLONE_VFORK)
     try:

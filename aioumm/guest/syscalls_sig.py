@@ -12,6 +12,7 @@ import contextlib
 import errno
 import signal
 import struct
+import time
 from collections.abc import Awaitable
 
 from .errors import SyscallError
@@ -283,6 +284,12 @@ def _expire(p: GuestProcess) -> None:
     st.timer = None
     if p.status is not None:
         return
+    early = st.timer_deadline - time.monotonic()
+    if early > 0:
+        # The loop's timers may fire up to a millisecond early (libuv counts whole
+        # milliseconds); an alarm never comes before its time.
+        st.timer = asyncio.get_running_loop().call_later(early + 0.0001, _expire, p)
+        return
     if st.timer_interval > 0:
         _arm(p, st.timer_interval, st.timer_interval)
     p.post_signal(signal.SIGALRM, SigInfo(signal.SIGALRM, SI_KERNEL))
@@ -293,16 +300,15 @@ def _arm(p: GuestProcess, value: float, interval: float) -> None:
     st.cancel_timer()
     st.timer_interval = interval if value > 0 else 0.0
     if value > 0:
-        loop = asyncio.get_running_loop()
-        st.timer_deadline = loop.time() + value
-        st.timer = loop.call_later(value, _expire, p)
+        st.timer_deadline = time.monotonic() + value
+        st.timer = asyncio.get_running_loop().call_later(value, _expire, p)
 
 
 def _left(p: GuestProcess) -> float:
     st = p.signals
     if st.timer is None:
         return 0.0
-    return max(st.timer_deadline - asyncio.get_running_loop().time(), 1e-6)
+    return max(st.timer_deadline - time.monotonic(), 1e-6)
 
 
 def _timeval(seconds: float) -> tuple[int, int]:

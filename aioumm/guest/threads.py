@@ -257,7 +257,7 @@ async def clone_thread(p: GuestProcess, flags: int, newsp: int, ptid: int, ctid:
     spawner = kernel.spawner
     if spawner is None:
         raise SyscallError(errno.EAGAIN)  # a process made on its own has no stubs to give
-    if sum(len(q.group.live) if q.group is not None else 1 for q in kernel.all()) >= kernel.max_processes:
+    if kernel.tasks() >= kernel.max_tasks:
         raise SyscallError(errno.EAGAIN)  # as Linux at RLIMIT_NPROC
     try:
         stub = await spawner.spawn()

@@ -28,6 +28,7 @@ def progs(prog_dir: Path) -> dict[str, Path]:
         "timeouts",
         "threads_fork",
         "threads_tid",
+        "threads_many",
     )
     return {name: compile_prog(name, prog_dir, "-pthread") for name in names}
 
@@ -133,7 +134,9 @@ async def test_sleeps_and_timed_waits_never_end_early(
     progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
     out = await same_as_native(progs["timeouts"], capfd)
-    assert out == "early: nanosleep 0, clock_nanosleep 0, timedwait 0, poll 0, semtimedop 0; timed out 30 of 30\n"
+    assert out == (
+        "early: nanosleep 0, clock_nanosleep 0, timedwait 0, poll 0, semtimedop 0, setitimer 0; timed out 30 of 30\n"
+    )
 
 
 @pytest.mark.asyncio
@@ -166,3 +169,12 @@ async def test_strace_names_the_thread(progs: dict[str, Path], capfd: pytest.Cap
     created = {int(line.rsplit("= ", 1)[1]) for line in clones}
     assert created <= tids  # each thread's own calls carry its tid
     assert sum(1 for line in lines if line.endswith("exit(0) = ?")) == 15
+
+
+@pytest.mark.asyncio
+async def test_more_threads_than_processes_a_run_allows(
+    progs: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """300 threads alive at once: threads count against the run's task limit, not its process limit."""
+    out = await same_as_native(progs["threads_many"], capfd, "300")
+    assert out == f"300 threads, sum of squares {sum(i * i for i in range(300))}\n"

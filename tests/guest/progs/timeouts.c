@@ -4,8 +4,13 @@
 #include <sys/sem.h>
 #include <stdio.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t rang;
+static void ring(int sig) { (void)sig; rang = 1; }
 
 static long long ns(struct timespec t) { return t.tv_sec * 1000000000LL + t.tv_nsec; }
 
@@ -21,7 +26,8 @@ int main(void) {
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t c = PTHREAD_COND_INITIALIZER;
     int early_sleep = 0, early_abs = 0, early_wait = 0, timed_out = 0, early_poll = 0;
-    int fds[2], early_sem = 0;
+    int fds[2], early_sem = 0, early_alarm = 0;
+    signal(SIGALRM, ring);
     pipe(fds);
     int sem = semget(IPC_PRIVATE, 1, 0600);
     for (int i = 0; i < 30; i++) {
@@ -56,9 +62,19 @@ int main(void) {
         semtimedop(sem, &down, 1, &nap);
         clock_gettime(CLOCK_MONOTONIC, &b);
         early_sem += ns(b) - ns(a) < delta;
+
+        struct itimerval it = {{0, 0}, {0, delta / 1000}};
+        rang = 0;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        setitimer(ITIMER_REAL, &it, NULL);
+        while (!rang)
+            pause();
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        early_alarm += ns(b) - ns(a) < delta / 1000 * 1000;
     }
     semctl(sem, 0, IPC_RMID);
-    printf("early: nanosleep %d, clock_nanosleep %d, timedwait %d, poll %d, semtimedop %d; timed out %d of 30\n",
-           early_sleep, early_abs, early_wait, early_poll, early_sem, timed_out);
+    printf("early: nanosleep %d, clock_nanosleep %d, timedwait %d, poll %d, semtimedop %d, setitimer %d;"
+           " timed out %d of 30\n",
+           early_sleep, early_abs, early_wait, early_poll, early_sem, early_alarm, timed_out);
     return 0;
 }
