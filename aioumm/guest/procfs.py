@@ -366,6 +366,8 @@ def _contents(p: GuestProcess, q: GuestProcess, name: str) -> bytes:
 def _state(p: GuestProcess, q: GuestProcess) -> tuple[str, str]:
     if q.status is not None:
         return "Z", "zombie"
+    if q.stopped:
+        return "T", "stopped"  # job control: stopped until SIGCONT
     if q is p or q.running_code:
         return "R", "running"  # the reader itself, or a guest running its own code
     return "S", "sleeping"  # waiting in a syscall (a pipe, a child, a sleep)

@@ -137,3 +137,18 @@ def test_proc_lists_guests_not_host_processes(busybox: str, tmp_path: Path) -> N
     assert got.stdout.splitlines()[1] == want.stdout.strip()
     assert int(got.stdout.splitlines()[0]) == 3
     assert got.stdout.splitlines()[2] == b"cat:"
+
+
+def test_a_stopped_guest_is_in_state_t(busybox: str) -> None:
+    # The job is stopped before its state is read; the wait for the state to change keeps
+    # this from racing the job's start.
+    script = (
+        "sleep 5 & pid=$!; kill -STOP $pid;"
+        " i=0; until grep -q '^State:.T' /proc/$pid/status || [ $i -ge 300 ]; do sleep 0.01; i=$((i+1)); done;"
+        " grep '^State' /proc/$pid/status; cut -d' ' -f3 /proc/$pid/stat;"
+        " kill -CONT $pid; kill $pid; wait $pid; echo $?"
+    )
+    want = native([busybox, "sh", "-c", script], env=ENV)
+    got = guest([busybox, "sh", "-c", script], env=ENV)
+    assert want.stdout == b"State:\tT (stopped)\nT\n143\n"
+    assert (got.returncode, got.stdout) == (want.returncode, want.stdout)
