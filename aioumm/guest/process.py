@@ -35,7 +35,7 @@ at its first deadline), and a signal that came while stopped acts first.  The
 parent learns of each stop and resume as Linux tells it: a ``SIGCHLD`` with
 ``CLD_STOPPED``/``CLD_CONTINUED`` (unless it set ``SA_NOCLDSTOP``) and one
 report each for ``wait4``'s ``WUNTRACED``/``WCONTINUED`` and ``waitid``.  In a threaded
-process a stop stops the thread that takes the stop signal (the others go on).
+process a stop stops every thread, and ``SIGCONT`` resumes them all.
 """
 
 from __future__ import annotations
@@ -631,10 +631,21 @@ class GuestProcess:
     # ---------------------------------------------------------- job control
 
     def enter_stop(self, sig: int, interrupted: int | None) -> None:
-        """A stop signal acts: the process stops (``serve`` stays put) and its parent is told."""
+        """A stop signal acts: the process stops (``serve`` stays put) and its parent is told.
+
+        In a threaded process every thread stops: one running guest code is
+        interrupted and stays at its next report; one waiting in a syscall may
+        finish it, but its stub is not resumed, so the guest sees the call return
+        only after ``SIGCONT``.
+        """
         self.stopped = self.stop_report = sig
         self.cont_report = False
         self.stopped_in = interrupted
+        for t in self._other_threads():
+            if not t.stopped:
+                t.stopped, t.stopped_in = sig, None
+                t.stop_running()
+        self._report_to_parent(stop=sig)
         self._tell_parent(CLD_STOPPED, sig)
 
     def _resume_from_stop(self) -> None:
@@ -643,7 +654,22 @@ class GuestProcess:
         self.stopped = self.stop_report = 0
         self.cont_report = True
         self._wake_from_stop()
+        for t in self._other_threads():
+            if t.stopped:
+                t.stopped = 0
+                t._wake_from_stop()
+        self._report_to_parent(stop=0)
         self._tell_parent(CLD_CONTINUED, int(signal.SIGCONT))
+
+    def _other_threads(self) -> list[GuestProcess]:
+        group = self.group
+        return [t for t in group.live.values() if t is not self] if group is not None else []
+
+    def _report_to_parent(self, *, stop: int) -> None:
+        # The parent's wait looks at the thread its process table holds (the group's leader).
+        group = self.group
+        if group is not None and group.leader is not self:
+            group.leader.stop_report, group.leader.cont_report = stop, not stop
 
     def _wake_from_stop(self) -> None:
         if self._resumed is not None and not self._resumed.done():
@@ -687,6 +713,9 @@ class GuestProcess:
         loop.call_soon(loop.call_soon, self._kick_now)
 
     def _kick_now(self) -> None:
+        if self.stopped and self._group_exiting():
+            self.stopped = 0  # a stopped thread wakes to end with its process
+            self._wake_from_stop()
         if (
             self.status is not None
             or self.thread_done

@@ -29,6 +29,7 @@ def progs(prog_dir: Path) -> dict[str, Path]:
         "threads_fork",
         "threads_tid",
         "threads_many",
+        "threads_stop",
     )
     return {name: compile_prog(name, prog_dir, "-pthread") for name in names}
 
@@ -178,3 +179,10 @@ async def test_more_threads_than_processes_a_run_allows(
     """300 threads alive at once: threads count against the run's task limit, not its process limit."""
     out = await same_as_native(progs["threads_many"], capfd, "300")
     assert out == f"300 threads, sum of squares {sum(i * i for i in range(300))}\n"
+
+
+@pytest.mark.asyncio
+async def test_a_stop_signal_stops_every_thread(progs: dict[str, Path], capfd: pytest.CaptureFixture[str]) -> None:
+    """SIGSTOP to a process whose main thread waits in pause() while another computes: both stop."""
+    out = await same_as_native(progs["threads_stop"], capfd)
+    assert "every thread stopped: yes\n" in out and "killed: 1 by SIGKILL\n" in out
