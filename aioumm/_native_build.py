@@ -23,17 +23,6 @@ HELPERS_CDEF = """
 #define AIOUMM_REPORT_BAD_SIGINFO ...
 #define AIOUMM_REPORT_BAD_UCONTEXT ...
 #define AIOUMM_REPORT_SIGNO_MISMATCH ...
-struct aioumm_report {
-    /* What a Report holds, in its order (read by Python in one unpack). */
-    int64_t signal, code, errno_;
-    uint64_t addr;
-    int64_t syscall;
-    uint64_t arch;
-    int64_t pid;
-    /* For the checks' messages and the register views. */
-    int64_t si_signo;
-    uint64_t siginfo_addr, ucontext_addr, frame_offset;
-};
 int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
 int64_t aioumm_take_notification(int eventfd, const struct stub_data *d);
@@ -47,6 +36,9 @@ int aioumm_unmap(void *addr, size_t length);
 int aioumm_probe_mseal(void);
 int aioumm_current_cpu(void);
 """
+
+# The report struct is declared once, in _native.c: its text goes into the cdef as it stands.
+_REPORT_STRUCT = re.compile(r"^struct aioumm_report \{.*?^\};$", re.S | re.M)
 
 _C_ONLY = re.compile(r"/\* STUB_ABI_C_ONLY_BEGIN \*/.*?/\* STUB_ABI_C_ONLY_END \*/", re.S)
 _DEFINE = re.compile(r"^#define[ \t]+(\w+)[ \t]+\S.*$", re.M)
@@ -65,10 +57,14 @@ def abi_cdef(text: str) -> str:
 
 def make_ffi() -> FFI:
     ffibuilder = FFI()
-    ffibuilder.cdef(abi_cdef(ABI_HEADER.read_text()) + HELPERS_CDEF)
+    native = (HERE / "_native.c").read_text()
+    report = _REPORT_STRUCT.search(native)
+    if report is None:
+        raise RuntimeError("_native.c: no `struct aioumm_report { ... };` at the start of a line")
+    ffibuilder.cdef(abi_cdef(ABI_HEADER.read_text()) + "\n" + report.group(0) + HELPERS_CDEF)
     ffibuilder.set_source(
         "aioumm._native",
-        (HERE / "_native.c").read_text(),
+        native,
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall"],
     )
