@@ -5,7 +5,7 @@ hand-back wakes the stub.  When both sides share a CPU each wake-up is a
 context switch on that CPU (a few microseconds).  When they sit on different
 CPUs, each one is a wake-up of an idle CPU, which on a virtual machine costs
 tens of microseconds (measured on a 2-vCPU virtual machine: one stub
-answered in 9 us with both sides on one CPU, 40-90 us apart; see
+answered in 6.4 us with both sides on one CPU, 77 us apart; see
 ``benchmarks/README.md``).  Leaving it to the scheduler puts the two sides
 wherever they last ran, usually apart.
 
