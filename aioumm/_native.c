@@ -44,20 +44,6 @@ static uint32_t aioumm_load_handoff(const struct stub_data *d)
 }
 
 /*
- * The loop saw the stub's eventfd readable: reset it (read) first, then load
- * the word (see futex_bridge.py for why in this order).  Returns the word, or
- * -errno when there was nothing to read.
- */
-static int64_t aioumm_take_notification(int eventfd, const struct stub_data *d)
-{
-	uint64_t count;
-
-	if (read(eventfd, &count, sizeof(count)) < 0)
-		return -errno;
-	return aioumm_load_handoff(d);
-}
-
-/*
  * Give the page back to the stub.  The command and everything else written
  * to the page happen before the release store; FUTEX_WAKE comes after it, so
  * a stub that sleeps in FUTEX_WAIT(word == CONTROLLER) either sees CHILD

@@ -25,7 +25,6 @@ HELPERS_CDEF = """
 #define AIOUMM_REPORT_SIGNO_MISMATCH ...
 int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
-int64_t aioumm_take_notification(int eventfd, const struct stub_data *d);
 int aioumm_hand_back(struct stub_data *d, uint32_t command);
 int aioumm_wake(struct stub_data *d);
 void aioumm_hand_back_later(struct stub_data *d, uint32_t command);

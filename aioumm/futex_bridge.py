@@ -54,24 +54,42 @@ Stub side (``hand_over_and_wait`` in ``stub_code.c``):
 
 Controller side (this module):
 
-5. the loop sees the eventfd readable, reads it (resetting the counter to 0);
+5. ``epoll_wait`` on the controller's own epoll set returns the eventfd: it is
+   registered edge-triggered, so returning it takes it off the ready list;
 6. loads the word with acquire ordering; only if it is ``CONTROLLER`` does
    it read the page;
 7. to hand back: write the command and edits, store ``CHILD`` with release
    ordering, then ``FUTEX_WAKE`` (``_native.c: aioumm_hand_back``).
 
 Step 3 follows step 2 in the stub's program order and the eventfd write is a
-syscall (a full barrier), so when the loop observes the eventfd readable at
-step 5 the store of step 2 is visible at step 6: a notification always finds
-its report.  The eventfd is read (step 5) *before* the word is inspected
-(step 6), so a notification that arrives after that read leaves the counter
-non-zero and epoll reports it again: nothing posted after the check is
-missed.  In the other direction, steps 7 and 4 are the futex argument above.
-The stub hands over only once per report or batch result, and waits for
-``CHILD`` before it can hand over again, so notifications never outnumber
-hand-overs; extra ones (a guest that jumps to the notify instruction, or
-writes the word itself) are harmless because step 6 re-checks the word and
-the controller validates everything else it reads.
+syscall (a full barrier), so when step 5 returns the eventfd the store of
+step 2 is visible at step 6: a notification always finds its report.  Every
+eventfd write calls the epoll set's wake-up callback, which puts the eventfd
+back on the ready list, so a notification that arrives after step 5 is
+returned by the next ``epoll_wait``: nothing posted after the check is
+missed.  (The counter itself is never read: edge-triggered epoll needs no
+reset, which saves a ``read`` per round trip; at one write per report it
+cannot reach its limit of 2^64 - 2.)  In the other direction, steps 7 and 4
+are the futex argument above.  The stub hands over only once per report or
+batch result, and waits for ``CHILD`` before it can hand over again, so
+notifications never outnumber hand-overs; extra ones (a guest that jumps to
+the notify instruction, or writes the word itself) are harmless because step
+6 re-checks the word and the controller validates everything else it reads.
+
+Many stubs, one wake-up
+-----------------------
+All the stubs' eventfds sit in one epoll set of the controller's
+(``Notifications``), and the loop watches that set's descriptor alone.  One
+readiness of it is one pass: up to ``Notifications.PASS`` ready stubs are
+taken with one ``epoll_wait`` that does not sleep and answered one after the
+other, without going back to the loop in between.  The stubs answered in a
+pass are woken together at its end: a stub woken at once would preempt the
+controller (when they share a CPU) before the next answer is written, two
+context switches per stub.  The delay cannot lose a wake-up: the word
+already says ``CHILD``, and the stub's ``FUTEX_WAIT(word == CONTROLLER)``
+either sees that and does not sleep, or sleeps and gets the wake a moment
+later.  A hand-back from anywhere else (a task answering a report) wakes at
+once.
 
 Bounded waits
 -------------
@@ -87,74 +105,99 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 from collections.abc import Callable
 from typing import Any
 
 from aioumm.abi import Handoff, lib
 
 _CONTROLLER = int(Handoff.CONTROLLER)
+_EDGE = select.EPOLLIN | select.EPOLLET
 
 
-class WakeBatch:
-    """Hand-backs of one loop pass, with their FUTEX_WAKEs made together.
+class Notifications:
+    """The controller's epoll set of stub eventfds, and its passes (see "Many stubs, one wake-up").
 
-    When many stubs are ready in one pass of the loop, waking each as soon as
-    it is answered lets it preempt the controller (same core) before the next
-    answer is written: two context switches per stub.  So while other
-    notifications of the pass are still unanswered, a hand-back only stores
-    the word, and the wakes are made together with the last answer of the
-    pass (or, should that never come, at the end of the pass).  A lone stub
-    is woken at once, as without batching.  No wake-up can be lost by the
-    delay: the word already says CHILD, and the stub's
-    FUTEX_WAIT(word == CONTROLLER) either sees that and does not sleep, or
-    sleeps and gets the wake a moment later.
+    ``batch_wakes=False`` wakes every stub as soon as it is answered, also
+    within a pass.
     """
 
-    __slots__ = ("_expiring", "_loop", "_pending", "_unanswered", "deferred")
+    #: Ready stubs taken per pass at most; more stay ready for the next pass.
+    PASS = 256
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_bridges", "_deferring", "_epoll", "_loop", "_pending", "batch_wakes", "deferred", "passes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, batch_wakes: bool = True) -> None:
         self._loop = loop
-        self._pending: list[Any] = []
-        self._unanswered = 0  # notifications since the last hand-back that had none left
-        self._expiring = False  # an _expire is scheduled
-        self.deferred = 0  # hand-backs whose wake was deferred (how often batching happened)
+        self._epoll: select.epoll | None = select.epoll()
+        self._bridges: dict[int, HandoffBridge] = {}
+        self._pending: list[Any] = []  # pages handed back in this pass, not woken yet
+        self._deferring = False  # hand-backs store the word now and wake at the end of the pass
+        self.batch_wakes = batch_wakes
+        self.deferred = 0  # hand-backs whose wake waited for a later answer of their pass
+        self.passes = 0
+        loop.add_reader(self._epoll.fileno(), self._pass)
 
-    def notified(self) -> None:
-        # A notification may never be answered (the stub died at that report, or its
-        # caller waits a long time before resuming it): the count is of one pass only.
-        # The answers of a pass come from its callbacks and from the tasks they wake,
-        # which run in the next pass: the count is dropped in the pass after that.  A
-        # count of one defers nothing, so a lone stub's round trip schedules no expiry.
-        self._unanswered += 1
-        if self._unanswered > 1 and not self._expiring:
-            self._expiring = True
-            self._loop.call_soon(self._loop.call_soon, self._expire)
+    def watch(self, eventfd: int, bridge: HandoffBridge) -> None:
+        """Deliver ``eventfd``'s notifications to ``bridge`` (one already readable counts too)."""
+        if self._epoll is None:
+            raise RuntimeError("the controller's notifications are closed")
+        self._epoll.register(eventfd, _EDGE)
+        self._bridges[eventfd] = bridge
 
-    def _expire(self) -> None:
-        self._expiring = False
-        self._unanswered = 0
-        self.flush()
+    def unwatch(self, eventfd: int) -> None:
+        """Stop delivering ``eventfd``'s notifications (before it is closed)."""
+        if self._bridges.pop(eventfd, None) is not None and self._epoll is not None:
+            self._epoll.unregister(eventfd)
+
+    def _pass(self) -> None:
+        assert self._epoll is not None
+        ready = self._epoll.poll(0, self.PASS)
+        self.passes += 1
+        bridges = self._bridges
+        woken = 0
+        self._deferring = self.batch_wakes
+        try:
+            for fd, _ in ready:
+                bridge = bridges.get(fd)  # None: a stub released by an earlier answer of this pass
+                if bridge is not None and bridge.notified():
+                    woken += 1
+        finally:
+            if woken > 1 and self.batch_wakes:
+                # The tasks woken run next, in the order woken; this callback runs after them.
+                self._loop.call_soon(self._end_deferral)
+            else:
+                self._end_deferral()
+
+    def _end_deferral(self) -> None:
+        self._deferring = False
+        self.wake_pending()
 
     def hand_back(self, data: Any, command: int) -> None:
-        if self._unanswered > 0:
-            self._unanswered -= 1
-        if self._unanswered:
+        """Give ``data``'s page back with ``command``; within a pass its wake waits for the pass's end."""
+        if self._deferring:
             lib.aioumm_hand_back_later(data, command)
-            if not self._pending:
-                self._loop.call_soon(self.flush)
             self._pending.append(data)
-            self.deferred += 1
             return
         res = lib.aioumm_hand_back(data, command)
-        if self._pending:
-            self.flush()
         if res < 0:
             raise OSError(-res, os.strerror(-res), "futex(FUTEX_WAKE)")
 
-    def flush(self) -> None:
+    def wake_pending(self) -> None:
+        """The FUTEX_WAKEs of the pages handed back in the pass so far."""
         pending, self._pending = self._pending, []
         if pending:
             lib.aioumm_wake_many(pending, len(pending))
+            self.deferred += len(pending) - 1
+
+    def close(self) -> None:
+        """Stop watching (every stub's bridge is closed by then); safe to call twice."""
+        if self._epoll is not None:
+            self.wake_pending()
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
+            self._bridges.clear()
 
 
 class HandoffBridge:
@@ -162,24 +205,22 @@ class HandoffBridge:
 
     ``data`` is the controller's ``struct stub_data *`` for the stub; ``eventfd``
     the controller's end of the eventfd the stub writes.  The bridge owns the
-    eventfd and watches it for the lifetime of the stub: one ``add_reader`` at
-    start, not one per round trip.
+    eventfd; the controller's ``Notifications`` watch it for the lifetime of
+    the stub: one registration at start, not one per round trip.
     """
 
-    __slots__ = ("_data", "_eventfd", "_loop", "_waiter", "_wakes", "offer")
+    __slots__ = ("_data", "_eventfd", "_loop", "_notifications", "_waiter", "offer")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, data: Any, eventfd: int, wakes: WakeBatch | None = None
-    ) -> None:
-        self._loop = loop
-        self._wakes = wakes
+    def __init__(self, notifications: Notifications, data: Any, eventfd: int) -> None:
+        self._loop = notifications._loop
+        self._notifications = notifications
         self._data = data
         self._eventfd = eventfd
         self._waiter: asyncio.Future[bool] | None = None
         # Called (if set) when the page is handed over while a wait is pending, before the
         # waiter is woken: True means it answered the stub itself and the wait goes on.
         self.offer: Callable[[], bool] | None = None
-        loop.add_reader(eventfd, self._on_notify)
+        notifications.watch(eventfd, self)
 
     @property
     def owner(self) -> Handoff | None:
@@ -187,17 +228,16 @@ class HandoffBridge:
         word = lib.aioumm_load_handoff(self._data)
         return Handoff(word) if word in (Handoff.CHILD, Handoff.CONTROLLER) else None
 
-    def _on_notify(self) -> None:
-        # The eventfd is read (reset) before the word is loaded: see "Why no wake-up is lost".
-        word = lib.aioumm_take_notification(self._eventfd, self._data)
+    def notified(self) -> bool:
+        """The stub wrote its eventfd (called by the pass that saw it); True if it woke the waiting task."""
         waiter = self._waiter
-        if word == _CONTROLLER and waiter is not None and not waiter.done():
-            if self._wakes is not None:
-                self._wakes.notified()
+        if waiter is not None and not waiter.done() and lib.aioumm_load_handoff(self._data) == _CONTROLLER:
             offer = self.offer
             if offer is not None and offer():
-                return
+                return False
             waiter.set_result(True)
+            return True
+        return False
 
     @staticmethod
     def _expire(waiter: asyncio.Future[bool]) -> None:
@@ -252,13 +292,8 @@ class HandoffBridge:
             waiter.set_exception(exc)
 
     def hand_back(self, command: int) -> None:
-        """Give the page back with ``command`` (release store, then FUTEX_WAKE, maybe batched)."""
-        if self._wakes is not None:
-            self._wakes.hand_back(self._data, command)
-            return
-        res = lib.aioumm_hand_back(self._data, command)
-        if res < 0:
-            raise OSError(-res, os.strerror(-res), "futex(FUTEX_WAKE)")
+        """Give the page back with ``command`` (release store, then FUTEX_WAKE, maybe at the pass's end)."""
+        self._notifications.hand_back(self._data, command)
 
     def kick(self) -> None:
         """Wake the stub again (a stuck-wait guard).
@@ -271,6 +306,6 @@ class HandoffBridge:
     def close(self) -> None:
         """Stop watching and close the eventfd; safe to call twice."""
         if self._eventfd >= 0:
-            self._loop.remove_reader(self._eventfd)
+            self._notifications.unwatch(self._eventfd)
             os.close(self._eventfd)
             self._eventfd = -1

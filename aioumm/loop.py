@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from aioumm.abi import CODE_SIZE, code_image_path, lib
 from aioumm.errors import ControllerClosed
-from aioumm.futex_bridge import WakeBatch
+from aioumm.futex_bridge import Notifications
 from aioumm.placement import Placement
 from aioumm.stub import Stub
 
@@ -135,7 +135,7 @@ class Controller:
         #: The adaptive placement while open (None: off, or not possible on this machine).
         self.placement: Placement | None = None
         self.batch_wakes = batch_wakes
-        self._wake_batch: WakeBatch | None = None
+        self._notifications: Notifications | None = None
         self.handler_timeout = handler_timeout
         self.stats = Stats()
         self._stubs: set[Stub] = set()
@@ -149,6 +149,13 @@ class Controller:
         if self._loop is None:
             raise ControllerClosed("the controller is not open: use `async with Controller() as ctl`")
         return self._loop
+
+    @property
+    def notifications(self) -> Notifications:
+        """The epoll set through which every stub's hand-overs reach the loop."""
+        if self._notifications is None:
+            raise ControllerClosed("the controller is not open: use `async with Controller() as ctl`")
+        return self._notifications
 
     @property
     def code_fd(self) -> int:
@@ -168,7 +175,7 @@ class Controller:
 
     async def __aenter__(self) -> Controller:
         self._loop = asyncio.get_running_loop()
-        self._wake_batch = WakeBatch(self._loop) if self.batch_wakes else None
+        self._notifications = Notifications(self._loop, batch_wakes=self.batch_wakes)
         _raise_fd_limit()
         wanted = self._placement_wanted
         if wanted is not False:
@@ -232,6 +239,9 @@ class Controller:
         if self._code_fd >= 0:
             os.close(self._code_fd)
             self._code_fd = -1
+        if self._notifications is not None:
+            self._notifications.close()
+            self._notifications = None
         self._loop = None
 
 

@@ -257,7 +257,7 @@ class Stub:
             raise
         finally:
             os.close(data_fd)
-        stub._bridge = HandoffBridge(controller.loop, stub._data, evfd, controller._wake_batch)
+        stub._bridge = HandoffBridge(controller.notifications, stub._data, evfd)
         try:
             await stub._await_ready(controller.spawn_timeout)
         except BaseException:
