@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "stub_src/stub_abi.h"
@@ -43,16 +44,34 @@ static uint32_t aioumm_load_handoff(const struct stub_data *d)
 	return __atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE);
 }
 
+/* The CPU the calling thread runs on, as a stub reads it (the low 12 bits of TSC_AUX). */
+static uint32_t current_cpu(void)
+{
+	uint32_t lo, hi, aux;
+
+	__asm__ volatile("rdtscp" : "=a"(lo), "=d"(hi), "=c"(aux));
+	return aux & 0xfff;
+}
+
+/* What a hand-back writes before the word: the command and the stub's spin for next time. */
+static void prepare_hand_back(struct stub_data *d, uint32_t command, uint32_t spin_limit)
+{
+	d->command = command;
+	d->spin_limit = spin_limit;
+	d->controller_cpu = current_cpu();
+}
+
 /*
  * Give the page back to the stub.  The command and everything else written
  * to the page happen before the release store; FUTEX_WAKE comes after it, so
  * a stub that sleeps in FUTEX_WAIT(word == CONTROLLER) either sees CHILD
- * before sleeping (the kernel compares under its lock) or is woken.
+ * before sleeping (the kernel compares under its lock) or is woken.  (A
+ * stub still spinning sees CHILD at once; the wake then finds nobody.)
  * Returns 0, or -errno from the wake.
  */
-static int aioumm_hand_back(struct stub_data *d, uint32_t command)
+static int aioumm_hand_back(struct stub_data *d, uint32_t command, uint32_t spin_limit)
 {
-	d->command = command;
+	prepare_hand_back(d, command, spin_limit);
 	__atomic_store_n(&d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_RELEASE);
 	if (syscall(SYS_futex, &d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
 		return -errno;
@@ -112,9 +131,9 @@ static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r
  * needs the FUTEX_WAKE that aioumm_wake_many does later (see futex_bridge.py:
  * deferring the wake is safe, the waiter re-checks the word).
  */
-static void aioumm_hand_back_later(struct stub_data *d, uint32_t command)
+static void aioumm_hand_back_later(struct stub_data *d, uint32_t command, uint32_t spin_limit)
 {
-	d->command = command;
+	prepare_hand_back(d, command, spin_limit);
 	__atomic_store_n(&d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_RELEASE);
 }
 
@@ -127,6 +146,51 @@ static int aioumm_wake_many(struct stub_data **ds, int n)
 		if (syscall(SYS_futex, &ds[i]->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
 			failed++;
 	return failed;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * Spin up to budget_ns until d's stub hands its page over: 1 when it did,
+ * 0 when the time ran out, -1 at once when the stub last reported from this
+ * CPU (it could not run while we spin here).  The
+ * caller answers it then as if its eventfd had been seen; the eventfd write
+ * that follows is a spare notification, which the word's re-check makes
+ * harmless (see futex_bridge.py).
+ */
+static int aioumm_spin_for_report(const struct stub_data *d, int64_t budget_ns)
+{
+	int64_t deadline;
+
+	if (__atomic_load_n(&d->report_cpu, __ATOMIC_RELAXED) == current_cpu())
+		return -1;
+	deadline = now_ns() + budget_ns;
+	for (;;) {
+		for (int i = 0; i < 32; i++) {
+			if (__atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE) == STUB_HANDOFF_CONTROLLER)
+				return 1;
+			__builtin_ia32_pause();
+		}
+		if (now_ns() >= deadline)
+			return 0;
+	}
+}
+
+/* What one `pause` costs here, in ns (measured over a few thousand): turns a spin time into a count. */
+static double aioumm_pause_ns(void)
+{
+	int64_t t0 = now_ns(), t;
+
+	for (int i = 0; i < 4096; i++)
+		__builtin_ia32_pause();
+	t = now_ns() - t0;
+	return t > 0 ? (double)t / 4096 : 1.0;
 }
 
 /* Wake the stub without touching the page: a guard against a lost wake, never a hand-back. */

@@ -91,6 +91,36 @@ either sees that and does not sleep, or sleeps and gets the wake a moment
 later.  A hand-back from anywhere else (a task answering a report) wakes at
 once.
 
+Spinning
+--------
+Across two CPUs of a virtual machine a wake-up costs tens of microseconds,
+several times what either side spends on a round trip (``placement.py``).
+A lone stub in a ping-pong with the controller therefore gains most from
+nobody sleeping, so both sides may spin for up to ``spin_ns`` before they do:
+
+* the stub, after its notification, spins on the word for as many
+  ``pause``s as the controller's last hand-back allowed (``spin_limit``,
+  clamped by the stub to ``STUB_SPIN_MAX`` whatever the page says), unless it
+  runs on the CPU the controller ran on then (``controller_cpu``): there it
+  would only keep the controller from answering;
+* the controller, after a pass that saw that one stub alone and answered it
+  straight from the pass (no task waits to run), spins on its word until its
+  next report (``aioumm_spin_for_report``), unless the stub last reported from
+  the controller's own CPU.  A report taken so is answered at once, as if its
+  eventfd had been seen; the eventfd write that follows is a spare
+  notification, harmless by the re-check of step 6.  At most ``CHAIN``
+  reports are taken this way before the loop runs again, so timers and other
+  descriptors wait at most that long.
+
+Spinning is adaptive and off when it cannot pay: the stub is given a limit
+only after a pass that saw one stub alone (with many stubs ready the
+controller is busy and the stubs must not hold the other CPUs); a controller
+spin that runs out of time (a stub that computes, or waits for something
+else) stops the controller's spinning for 1, 2, 4... up to ``BACKOFF_MAX``
+passes.  ``spin_ns=0`` turns it off on both sides.  None of it changes the
+ordering argument above: a spinning side only reads the word, and a stub
+that stops spinning sleeps in ``FUTEX_WAIT``, which re-checks it.
+
 Bounded waits
 -------------
 A stub that is working for the controller (running a batch, or on its way
@@ -112,30 +142,73 @@ from typing import Any
 from aioumm.abi import Handoff, lib
 
 _CONTROLLER = int(Handoff.CONTROLLER)
+_CHILD = int(Handoff.CHILD)
 _EDGE = select.EPOLLIN | select.EPOLLET
+
+
+def _pause_ns() -> float:
+    """What one ``pause`` costs on this CPU (measured once per process)."""
+    global _PAUSE_NS
+    if _PAUSE_NS is None:
+        _PAUSE_NS = max(lib.aioumm_pause_ns(), 1.0)
+    return _PAUSE_NS
+
+
+_PAUSE_NS: float | None = None
 
 
 class Notifications:
     """The controller's epoll set of stub eventfds, and its passes (see "Many stubs, one wake-up").
 
     ``batch_wakes=False`` wakes every stub as soon as it is answered, also
-    within a pass.
+    within a pass.  ``spin_ns`` bounds the spinning on both sides of the
+    handoff (see "Spinning"); 0 turns it off.
     """
 
     #: Ready stubs taken per pass at most; more stay ready for the next pass.
     PASS = 256
+    #: Reports one pass may take by spinning before the loop runs again.
+    CHAIN = 64
+    #: Passes without spinning after a spin that timed out, at most.
+    BACKOFF_MAX = 1024
 
-    __slots__ = ("_bridges", "_deferring", "_epoll", "_loop", "_pending", "batch_wakes", "deferred", "passes")
+    __slots__ = (
+        "_backoff",
+        "_bridges",
+        "_chatty",
+        "_deferring",
+        "_epoll",
+        "_loop",
+        "_next_backoff",
+        "_pending",
+        "_spin_limit",
+        "batch_wakes",
+        "deferred",
+        "passes",
+        "spin_misses",
+        "spin_ns",
+        "spun",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, batch_wakes: bool = True) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, batch_wakes: bool = True, spin_ns: int = 0) -> None:
+        if spin_ns < 0:
+            raise ValueError(f"spin_ns must be 0 (no spinning) or positive, not {spin_ns}")
         self._loop = loop
         self._epoll: select.epoll | None = select.epoll()
         self._bridges: dict[int, HandoffBridge] = {}
         self._pending: list[Any] = []  # pages handed back in this pass, not woken yet
         self._deferring = False  # hand-backs store the word now and wake at the end of the pass
         self.batch_wakes = batch_wakes
+        self.spin_ns = spin_ns
+        # The stub spins in pauses: the same time, counted as it counts.
+        self._spin_limit = min(round(spin_ns / _pause_ns()), lib.STUB_SPIN_MAX) if spin_ns else 0
+        self._chatty = False  # the last pass saw one stub alone: a ping-pong, where spinning pays
+        self._backoff = 0  # passes left without spinning
+        self._next_backoff = 1
         self.deferred = 0  # hand-backs whose wake waited for a later answer of their pass
         self.passes = 0
+        self.spun = 0  # reports taken by spinning instead of from epoll
+        self.spin_misses = 0  # spins that ran out of time
         loop.add_reader(self._epoll.fileno(), self._pass)
 
     def watch(self, eventfd: int, bridge: HandoffBridge) -> None:
@@ -155,13 +228,17 @@ class Notifications:
         ready = self._epoll.poll(0, self.PASS)
         self.passes += 1
         bridges = self._bridges
+        self._chatty = len(ready) == 1
         woken = 0
+        bridge = None
         self._deferring = self.batch_wakes
         try:
             for fd, _ in ready:
                 bridge = bridges.get(fd)  # None: a stub released by an earlier answer of this pass
                 if bridge is not None and bridge.notified():
                     woken += 1
+            if bridge is not None and not woken and self._chatty and self._spin_limit:
+                self._chain(bridge)
         finally:
             if woken > 1 and self.batch_wakes:
                 # The tasks woken run next, in the order woken; this callback runs after them.
@@ -169,19 +246,42 @@ class Notifications:
             else:
                 self._end_deferral()
 
-    def _end_deferral(self) -> None:
-        self._deferring = False
-        self.wake_pending()
+    def _chain(self, bridge: HandoffBridge) -> None:
+        """Spin for the next reports of a lone stub just answered, and answer them (see "Spinning")."""
+        if self._backoff:
+            self._backoff -= 1
+            return
+        for _ in range(self.CHAIN):
+            self.wake_pending()  # a stub asleep must be woken before its next report can come
+            data = bridge._data
+            if bridge._eventfd < 0 or lib.aioumm_load_handoff(data) != _CHILD:
+                return  # released, or not running again: nothing to wait for
+            got = lib.aioumm_spin_for_report(data, self.spin_ns)
+            if got <= 0:
+                if got == 0:  # it computes longer than a spin: stop spinning for a while
+                    self.spin_misses += 1
+                    self._backoff = self._next_backoff
+                    self._next_backoff = min(2 * self._next_backoff, self.BACKOFF_MAX)
+                return
+            self.spun += 1
+            self._next_backoff = 1
+            if bridge.notified():
+                return  # a task takes it from here
 
     def hand_back(self, data: Any, command: int) -> None:
         """Give ``data``'s page back with ``command``; within a pass its wake waits for the pass's end."""
+        spin = self._spin_limit if self._chatty else 0
         if self._deferring:
-            lib.aioumm_hand_back_later(data, command)
+            lib.aioumm_hand_back_later(data, command, spin)
             self._pending.append(data)
             return
-        res = lib.aioumm_hand_back(data, command)
+        res = lib.aioumm_hand_back(data, command, spin)
         if res < 0:
             raise OSError(-res, os.strerror(-res), "futex(FUTEX_WAKE)")
+
+    def _end_deferral(self) -> None:
+        self._deferring = False
+        self.wake_pending()
 
     def wake_pending(self) -> None:
         """The FUTEX_WAKEs of the pages handed back in the pass so far."""

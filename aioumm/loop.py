@@ -120,6 +120,10 @@ class Controller:
     CPUs can cost ten times one within a CPU.  Anything else the thread
     starts meanwhile inherits the pinned mask, so it is off by default;
     ``aioumm run`` turns it on.
+
+    ``spin_ns`` bounds how long either side of a handoff may spin before it
+    sleeps, when the stub and the loop's thread run on different CPUs
+    (``aioumm.futex_bridge``, "Spinning"); 0 turns spinning off.
     """
 
     def __init__(
@@ -129,12 +133,14 @@ class Controller:
         handler_timeout: float = 5.0,
         batch_wakes: bool = True,
         placement: bool | Placement = False,
+        spin_ns: int = 30_000,
     ) -> None:
         self.spawn_timeout = spawn_timeout
         self._placement_wanted = placement
         #: The adaptive placement while open (None: off, or not possible on this machine).
         self.placement: Placement | None = None
         self.batch_wakes = batch_wakes
+        self.spin_ns = spin_ns
         self._notifications: Notifications | None = None
         self.handler_timeout = handler_timeout
         self.stats = Stats()
@@ -175,7 +181,7 @@ class Controller:
 
     async def __aenter__(self) -> Controller:
         self._loop = asyncio.get_running_loop()
-        self._notifications = Notifications(self._loop, batch_wakes=self.batch_wakes)
+        self._notifications = Notifications(self._loop, batch_wakes=self.batch_wakes, spin_ns=self.spin_ns)
         _raise_fd_limit()
         wanted = self._placement_wanted
         if wanted is not False:

@@ -25,7 +25,7 @@
 /* STUB_ABI_C_ONLY_END */
 
 /* Bumped whenever anything below changes shape or meaning. */
-#define STUB_ABI_VERSION 2
+#define STUB_ABI_VERSION 3
 #define STUB_INIT_MAGIC 0x756d6d69
 #define STUB_CODE_MAGIC 0x65646f63
 
@@ -77,6 +77,14 @@
 /* Bits of stub_init.flags. */
 #define STUB_INIT_FSGSBASE 1
 #define STUB_INIT_SEAL 2
+
+/*
+ * Spinning before sleeping (see hand_over_and_wait in stub_code.c): the
+ * stub spins at most this many `pause`s, whatever stub_data.spin_limit says.
+ * stub_data.spun holds STUB_SPUN_SLEPT when the stub slept instead.
+ */
+#define STUB_SPIN_MAX 65536
+#define STUB_SPUN_SLEPT 4294967295
 
 /* Who owns the data page.  Only the owner writes it. */
 enum stub_handoff {
@@ -285,7 +293,21 @@ struct stub_data {
 	uint32_t fatal_line;
 	uint32_t _pad1;
 
-	uint8_t _reserved[160];
+	/*
+	 * Spinning, written by the controller with each hand-back: how many
+	 * `pause`s the stub may spin on the word after its next hand-over
+	 * before it sleeps (0: sleep at once), and the CPU the controller ran
+	 * on then (the stub never spins on that CPU: it would only keep the
+	 * controller from answering).
+	 */
+	uint32_t spin_limit;
+	uint32_t controller_cpu;
+	/* Written by the stub with each hand-over: the CPU its handler runs on, and how
+	 * many `pause`s its previous wait took (STUB_SPUN_SLEPT: it slept). */
+	uint32_t report_cpu;
+	uint32_t spun;
+
+	uint8_t _reserved[144];
 	struct stub_record records[256];
 };
 

@@ -312,6 +312,15 @@ static void restore_arch_state(struct stub_data *d)
 		FATAL(STUB_EXIT_HANDLER_FSBASE);
 }
 
+/* The CPU this runs on: Linux keeps it in the low 12 bits of TSC_AUX, which rdtscp reads. */
+static inline uint32_t current_cpu(void)
+{
+	uint32_t lo, hi, aux;
+
+	__asm__ volatile("rdtscp" : "=a"(lo), "=d"(hi), "=c"(aux));
+	return aux & 0xfff;
+}
+
 /*
  * Hand the page to the controller and wait until it is handed back.
  * The release store publishes the report before the controller can see the
@@ -319,20 +328,42 @@ static void restore_arch_state(struct stub_data *d)
  * by it always reads CONTROLLER (see futex_bridge.py for the whole argument).
  * FUTEX_WAIT re-checks the word in the kernel, so a hand-back that lands
  * before we sleep is never lost: the wait returns EAGAIN at once.
+ *
+ * Before sleeping the stub may spin on the word, as the controller asked
+ * with its last hand-back: an answer that comes within the spin costs no
+ * sleep and no wake-up, which across CPUs of a virtual machine is most of a
+ * round trip.  Never on the controller's own CPU (spinning there would only
+ * delay the answer), and never longer than STUB_SPIN_MAX pauses, whatever
+ * the page says: a guest that rewrites the limit wastes only its own time.
  */
 static void hand_over_and_wait(struct stub_data *d)
 {
+	/* The controller's fields are read while the page is still ours. */
+	uint32_t limit = d->spin_limit, cpu = current_cpu();
 	long res;
 
+	if (cpu == d->controller_cpu)
+		limit = 0;
+	else if (limit > STUB_SPIN_MAX)
+		limit = STUB_SPIN_MAX;
+	d->report_cpu = cpu;
 	__atomic_store_n(&d->handoff, STUB_HANDOFF_CONTROLLER, __ATOMIC_RELEASE);
 	res = site_notify();
 	if (res != sizeof(uint64_t))
 		FATAL(STUB_EXIT_HANDLER_NOTIFY);
+	for (uint32_t i = 0; i < limit; i++) {
+		if (__atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE) == STUB_HANDOFF_CHILD) {
+			d->spun = i;
+			return;
+		}
+		__builtin_ia32_pause();
+	}
 	while (__atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE) != STUB_HANDOFF_CHILD) {
 		res = site_futex_wait(&d->handoff, STUB_HANDOFF_CONTROLLER);
 		if (res < 0 && res != -EAGAIN && res != -EINTR)
 			FATAL(STUB_EXIT_HANDLER_WAIT);
 	}
+	d->spun = STUB_SPUN_SLEPT;
 }
 
 void stub_handler(int sig, struct stub_siginfo *info, struct stub_ucontext *uc)

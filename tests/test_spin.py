@@ -1,0 +1,137 @@
+"""Spinning on both sides of the handoff: used across CPUs only, bounded, and never changes an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+from guestcode import Guest
+from test_soak import ASKER
+
+from aioumm.abi import ffi, lib
+from aioumm.loop import Controller
+from aioumm.stub import Stub
+
+ROUNDS = 2000
+
+pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to place the sides apart")
+
+
+@pytest.fixture
+def cpus() -> Iterator[list[int]]:
+    """Two CPUs of this process; its mask is given back afterwards."""
+    mask = os.sched_getaffinity(0)
+    yield sorted(mask)[:2]
+    os.sched_setaffinity(0, mask)
+
+
+async def converse(stub: Stub, rounds: int) -> list[int]:
+    """``rounds`` checked answers from the notification's callback; the stub's ``spun`` after each."""
+    regs = stub.regs
+    data = ffi.cast("struct stub_data *", stub._base)
+    asked = 0
+    spun: list[int] = []
+
+    def answer(report: object) -> bool:
+        nonlocal asked
+        assert regs.rdi == asked  # the guest's counter: no report lost or repeated
+        spun.append(data.spun)
+        if asked == rounds:
+            return False
+        regs.rax = 3 * asked + 1
+        asked += 1
+        return True
+
+    report = await stub.resume()
+    assert report.syscall == 500
+    answer(report)
+    await stub.resume(answer)
+    assert asked == rounds
+    return spun
+
+
+@pytest.mark.asyncio
+async def test_apart_both_sides_spin_and_every_answer_is_right(cpus: list[int]) -> None:
+    async with Controller(spin_ns=200_000) as ctl:
+        stub = await ctl.spawn()
+        g = Guest(stub, ASKER)
+        os.sched_setaffinity(0, {cpus[0]})
+        os.sched_setaffinity(stub.pid, {cpus[1]})
+        spun = await converse(stub, ROUNDS)
+        g.close()
+        # Most reports were taken by the controller's spin, and the stub saw most answers spinning.
+        assert ctl.notifications.spun > ROUNDS // 2
+        assert sum(s != lib.STUB_SPUN_SLEPT for s in spun) > ROUNDS // 2
+        assert all(s == lib.STUB_SPUN_SLEPT or s <= lib.STUB_SPIN_MAX for s in spun)
+
+
+@pytest.mark.asyncio
+async def test_on_one_cpu_neither_side_spins(cpus: list[int]) -> None:
+    async with Controller(spin_ns=200_000) as ctl:
+        stub = await ctl.spawn()
+        g = Guest(stub, ASKER)
+        os.sched_setaffinity(0, {cpus[0]})
+        os.sched_setaffinity(stub.pid, {cpus[0]})
+        spun = await converse(stub, ROUNDS)
+        g.close()
+        wakes = ctl.notifications
+        assert wakes.spun == 0 and wakes.spin_misses == 0  # never waited for a stub that could not run
+        assert spun[1:] == [lib.STUB_SPUN_SLEPT] * ROUNDS  # it slept at every hand-over
+
+
+@pytest.mark.asyncio
+async def test_spin_ns_0_turns_spinning_off(cpus: list[int]) -> None:
+    async with Controller(spin_ns=0) as ctl:
+        stub = await ctl.spawn()
+        g = Guest(stub, ASKER)
+        os.sched_setaffinity(0, {cpus[0]})
+        os.sched_setaffinity(stub.pid, {cpus[1]})
+        spun = await converse(stub, 200)
+        g.close()
+        assert ctl.notifications.spun == 0
+        assert spun[1:] == [lib.STUB_SPUN_SLEPT] * 200
+
+
+@pytest.mark.asyncio
+async def test_a_guest_that_rewrites_the_spin_fields_only_spins_within_the_bound(cpus: list[int]) -> None:
+    """The spin fields are in the page the guest can write: the stub clamps the limit itself.
+
+    Before each syscall the guest sets spin_limit to 2^32-1 and controller_cpu to a CPU that
+    does not exist; each answer comes 20 ms late, far beyond STUB_SPIN_MAX pauses: the stub
+    must have given up spinning and slept every time, and the answers still pass its check.
+    """
+    async with Controller(spin_ns=200_000) as ctl:
+        stub = await ctl.spawn()
+        spin_limit = lib.STUB_DATA_ADDR + ffi.offsetof("struct stub_data", "spin_limit")
+        g = Guest(
+            stub,
+            f"""
+            xor %r12d, %r12d
+            mov ${spin_limit:#x}, %r13
+        1:  movl $0xffffffff, (%r13)
+            movl $0xfff, 4(%r13)
+            mov $500, %eax
+            mov %r12, %rdi
+            syscall
+            lea 1(%r12,%r12,2), %rbx
+            cmp %rbx, %rax
+            jne 2f
+            inc %r12
+            jmp 1b
+        2:  ud2
+            """,
+        )
+        os.sched_setaffinity(0, {cpus[0]})
+        os.sched_setaffinity(stub.pid, {cpus[1]})
+        data = ffi.cast("struct stub_data *", stub._base)
+        regs = stub.regs
+        for i in range(6):
+            report = await stub.resume()
+            assert report.syscall == 500 and regs.rdi == i
+            if i:
+                assert data.spun == lib.STUB_SPUN_SLEPT
+            regs.rax = 3 * i + 1
+            await asyncio.sleep(0.02)
+        g.close()
