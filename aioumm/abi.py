@@ -7,12 +7,18 @@ against the header, so sizes, offsets and constants are the C compiler's.
 from __future__ import annotations
 
 import enum
-from pathlib import Path
+import os
+from typing import TYPE_CHECKING
 
 from aioumm._native import ffi, lib
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = [
     "BATCH_CAPACITY",
+    "BOOTSTRAP_FILE",
+    "CODE_IMAGE_FILE",
     "MAX_FDS",
     "PAGE_SIZE",
     "STUB_END",
@@ -135,14 +141,24 @@ _EXPLANATIONS = {
     StubExit.HANDLER_FSBASE: "the handler could not save or restore the FS/GS base (a non-canonical base?)",
 }
 
-_BIN = Path(__file__).resolve().parent / "_bin"
+# Plain strings for the stub's own use: pathlib costs every `aioumm run` a few milliseconds
+# of imports, and only the doctor and callers wanting a Path need one.
+_BIN = os.path.join(os.path.dirname(os.path.realpath(__file__)), "_bin")
+#: The stub bootstrap executable built with the package, as a string.
+BOOTSTRAP_FILE = os.path.join(_BIN, "aioumm-stub")
+#: The flat stub code image built with the package, as a string.
+CODE_IMAGE_FILE = os.path.join(_BIN, "stub_code.bin")
 
 
 def bootstrap_path() -> Path:
     """The stub bootstrap executable built with the package."""
-    return _BIN / "aioumm-stub"
+    import pathlib
+
+    return pathlib.Path(BOOTSTRAP_FILE)
 
 
 def code_image_path() -> Path:
     """The flat stub code image built with the package."""
-    return _BIN / "stub_code.bin"
+    import pathlib
+
+    return pathlib.Path(CODE_IMAGE_FILE)

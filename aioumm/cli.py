@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import sys
@@ -39,6 +40,34 @@ def launch_status(exc: AioummError) -> int:
     return CANNOT_EXECUTE
 
 
+def _terminal_width() -> int:
+    """The terminal's width as ``shutil.get_terminal_size()`` gives it: ``$COLUMNS``, the tty's, or 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own help layout, sized without importing shutil.
+
+    argparse makes a formatter for every argument added, and its default one asks
+    shutil for the width: that import (with the compression modules it pulls in)
+    would cost every ``aioumm run`` more than parsing its arguments does.
+    """
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _terminal_width() - 2 if width is None else width)
+
+
 # ----------------------------------------------------------------------- commands
 
 
@@ -64,6 +93,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 return USAGE
         elif args.strace:
             trace = sys.stderr
+
+        # What is alive now (the modules, their classes and functions) lives until the process
+        # exits. Moved out of the collector's generations, it is no longer walked by every full
+        # collection during the run, nor taken apart cycle by cycle at exit, which took longer
+        # than all of `busybox true`. What the run itself allocates is collected as before.
+        gc.freeze()
 
         async def go() -> int:
             async with Controller(placement=not args.no_placement) as ctl:
@@ -120,12 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``aioumm`` command."""
     parser = argparse.ArgumentParser(
         prog="aioumm",
+        formatter_class=_HelpFormatter,
         description="Drive seccomp-trapped stub processes from one asyncio loop, and run Linux programs in them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
+        formatter_class=_HelpFormatter,
         help="run an x86-64 Linux program (static or dynamic) in a stub, serving its syscalls from Python",
         description="Run PROGRAM in a stub; exit with its status (128+N if signal N killed it).",
     )
@@ -146,16 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     run.set_defaults(func=_cmd_run)
 
-    doctor = sub.add_parser("doctor", help="check the kernel and CPU features aioumm needs")
+    doctor = sub.add_parser(
+        "doctor", formatter_class=_HelpFormatter, help="check the kernel and CPU features aioumm needs"
+    )
     doctor.set_defaults(func=_cmd_doctor)
 
-    demo = sub.add_parser("demo", help="run several programs at once, each in its own stub, on one loop")
+    demo = sub.add_parser(
+        "demo", formatter_class=_HelpFormatter, help="run several programs at once, each in its own stub, on one loop"
+    )
     demo.add_argument("--examples", metavar="DIR", help="C sources of the demo programs (default: examples/)")
     demo.add_argument("--build-dir", metavar="DIR", help="where they are compiled (default: build/examples/)")
     demo.add_argument("--build-only", action="store_true", help="only compile the demo programs")
     demo.set_defaults(func=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="run the benchmarks (arguments go to them)", add_help=False)
+    bench = sub.add_parser(
+        "bench", formatter_class=_HelpFormatter, help="run the benchmarks (arguments go to them)", add_help=False
+    )
     bench.add_argument("args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aioumm.abi import CODE_SIZE, code_image_path, lib
+from aioumm.abi import CODE_IMAGE_FILE, CODE_SIZE, lib
 from aioumm.errors import ControllerClosed
 from aioumm.futex_bridge import Notifications
 from aioumm.placement import Placement
@@ -253,9 +253,10 @@ class Controller:
 
 def _sealed_code_memfd() -> int:
     """The stub code image in a memfd sealed against every change: shared by all stubs."""
-    image = code_image_path().read_bytes()
+    with open(CODE_IMAGE_FILE, "rb") as f:
+        image = f.read()
     if not 0 < len(image) <= CODE_SIZE:
-        raise RuntimeError(f"{code_image_path()}: {len(image)} bytes, expected 1..{CODE_SIZE}: rebuild the stub")
+        raise RuntimeError(f"{CODE_IMAGE_FILE}: {len(image)} bytes, expected 1..{CODE_SIZE}: rebuild the stub")
     fd = os.memfd_create("aioumm-stub-code", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(fd, CODE_SIZE)

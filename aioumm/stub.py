@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aioumm.abi import (
     BATCH_EFDS,
+    BOOTSTRAP_FILE,
     DATA_SIZE,
     PAGE_SIZE,
     STUB_END,
@@ -33,7 +34,6 @@ from aioumm.abi import (
     Command,
     Op,
     StubExit,
-    bootstrap_path,
     ffi,
     lib,
 )
@@ -216,9 +216,9 @@ class Stub:
                 (os.POSIX_SPAWN_DUP2, high(controller.code_fd), lib.STUB_FD_CODE),
                 (os.POSIX_SPAWN_DUP2, high(data_fd), lib.STUB_FD_DATA),
             ]
-            step = f"executing {bootstrap_path()}"
+            step = f"executing {BOOTSTRAP_FILE}"
             pid = os.posix_spawn(
-                str(bootstrap_path()),
+                BOOTSTRAP_FILE,
                 ["aioumm-stub"],
                 {},
                 file_actions=actions,

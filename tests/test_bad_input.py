@@ -195,7 +195,7 @@ async def test_a_spawn_pending_when_the_controller_closes_does_not_outlive_it() 
 async def test_spawn_failures_are_spawn_errors_and_leak_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     from aioumm import stub as stub_module
 
-    monkeypatch.setattr(stub_module, "bootstrap_path", lambda: abi.code_image_path().parent / "no-such-stub")
+    monkeypatch.setattr(stub_module, "BOOTSTRAP_FILE", str(abi.code_image_path().parent / "no-such-stub"))
     async with Controller() as ctl:
         with pytest.raises(SpawnError, match=r"cannot start a stub: executing .*no-such-stub failed: .*ENOENT"):
             await ctl.spawn()

@@ -173,6 +173,22 @@ def test_run_strace_file(examples: dict[str, Path], tmp_path: Path) -> None:
     assert lines[-1] == "+++ exited with 0 +++"
 
 
+def test_run_imports_only_what_the_program_uses() -> None:
+    # Every module imported at start-up is paid for by every run: the other commands, SysV IPC
+    # and sockets (imported at a guest's first call of theirs), pathlib and shutil are not.
+    script = "import sys\nfrom aioumm import cli\nstatus = cli.main(['run', '--', '/bin/busybox', 'true'])\n"
+    script += "print(' '.join(sorted(sys.modules)))\nraise SystemExit(status)\n"
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
+    assert (res.returncode, res.stderr) == (0, "")
+    loaded = set(res.stdout.split())
+    assert "aioumm.guest.syscalls" in loaded
+    unused = {"aioumm.bench", "aioumm.demo", "aioumm.doctor", "pathlib", "shutil"}
+    unused |= {f"aioumm.guest.{m}" for m in ("ipc", "syscalls_ipc", "sockets", "syscalls_net")}
+    assert loaded & unused == set()
+
+
 # ------------------------------------------------------------------ other commands
 
 

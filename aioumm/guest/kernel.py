@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .futex import FutexTable
-from .ipc import IpcNamespace
 from .signals import SI_KERNEL, SIG_IGN, SigInfo
 
 if TYPE_CHECKING:
+    from .ipc import IpcNamespace
     from .process import GuestProcess, StubLike
 
 __all__ = ["FIRST_PID", "OUTER_GROUP", "ChildInfo", "ProcessTable", "Spawner"]
@@ -124,8 +124,24 @@ class ProcessTable:
         self.cpus: frozenset[int] = cpus if isinstance(cpus, frozenset) else frozenset(os.sched_getaffinity(0))
         #: Set to stop :meth:`wait_all` early (the runner was told to end the run).
         self._ending: asyncio.Event | None = None
-        #: The run's System V IPC objects (not the host's); they go with the run.
-        self.ipc = IpcNamespace()
+        self._ipc: IpcNamespace | None = None
+
+    @property
+    def ipc(self) -> IpcNamespace:
+        """The run's System V IPC objects (not the host's); they go with the run.
+
+        Made, and their module imported, when a guest first asks for one: few programs do.
+        """
+        if self._ipc is None:
+            from .ipc import IpcNamespace
+
+            self._ipc = IpcNamespace()
+        return self._ipc
+
+    def ipc_exit(self, pid: int) -> None:
+        """Undo the ``SEM_UNDO`` adjustments of process ``pid``, if any guest used IPC at all."""
+        if self._ipc is not None:
+            self._ipc.exit(pid)
 
     def tasks(self) -> int:
         """Threads of every live process plus the processes (zombies count as one task)."""
@@ -322,4 +338,5 @@ class ProcessTable:
         for p in procs:
             await p.abandon()  # any that never got to run
         self.procs.clear()
-        self.ipc.close()
+        if self._ipc is not None:
+            self._ipc.close()

@@ -797,7 +797,7 @@ class GuestProcess:
     def close_process(self) -> None:
         """Release what the process's threads share (its last thread is over)."""
         self._closed = True
-        self.kernel.ipc.exit(self.pid)  # its SEM_UNDO adjustments
+        self.kernel.ipc_exit(self.pid)  # its SEM_UNDO adjustments
         self.fds.close_all()
         self.vfs.close()
 

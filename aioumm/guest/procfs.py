@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING
 
 from .errors import SyscallError
 from .files import DT_DIR, DT_LNK, DT_REG, Loc, OpenFile, _DirEntry, _mode_dtype
-from .ipc import MsgQueue, SemSet, ShmSegment
 from .memory import PROT_EXEC, PROT_READ, PROT_WRITE, FileBacking
 from .signals import SIG_DFL, SIG_IGN, sigbit
 
@@ -321,6 +320,8 @@ _SYSVIPC = {
 
 def _sysvipc(p: GuestProcess, kind: str) -> bytes:
     """``/proc/sysvipc/{shm,sem,msg}`` of the run's namespace, in Linux's format (index order)."""
+    from .ipc import MsgQueue, SemSet, ShmSegment  # imported when first needed, as by the kernel
+
     ns = p.kernel.ipc
     ids = {"shm": ns.shm, "sem": ns.sem, "msg": ns.msg}[kind]
     lines = [_SYSVIPC[kind]]

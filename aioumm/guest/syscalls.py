@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import importlib
 import os
 import select
 import stat
@@ -79,6 +80,26 @@ def syscall(*names: str) -> Callable[[F], F]:
         return fn
 
     return register
+
+
+def on_first_call(module: str, *names: str) -> None:
+    """Have the first call of any of ``names`` import the handler module ``module`` and go to its handler.
+
+    Importing the module registers its own handlers in place of these ones, for every later call.
+    """
+
+    def register(nr: int) -> None:
+        def load(p: GuestProcess, *args: int) -> int | Awaitable[int]:
+            importlib.import_module(module, __package__)
+            handler = HANDLERS[nr]
+            if handler is load:
+                raise RuntimeError(f"{module} does not serve syscall {nr}")
+            return handler(p, *args)
+
+        HANDLERS[nr] = load
+
+    for name in names:
+        register(NUMBERS[name])
 
 
 def s32(v: int) -> int:
@@ -1690,4 +1711,18 @@ def sys_pselect6(p: GuestProcess, nfds: int, r: int, w: int, e: int, tsp: int, s
 
 
 # The process calls (fork, execve, wait4, kill...) live in a module of their own.
-from . import syscalls_fs, syscalls_ipc, syscalls_net, syscalls_proc, syscalls_sig  # noqa: E402, F401
+from . import syscalls_fs, syscalls_proc, syscalls_sig  # noqa: E402, F401
+
+# System V IPC and sockets serve few programs: their handlers (and the layers under them) are
+# imported when a guest first makes one of their calls, not by every run's start-up.
+on_first_call(
+    ".syscalls_ipc",
+    *("shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl"),
+    *("msgget", "msgsnd", "msgrcv", "msgctl"),
+)
+on_first_call(
+    ".syscalls_net",
+    *("socket", "socketpair", "bind", "listen", "connect", "accept", "accept4", "shutdown"),
+    *("getsockname", "getpeername", "setsockopt", "getsockopt", "sendto", "recvfrom"),
+    *("sendmsg", "recvmsg", "sendmmsg", "recvmmsg"),
+)

@@ -1,7 +1,7 @@
 """The System V IPC calls: ``shm*``, ``sem*`` and ``msg*``, served from the run's
 :class:`~aioumm.guest.ipc.IpcNamespace`.
 
-Registered with the rest of the handlers (:mod:`.syscalls` imports this module).
+Imported, and so registered, when a guest first makes one of these calls (see :mod:`.syscalls`).
 The arguments are checked in the order Linux checks them, so a hostile guest gets
 the errno a native run would get.  ``semop``, ``msgsnd`` and ``msgrcv`` that have
 to wait return a coroutine: the guest's stub stays stopped while it sleeps on the

@@ -1,6 +1,6 @@
 """The socket calls: ``socket``, ``bind``, ``connect``, ``accept``, ``sendmsg``...
 
-Registered with the rest of the handlers (:mod:`.syscalls` imports this module);
+Imported, and so registered, when a guest first makes one of these calls (see :mod:`.syscalls`);
 the socket layer itself (host sockets, names, waits, descriptor passing) is
 :mod:`.sockets`.  Every guest pointer and length is checked as Linux checks it:
 an address longer than ``sockaddr_storage`` or negative is ``EINVAL``, memory

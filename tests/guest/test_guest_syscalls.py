@@ -538,3 +538,15 @@ async def test_socket_calls_on_other_descriptors_are_enotsock(g: Guest) -> None:
     assert await g.call("getsockname", fd, g.buf, g.buf + 64) == 0
     assert struct.unpack("<i", g.mm.read(g.buf + 64, 4))[0] == 2  # unnamed: the family alone
     assert await g.call("close", fd) == 0
+
+
+def test_handlers_imported_on_first_call_replace_every_placeholder() -> None:
+    from aioumm.guest import syscalls_ipc, syscalls_net  # noqa: F401  (what a first call imports)
+    from aioumm.guest.process import HANDLERS
+
+    left = [
+        nr
+        for nr, handler in HANDLERS.items()
+        if handler.__qualname__.endswith("on_first_call.<locals>.register.<locals>.load")
+    ]
+    assert left == []
