@@ -103,8 +103,8 @@ nobody sleeping, so both sides may spin for up to ``spin_ns`` before they do:
   clamped by the stub to ``STUB_SPIN_MAX`` whatever the page says), unless it
   runs on the CPU the controller ran on then (``controller_cpu``): there it
   would only keep the controller from answering;
-* the controller, after a pass that saw that one stub alone and answered it
-  straight from the pass (no task waits to run), spins on its word until its
+* the controller, after a pass that answered that stub straight from the
+  pass (no task waits to run), spins on its word until its
   next report (``aioumm_spin_for_report``), unless the stub last reported from
   the controller's own CPU.  A report taken so is answered at once, as if its
   eventfd had been seen; the eventfd write that follows is a spare
@@ -112,9 +112,10 @@ nobody sleeping, so both sides may spin for up to ``spin_ns`` before they do:
   reports are taken this way before the loop runs again, so timers and other
   descriptors wait at most that long.
 
-Spinning is adaptive and off when it cannot pay: the stub is given a limit
-only after a pass that saw one stub alone (with many stubs ready the
-controller is busy and the stubs must not hold the other CPUs); a controller
+Spinning is adaptive and off when it cannot pay: spinning happens only while one
+stub alone runs (``running``: handed back and not handed over since), as
+with many running the controller is busy and a spinning stub would hold a
+CPU the others need; a controller
 spin that runs out of time (a stub that computes, or waits for something
 else) stops the controller's spinning for 1, 2, 4... up to ``BACKOFF_MAX``
 passes.  ``spin_ns=0`` turns it off on both sides.  None of it changes the
@@ -175,7 +176,6 @@ class Notifications:
     __slots__ = (
         "_backoff",
         "_bridges",
-        "_chatty",
         "_deferring",
         "_epoll",
         "_loop",
@@ -185,6 +185,7 @@ class Notifications:
         "batch_wakes",
         "deferred",
         "passes",
+        "running",
         "spin_misses",
         "spin_ns",
         "spun",
@@ -202,7 +203,7 @@ class Notifications:
         self.spin_ns = spin_ns
         # The stub spins in pauses: the same time, counted as it counts.
         self._spin_limit = min(round(spin_ns / _pause_ns()), lib.STUB_SPIN_MAX) if spin_ns else 0
-        self._chatty = False  # the last pass saw one stub alone: a ping-pong, where spinning pays
+        self.running = 0  # stubs handed back and not handed over again: one alone is a ping-pong
         self._backoff = 0  # passes left without spinning
         self._next_backoff = 1
         self.deferred = 0  # hand-backs whose wake waited for a later answer of their pass
@@ -228,7 +229,6 @@ class Notifications:
         ready = self._epoll.poll(0, self.PASS)
         self.passes += 1
         bridges = self._bridges
-        self._chatty = len(ready) == 1
         woken = 0
         bridge = None
         self._deferring = self.batch_wakes
@@ -237,7 +237,7 @@ class Notifications:
                 bridge = bridges.get(fd)  # None: a stub released by an earlier answer of this pass
                 if bridge is not None and bridge.notified():
                     woken += 1
-            if bridge is not None and not woken and self._chatty and self._spin_limit:
+            if bridge is not None and not woken and self.running == 1 and self._spin_limit:
                 self._chain(bridge)
         finally:
             if woken > 1 and self.batch_wakes:
@@ -268,9 +268,13 @@ class Notifications:
             if bridge.notified():
                 return  # a task takes it from here
 
-    def hand_back(self, data: Any, command: int) -> None:
-        """Give ``data``'s page back with ``command``; within a pass its wake waits for the pass's end."""
-        spin = self._spin_limit if self._chatty else 0
+    def hand_back(self, bridge: HandoffBridge, command: int) -> None:
+        """Give ``bridge``'s page back with ``command``; within a pass its wake waits for the pass's end."""
+        if not bridge._running:
+            bridge._running = True
+            self.running += 1
+        data = bridge._data
+        spin = self._spin_limit if self.running == 1 else 0
         if self._deferring:
             lib.aioumm_hand_back_later(data, command, spin)
             self._pending.append(data)
@@ -309,7 +313,7 @@ class HandoffBridge:
     the stub: one registration at start, not one per round trip.
     """
 
-    __slots__ = ("_data", "_eventfd", "_loop", "_notifications", "_waiter", "offer")
+    __slots__ = ("_data", "_eventfd", "_loop", "_notifications", "_running", "_waiter", "offer")
 
     def __init__(self, notifications: Notifications, data: Any, eventfd: int) -> None:
         self._loop = notifications._loop
@@ -317,6 +321,7 @@ class HandoffBridge:
         self._data = data
         self._eventfd = eventfd
         self._waiter: asyncio.Future[bool] | None = None
+        self._running = False  # handed back, not handed over since (counted in notifications.running)
         # Called (if set) when the page is handed over while a wait is pending, before the
         # waiter is woken: True means it answered the stub itself and the wait goes on.
         self.offer: Callable[[], bool] | None = None
@@ -330,14 +335,22 @@ class HandoffBridge:
 
     def notified(self) -> bool:
         """The stub wrote its eventfd (called by the pass that saw it); True if it woke the waiting task."""
+        if lib.aioumm_load_handoff(self._data) != _CONTROLLER:
+            return False  # a spare notification: the report it announced was taken already
+        self._stopped()
         waiter = self._waiter
-        if waiter is not None and not waiter.done() and lib.aioumm_load_handoff(self._data) == _CONTROLLER:
+        if waiter is not None and not waiter.done():
             offer = self.offer
             if offer is not None and offer():
                 return False
             waiter.set_result(True)
             return True
         return False
+
+    def _stopped(self) -> None:
+        if self._running:
+            self._running = False
+            self._notifications.running -= 1
 
     @staticmethod
     def _expire(waiter: asyncio.Future[bool]) -> None:
@@ -393,7 +406,7 @@ class HandoffBridge:
 
     def hand_back(self, command: int) -> None:
         """Give the page back with ``command`` (release store, then FUTEX_WAKE, maybe at the pass's end)."""
-        self._notifications.hand_back(self._data, command)
+        self._notifications.hand_back(self, command)
 
     def kick(self) -> None:
         """Wake the stub again (a stuck-wait guard).
@@ -406,6 +419,7 @@ class HandoffBridge:
     def close(self) -> None:
         """Stop watching and close the eventfd; safe to call twice."""
         if self._eventfd >= 0:
+            self._stopped()
             self._notifications.unwatch(self._eventfd)
             os.close(self._eventfd)
             self._eventfd = -1
