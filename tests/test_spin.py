@@ -11,6 +11,7 @@ from guestcode import Guest
 from test_soak import ASKER
 
 from aioumm.abi import ffi, lib
+from aioumm.errors import StubDied
 from aioumm.loop import Controller
 from aioumm.stub import Stub
 
@@ -135,3 +136,28 @@ async def test_a_guest_that_rewrites_the_spin_fields_only_spins_within_the_bound
             regs.rax = 3 * i + 1
             await asyncio.sleep(0.02)
         g.close()
+
+
+@pytest.mark.asyncio
+async def test_running_counts_the_stubs_handed_back_and_not_handed_over_since() -> None:
+    """What decides whether anyone spins: three computing stubs count, stopped and dead ones do not."""
+    async with Controller() as ctl:
+        stubs = [await ctl.spawn() for _ in range(4)]
+        guests = [Guest(s, "1: jmp 1b") for s in stubs[:3]] + [Guest(stubs[3], "mov $39, %eax\nsyscall\nud2")]
+        for s in stubs:
+            await s.flush()
+        assert ctl.notifications.running == 0
+        tasks = [asyncio.ensure_future(s.resume()) for s in stubs]
+        await tasks[3]  # the fourth reports its getpid and stops again
+        assert ctl.notifications.running == 3
+        stubs[0].kill()
+        with pytest.raises(StubDied):
+            await tasks[0]
+        await stubs[0].wait_exit()
+        assert ctl.notifications.running == 2
+        for s, t in zip(stubs[1:3], tasks[1:3], strict=True):
+            s.interrupt()
+            assert (await t).signal == 14  # SIGALRM: stopped
+        assert ctl.notifications.running == 0
+        for g in guests:
+            g.close()
