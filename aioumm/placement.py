@@ -5,8 +5,12 @@ hand-back wakes the stub.  When both sides share a CPU each wake-up is a
 context switch on that CPU (a few microseconds).  When they sit on different
 CPUs, each one is a wake-up of an idle CPU, which on a virtual machine costs
 tens of microseconds (measured on a 2-vCPU virtual machine: one stub
-answered in 6.4 us with both sides on one CPU, 77 us apart; see
-``benchmarks/README.md``).  Leaving it to the scheduler puts the two sides
+answered in 6.4 us with both sides on one CPU, 77 us apart without
+spinning; see ``benchmarks/README.md``).  Spinning (``futex_bridge.py``)
+takes both wake-ups away from a lone stub's ping-pong across CPUs, but
+a stub that computes for longer than a spin between its syscalls pays them
+again; on one CPU they stay cheap whatever the stub does, so this placement
+keeps chatty stubs there.  Leaving it to the scheduler puts the two sides
 wherever they last ran, usually apart.
 
 But a stub that computes for long stretches between reports should run on

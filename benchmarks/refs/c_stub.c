@@ -39,7 +39,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#define EXTRA_USAGE "[--mode roundtrip|flush] [--bin-dir DIR]"
+#define EXTRA_USAGE "[--mode roundtrip|flush] [--bin-dir DIR] [--spin NS]"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -78,7 +78,37 @@ struct stub {
 	int pidfd, sock, evfd, epfd;
 	struct stub_data *d;	/* the controller's mapping of the data page */
 	unsigned char *base;
+	/* Spinning as aioumm's controller does it (futex_bridge.py, "Spinning"); 0: off. */
+	uint64_t spin_ns;
+	uint32_t spin_pauses;
 };
+
+/* The CPU this runs on, as the stub reads it (the low 12 bits of TSC_AUX). */
+static uint32_t current_cpu(void)
+{
+	uint32_t lo, hi, aux;
+
+	__asm__ volatile("rdtscp" : "=a"(lo), "=d"(hi), "=c"(aux));
+	return aux & 0xfff;
+}
+
+/* Spin up to spin_ns for the hand-over, unless the stub last ran on this CPU: 1 if it came. */
+static int spin_for_handover(struct stub *s)
+{
+	uint64_t deadline;
+
+	if (!s->spin_ns || __atomic_load_n(&s->d->report_cpu, __ATOMIC_RELAXED) == current_cpu())
+		return 0;
+	deadline = now_ns() + s->spin_ns;
+	do {
+		for (int i = 0; i < 32; i++) {
+			if (__atomic_load_n(&s->d->handoff, __ATOMIC_ACQUIRE) == STUB_HANDOFF_CONTROLLER)
+				return 1;
+			__builtin_ia32_pause();
+		}
+	} while (now_ns() < deadline);
+	return 0;
+}
 
 static int sealed_memfd(const char *name, const void *data, size_t len, size_t size,
 			unsigned int seals)
@@ -230,8 +260,21 @@ static void __attribute__((noreturn)) stub_died(struct stub *s)
  * eventfd becomes readable, it is read (reset) before the word is looked at,
  * and only an acquire load that finds CONTROLLER counts.
  */
+/* What one `pause` costs here, in ns. */
+static double pause_ns(void)
+{
+	uint64_t t0 = now_ns();
+
+	for (int i = 0; i < 4096; i++)
+		__builtin_ia32_pause();
+	return (double)(now_ns() - t0) / 4096 + 1e-3;
+}
+
 static void wait_handover(struct stub *s)
 {
+	/* A hand-over taken by spinning leaves its eventfd write behind: the next wait reads it. */
+	if (spin_for_handover(s))
+		return;
 	for (;;) {
 		struct epoll_event ev[2];
 		uint64_t count;
@@ -258,6 +301,8 @@ static void wait_handover(struct stub *s)
 static void hand_back(struct stub *s, uint32_t command)
 {
 	s->d->command = command;
+	s->d->spin_limit = s->spin_pauses;
+	s->d->controller_cpu = current_cpu();
 	__atomic_store_n(&s->d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_RELEASE);
 	if (syscall(SYS_futex, &s->d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
 		die_errno("FUTEX_WAKE");
@@ -442,6 +487,7 @@ int main(int argc, char **argv)
 	struct opts o = { .n = 100000, .same_core = 0 };
 	char bin_dir[PATH_MAX] = "";
 	int flush_mode = 0, n_set = 0;
+	uint64_t spin_ns = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-n") == 0)
@@ -455,6 +501,10 @@ int main(int argc, char **argv)
 				flush_mode = 1;
 			else if (strcmp(v, "roundtrip") != 0)
 				usage(EXTRA_USAGE);
+			continue;
+		}
+		if (strcmp(argv[i], "--spin") == 0 && i + 1 < argc) {
+			spin_ns = strtoull(argv[++i], NULL, 10);
 			continue;
 		}
 		if (strcmp(argv[i], "--bin-dir") == 0 && i + 1 < argc) {
@@ -476,6 +526,10 @@ int main(int argc, char **argv)
 	struct stub s;
 
 	spawn(&s, bin_dir, code_fd, code_size, flags);
+	s.spin_ns = spin_ns;
+	s.spin_pauses = spin_ns ? (uint32_t)(spin_ns / pause_ns() + 1) : 0;
+	if (s.spin_pauses > STUB_SPIN_MAX)
+		s.spin_pauses = STUB_SPIN_MAX;
 	close(code_fd);
 	await_ready(&s);
 
@@ -496,6 +550,6 @@ int main(int argc, char **argv)
 	else
 		print_result("c_stub", &o, &st, wall_s,
 			     "\"mechanism\": \"aioumm stub, eventfd + epoll, FUTEX_WAKE\""
-			     ", \"init_flags\": %u", flags);
+			     ", \"init_flags\": %u, \"spin_ns\": %" PRIu64, flags, spin_ns);
 	return 0;
 }
