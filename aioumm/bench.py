@@ -61,6 +61,8 @@ USAGE = 2
 SECTIONS = ("roundtrip_ns", "throughput_rt_per_s", "flush_ns", "stub_memory_kib", "programs_s")
 REFERENCES = ("aioumm", "c_stub", "c_ptrace", "c_unotify", "python_ptrace", "native", "strace")
 PLACEMENTS = {"same": "same_core", "none": "unpinned"}
+# Many stubs at once are also measured with the controller's CPU left to the controller alone.
+THROUGHPUT_PLACEMENTS = {**PLACEMENTS, "apart": "apart"}
 
 # The guest: the ASKER loop of the tests, assembled once by hand (as in c_stub.c).
 #   xor %r12d,%r12d; 1: mov $500,%eax; mov %r12,%rdi; syscall
@@ -328,9 +330,9 @@ def python_ptrace_problem() -> str:
 
 @contextlib.contextmanager
 def placement(pin: str) -> Iterator[None]:
-    """Pin this process (and so every stub it spawns) to CPU 0, or leave the mask alone."""
+    """Pin this process (and so every stub it spawns) to CPU 0 ("same", "apart"), or leave the mask alone."""
     saved = os.sched_getaffinity(0)
-    if pin == "same":
+    if pin in ("same", "apart"):
         os.sched_setaffinity(0, {0})
     try:
         yield
@@ -495,9 +497,12 @@ async def aioumm_many(settings: Settings, results: Results, progress: Progress) 
                         for stub in fresh:
                             load_guest(stub, fd)
                         stubs += fresh
-                    for pin in PLACEMENTS:
+                    for pin, name in THROUGHPUT_PLACEMENTS.items():
+                        if pin == "apart" and not os.sched_getaffinity(0) - {0}:
+                            results.unavailable("throughput_rt_per_s", "aioumm", (str(k), name), "one CPU only")
+                            continue
                         figure = await throughput(stubs[:k], max(20, settings.rt_total // k), pin)
-                        results.put("throughput_rt_per_s", "aioumm", (str(k), PLACEMENTS[pin]), figure)
+                        results.put("throughput_rt_per_s", "aioumm", (str(k), name), figure)
         finally:
             os.close(fd)
     for k in settings.skipped_counts:
@@ -508,9 +513,11 @@ async def throughput(active: list[Stub], rounds: int, pin: str) -> dict[str, int
     """``rounds`` round trips on each of ``active`` at once: the aggregate rate and the latency each saw.
 
     Placement is changed on the running stubs too (they were spawned in
-    whatever mask this process had then): all on CPU 0, or everywhere.
+    whatever mask this process had then): all on CPU 0, everywhere, or
+    ("apart") everywhere but CPU 0, which the controller has to itself.
     """
-    mask = {0} if pin == "same" else os.sched_getaffinity(0)
+    wide = os.sched_getaffinity(0)
+    mask = {0} if pin == "same" else wide - {0} if pin == "apart" else wide
     with placement(pin):
         for stub in active:
             os.sched_setaffinity(stub.pid, mask)
@@ -843,7 +850,7 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
         met = None if value is None else value <= limit
         out.append((f"round trip <= {limit}x {ref} (each at its best)", value, met))
     tp = "throughput_rt_per_s"
-    for pin in PLACEMENTS.values():
+    for pin in THROUGHPUT_PLACEMENTS.values():
         rate = results.get(tp, "aioumm", "256", pin, "rt_per_s")
         out.append((f">= 250000 rt/s with 256 stubs ({pin})", rate, None if rate is None else rate >= 250000))
         r1024, r16 = (
@@ -860,7 +867,7 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
         tail = p99 / med if med and p99 is not None else None
         out.append((f"round trip ({pin}) p99 <= 10x median", tail, None if tail is None else tail <= 10))
     for k in ("1", "16", "256", "1024"):
-        for pin in PLACEMENTS.values():
+        for pin in THROUGHPUT_PLACEMENTS.values():
             p50, p99 = results.get(tp, "aioumm", k, pin, "p50_ns"), results.get(tp, "aioumm", k, pin, "p99_ns")
             tail = p99 / p50 if p50 and p99 is not None else None
             out.append((f"{k} stubs ({pin}): p99 <= 10x p50", tail, None if tail is None else tail <= 10))
@@ -921,7 +928,7 @@ def plot(pyplot: Any, results: Results, path: str) -> None:
     dist.set_title("aioumm: distribution of round trips")
     dist.legend(fontsize="small")
     node = results.data["throughput_rt_per_s"]["aioumm"]
-    for pin in PLACEMENTS.values():
+    for pin in THROUGHPUT_PLACEMENTS.values():
         counts = sorted(int(k) for k in node if k.isdigit() and isinstance(node[k].get(pin), dict))
         rates = [node[str(k)][pin].get("rt_per_s") for k in counts]
         points = [(k, r) for k, r in zip(counts, rates, strict=True) if isinstance(r, int | float)]
