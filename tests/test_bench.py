@@ -7,9 +7,8 @@ never a speed: speeds depend on the machine.
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
