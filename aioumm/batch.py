@@ -120,7 +120,9 @@ class Batch:
         """
         slot = self._find(fd) if op == Op.MMAP and fd >= 0 else SLOT_ANON
         last = self._last
-        if last is not None and last[0] == op and last[1] + last[2] == addr and slot == last[4]:
+        # A descriptor not in the map yet (slot -1, as SLOT_ANON) merges with nothing.
+        fresh = slot < 0 and fd >= 0 and op == Op.MMAP
+        if last is not None and not fresh and last[0] == op and last[1] + last[2] == addr and slot == last[4]:
             if op == Op.MMAP:
                 # Same slot means the same descriptor *and* file (SLOT_ANON: both anonymous).
                 mergeable = last[3] == prot and last[6] == shared and (fd < 0 or last[5] + last[2] == offset)

@@ -111,6 +111,16 @@ def test_a_reused_descriptor_number_is_another_descriptor(memfds: list[int]) -> 
     b.close()
 
 
+def test_a_file_mapping_never_merges_into_an_anonymous_one(memfds: list[int]) -> None:
+    # A descriptor not in the map yet has no slot; that must not read as "anonymous, like the last".
+    b = Batch()
+    b.add(Op.MMAP, 0x10000, PAGE, 3)
+    b.add(Op.MMAP, 0x11000, PAGE, 3, memfds[0], PAGE)
+    assert len(b) == 2
+    assert (b.record(0).fd, b.record(1).fd, b.record(1).slot, b.record(1).offset) == (-1, memfds[0], 0, PAGE)
+    b.close()
+
+
 def test_batch_holds_its_own_duplicates(memfds: list[int]) -> None:
     fd = os.dup(memfds[0])
     b = Batch()
