@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -356,6 +357,41 @@ static uint32_t aioumm_batch_load(struct stub_data *d, const struct aioumm_batch
 	d->batch_nfds = b->nfds;
 	d->batch_seq = seq;
 	return b->len;
+}
+
+/*
+ * One non-blocking sendmsg of n descriptors as SCM_RIGHTS, the data being
+ * the batch sequence number (fdchannel.py).  MSG_NOSIGNAL: a stub that is
+ * gone makes it fail with EPIPE, never raise SIGPIPE.  Returns 0 or -errno
+ * (-EAGAIN: the socket is full).
+ */
+static int aioumm_send_fds(int sock, const int32_t *fds, uint32_t n, uint32_t seq)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int32_t) * STUB_MAX_FDS)];
+		struct cmsghdr align;
+	} control;
+	struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = control.buf,
+		.msg_controllen = CMSG_SPACE(sizeof(int32_t) * n),
+	};
+	struct cmsghdr *cmsg;
+
+	if (n == 0 || n > STUB_MAX_FDS)
+		return -EINVAL;
+	memset(&control, 0, sizeof(control));
+	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int32_t) * n);
+	memcpy(CMSG_DATA(cmsg), fds, sizeof(int32_t) * n);
+	while (sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
 }
 
 static void *aioumm_map_shared(int fd, size_t length)
