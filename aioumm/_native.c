@@ -360,6 +360,22 @@ static uint32_t aioumm_batch_load(struct stub_data *d, const struct aioumm_batch
 }
 
 /*
+ * Close b's duplicates; the map is empty before the first close, so a second
+ * call closes nothing.  Returns 0, or -errno of the first close that failed.
+ */
+static int aioumm_batch_close(struct aioumm_batch *b)
+{
+	uint32_t n = b->nfds;
+	int res = 0;
+
+	b->nfds = 0;
+	for (uint32_t i = 0; i < n && i < STUB_MAX_FDS; i++)
+		if (close(b->dups[i]) < 0 && res == 0)
+			res = -errno;
+	return res;
+}
+
+/*
  * One non-blocking sendmsg of n descriptors as SCM_RIGHTS, the data being
  * the batch sequence number (fdchannel.py).  MSG_NOSIGNAL: a stub that is
  * gone makes it fail with EPIPE, never raise SIGPIPE.  Returns 0 or -errno

@@ -38,6 +38,7 @@ int aioumm_same_file(int a, int b);
 int aioumm_batch_add(struct aioumm_batch *b, uint32_t op, uint64_t addr, uint64_t length,
                      uint32_t prot, int32_t fd, uint64_t offset, uint32_t flags);
 extern int aioumm_no_dupfd_query;
+int aioumm_batch_close(struct aioumm_batch *b);
 uint32_t aioumm_batch_load(struct stub_data *d, const struct aioumm_batch *b, uint32_t seq);
 int aioumm_send_fds(int sock, const int32_t *fds, uint32_t n, uint32_t seq);
 void *aioumm_map_shared(int fd, size_t length);

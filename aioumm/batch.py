@@ -128,8 +128,6 @@ class Batch:
 
     def close(self) -> None:
         """Close the batch's descriptor duplicates; safe to call twice."""
-        b = self.native
-        dups = list(b.dups[0 : b.nfds])
-        b.nfds = 0
-        for fd in dups:
-            os.close(fd)
+        res: int = lib.aioumm_batch_close(self.native)
+        if res < 0:
+            raise OSError(-res, f"closing a batch's duplicates: {os.strerror(-res)}")

@@ -64,6 +64,7 @@ _SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be tar
 
 
 _RESUME = int(Command.RESUME)
+_BATCH = int(Command.BATCH)
 _clock = time.perf_counter_ns
 _FLUSH_THEN_RESUME = object()  # resume(answer)'s answer queued records: flush, then resume
 _OFFSET_LIMIT = 1 << 63
@@ -404,24 +405,6 @@ class Stub:
         self._reports += 1
         return report
 
-    async def _wait_handover(self, call: str, timeout: float | None) -> None:
-        """Wait for the stub to hand the page over.
-
-        Cancelling this wait kills the stub: it is somewhere in guest code or
-        in a batch, and no later call could tell which report belongs to whom.
-        """
-        assert self._bridge is not None
-        try:
-            answered = await self._bridge.wait(timeout)
-        except asyncio.CancelledError:
-            self.kill()
-            raise
-        if not answered:
-            self.kill()
-            raise StubTimeout(self.pid, f"{call}: no answer within {2 * (timeout or 0):g}s (woken twice); killed")
-        # It may have handed over and died before this task ran again: then its page is gone.
-        self._require_alive(call)
-
     async def resume(self, answer: Callable[[Report], bool] | None = None) -> Report:
         """Flush queued records, run the guest until it stops again, return the new report.
 
@@ -446,7 +429,7 @@ class Stub:
             self._go(bridge)
             if answer is not None:
                 bridge.offer = self._offer
-            # No deadline: guest code runs as long as it likes.  (Inlined _wait_handover: hot path.)
+            # No deadline: guest code runs as long as it likes (a batch's wait has one: _run_batch).
             try:
                 await bridge.arm()
             except asyncio.CancelledError:
@@ -650,7 +633,7 @@ class Stub:
         self._busy = True
         try:
             self._batch_seq = seq = (self._batch_seq + 1) & 0xFFFFFFFF
-            dups = batch.dups
+            dups = batch.dups if batch.native.nfds else []
             if dups:
                 try:
                     await self._channel.send_fds(dups, seq, self.controller.handler_timeout)
@@ -675,8 +658,21 @@ class Stub:
             n = _batch_load(data, batch.native, seq)
             self._state = State.RUNNING
             frame, self._frame = self._frame, None  # no register access while the batch runs
-            self._bridge.hand_back(Command.BATCH)
-            await self._wait_handover("flush", self.controller.handler_timeout)
+            bridge = self._bridge
+            bridge.hand_back(_BATCH)
+            timeout = self.controller.handler_timeout
+            # Cancelling this wait kills the stub: it is somewhere in the batch, and no later
+            # call could tell which result belongs to whom.
+            try:
+                answered = await bridge.wait(timeout)
+            except asyncio.CancelledError:
+                self.kill()
+                raise
+            if not answered:
+                self.kill()
+                raise StubTimeout(self.pid, f"flush: no answer within {2 * timeout:g}s (woken twice); killed")
+            # It may have handed over and died before this task ran again: then its page is gone.
+            self._require_alive("flush")
             self._state = State.STOPPED
             self._frame = frame
             stats.flushes += 1
