@@ -145,7 +145,11 @@ class Stub:
         self._state = State.STARTING
         self._report: Report | None = None
         self._frame: Any = None
-        self._batches: list[Batch] = [Batch()]
+        # Queued records, in batches run in order at the next flush; records go into the last,
+        # whose native struct is _open (the hot path's one attribute load).
+        self._batches: list[Batch] = []
+        self._open: Any = None
+        self._open_batch()
         self._exit: asyncio.Future[ExitStatus] = loop.create_future()
         self._busy = False
         self._batch_seq = 0
@@ -322,7 +326,8 @@ class Stub:
         self._channel.close()
         for batch in self._batches:
             batch.close()
-        self._batches = [Batch()]
+        self._batches = []
+        self._open_batch()
         if self._base is not None:
             # Every access to the page checks the state first (after each await too), and the
             # views drop their pointers here, so nothing touches the page after this.
@@ -422,7 +427,7 @@ class Stub:
         bridge = self._bridge
         assert bridge is not None
         while True:
-            if self._batches[-1].native.len or len(self._batches) > 1:
+            if self._open.len or len(self._batches) > 1:
                 await self.flush()
             self._outcome = None
             self._answer = answer
@@ -480,7 +485,7 @@ class Stub:
         except BaseException as exc:  # given to the waiting resume(), which raises it
             self._outcome = exc
             return False
-        if self._batches[-1].native.len or len(self._batches) > 1:
+        if self._open.len or len(self._batches) > 1:
             # Flushing waits for the stub: only the coroutine can do that.
             self._outcome = _FLUSH_THEN_RESUME
             return False
@@ -515,7 +520,7 @@ class Stub:
             addr, length, prot, fd, offset = self._checked("mmap", addr, length, prot=prot, fd=fd, offset=offset)
         flags = _MAP_SHARED if shared else _MAP_PRIVATE
         try:
-            res = _batch_add(self._batches[-1].native, _MMAP, addr, length, prot, fd, offset, flags)
+            res = _batch_add(self._open, _MMAP, addr, length, prot, fd, offset, flags)
         except OverflowError:  # outside an argument's C type: out of range all the same
             res = _REFUSED
         if res != _QUEUED:
@@ -571,10 +576,15 @@ class Stub:
             values.append(offset)
         return tuple(values)
 
+    def _open_batch(self) -> None:
+        batch = Batch()
+        self._batches.append(batch)
+        self._open = batch.native
+
     def _queue(self, op: int, addr: int, length: int, prot: int = 0) -> None:
         """Queue a record that names no descriptor."""
         try:
-            res = _batch_add(self._batches[-1].native, op, addr, length, prot, -1, 0, _MAP_SHARED)
+            res = _batch_add(self._open, op, addr, length, prot, -1, 0, _MAP_SHARED)
         except OverflowError:
             res = _REFUSED
         if res != _QUEUED:
@@ -586,9 +596,8 @@ class Stub:
         """The rest of queueing, after ``aioumm_batch_add`` returned ``res`` (see there)."""
         if res == _FULL:
             # The open batch is full: open another (which always has room) and go on there.
-            batch = Batch()
-            self._batches.append(batch)
-            res = _batch_add(batch.native, op, addr, length, prot, fd, offset, flags)
+            self._open_batch()
+            res = _batch_add(self._open, op, addr, length, prot, fd, offset, flags)
         if res == _REFUSED:
             if op == _MMAP:
                 self._checked("mmap", addr, length, prot=prot, fd=fd, offset=offset)
@@ -617,7 +626,8 @@ class Stub:
         the descriptors could not be passed (no record of that batch ran).
         """
         self._require_stopped("flush")
-        batches, self._batches = self._batches, [Batch()]
+        batches, self._batches = self._batches, []
+        self._open_batch()  # records queued while these run go to the next flush
         try:
             for batch in batches:
                 if len(batch):
@@ -633,8 +643,9 @@ class Stub:
         self._busy = True
         try:
             self._batch_seq = seq = (self._batch_seq + 1) & 0xFFFFFFFF
-            dups = batch.dups if batch.native.nfds else []
-            if dups:
+            nfds = batch.native.nfds
+            dups = batch.native.dups[0:nfds]  # what aioumm_send_fds takes, without a list
+            if nfds:
                 try:
                     await self._channel.send_fds(dups, seq, self.controller.handler_timeout)
                 except TimeoutError:
@@ -650,9 +661,9 @@ class Stub:
                         await asyncio.wait({self._exit}, timeout=self.controller.handler_timeout)
                     self._require_alive("flush")
                     raise FdPassingError(
-                        self.pid, f"flush: passing {len(dups)} descriptor(s) failed: {exc}; no record ran"
+                        self.pid, f"flush: passing {nfds} descriptor(s) failed: {exc}; no record ran"
                     ) from exc
-                stats.fds_passed += len(dups)
+                stats.fds_passed += nfds
                 self._require_alive("flush")  # the send awaited: the page is gone if the stub is
             data = self._data
             n = _batch_load(data, batch.native, seq)
@@ -685,7 +696,7 @@ class Stub:
         if err == BATCH_EFDS:
             raise FdPassingError(
                 self.pid,
-                f"flush: the stub did not receive exactly the {len(dups)} descriptor(s) sent "
+                f"flush: the stub did not receive exactly the {nfds} descriptor(s) sent "
                 "(truncated control message?); no record ran",
             )
         if err:
