@@ -3,15 +3,21 @@
  *
  * Only what Python cannot do itself, or not cheaply: the release store plus
  * FUTEX_WAKE that hands a stub data page back, the acquire load that reads
- * the handoff word, and mapping the data memfd in the controller.
+ * the handoff word, mapping the data memfd in the controller, and queueing a
+ * record into a batch (a few hundred nanoseconds here against several
+ * microseconds of Python objects, struct packing and fcntl calls per record).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +43,20 @@ struct aioumm_report {
 	/* For the checks' messages and the register views. */
 	int64_t si_signo;
 	uint64_t siginfo_addr, ucontext_addr, frame_offset;
+};
+
+/*
+ * A batch being filled (aioumm/batch.py): its records in their wire format,
+ * how many queued calls were merged into each, and its FD map.  The array
+ * sizes are written out for cffi's cdef, and checked against the ABI below.
+ */
+struct aioumm_batch {
+	uint32_t len;			/* records[0..len) are queued */
+	uint32_t nfds;			/* slots in use */
+	int32_t fds[4];			/* the caller's descriptor numbers, by slot */
+	int32_t dups[4];		/* our duplicates of them, by slot: what is sent */
+	uint32_t calls[256];
+	struct stub_record records[256];
 };
 
 static uint32_t aioumm_load_handoff(const struct stub_data *d)
@@ -213,6 +233,231 @@ static int aioumm_same_file(int a, int b)
 	if (res < 0)
 		return -errno;
 	return res == 0;
+}
+
+_Static_assert(sizeof(((struct aioumm_batch *)0)->fds) / sizeof(int32_t) == STUB_MAX_FDS,
+	       "one FD map slot per descriptor a batch may pass");
+_Static_assert(sizeof(((struct aioumm_batch *)0)->dups) / sizeof(int32_t) == STUB_MAX_FDS,
+	       "one duplicate per FD map slot");
+_Static_assert(sizeof(((struct aioumm_batch *)0)->records) / sizeof(struct stub_record)
+	       == STUB_BATCH_CAPACITY, "a batch holds what the data page holds");
+_Static_assert(sizeof(((struct aioumm_batch *)0)->calls) / sizeof(uint32_t) == STUB_BATCH_CAPACITY,
+	       "one call count per record");
+
+/* fcntl(2) of Linux 6.10: 1 when two descriptors name the same open file description. */
+#ifndef F_DUPFD_QUERY
+#define F_DUPFD_QUERY (1024 + 3)	/* F_LINUX_SPECIFIC_BASE + 3 */
+#endif
+
+/* Set once F_DUPFD_QUERY proved unknown (a kernel before 6.10); tests set it to try kcmp. */
+int aioumm_no_dupfd_query;
+
+/*
+ * Whether the caller's fd still names the open file description our dup was
+ * taken from: 1 yes, 0 no, -errno (EBADF: fd is closed).  F_DUPFD_QUERY
+ * costs one descriptor lookup; kcmp, for older kernels, takes locks and a
+ * ptrace access check and costs five times as much here; without either the
+ * inode decides.
+ */
+
+static int batch_same_file(int fd, int dup)
+{
+	struct stat a, b;
+	int res;
+
+	if (!aioumm_no_dupfd_query) {
+		res = fcntl(fd, F_DUPFD_QUERY, dup);
+		if (res >= 0)
+			return res != 0;
+		if (errno != EINVAL)
+			return -errno;
+		aioumm_no_dupfd_query = 1;	/* an unknown command */
+	}
+	res = aioumm_same_file(fd, dup);
+	if (res >= 0 || res == -EBADF)
+		return res;
+	if (fstat(fd, &a) < 0 || fstat(dup, &b) < 0)
+		return -errno;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+enum {
+	AIOUMM_BATCH_FULL = 0,
+	AIOUMM_BATCH_QUEUED = 1,
+	AIOUMM_BATCH_REFUSED = 2,
+};
+
+/*
+ * What Stub._checked accepts, for what its types let through (a negative
+ * or too large Python int never gets here: cffi refuses to convert it).
+ * The stub must never run anything else: an unaligned or empty range, one
+ * past the user address space or over the stub pages, unknown protection
+ * bits, an offset from which the length would pass 2^63.
+ */
+static int batch_args_ok(uint64_t addr, uint64_t length, uint32_t prot, int32_t fd, uint64_t offset)
+{
+	uint64_t end;
+
+	if ((addr | length | offset) % STUB_PAGE_SIZE || length == 0 ||
+	    (prot & ~(uint32_t)(PROT_READ | PROT_WRITE | PROT_EXEC)) || fd < -1)
+		return 0;
+	if (__builtin_add_overflow(addr, length, &end) || end > STUB_TASK_TOP)
+		return 0;
+	if (end > STUB_AREA_START && addr < STUB_AREA_END)
+		return 0;
+	return offset < (UINT64_C(1) << 63) - length;
+}
+
+/*
+ * Queue one record into b, merged into the last one when the rules allow:
+ * same operation, contiguous addresses, and for mmap the same protection,
+ * sharing and slot with contiguous offsets (mprotect: the same protection).
+ * A slot is reused only while the caller's fd still names the slot's file,
+ * so a number closed and reused for another file gets a slot (and a merge
+ * decision) of its own; a new descriptor gets a duplicate of its own, which
+ * the batch keeps until it is closed.  fd < 0 is an anonymous mapping (and
+ * offset is then ignored); only mmap looks at fd, offset and flags.
+ *
+ * Returns AIOUMM_BATCH_QUEUED; AIOUMM_BATCH_FULL when there is no room
+ * (records or FD map full), AIOUMM_BATCH_REFUSED for arguments the stub
+ * must not get (batch_args_ok), -errno for a descriptor that is closed
+ * (EBADF) or cannot be duplicated (EMFILE): then nothing was queued or
+ * duplicated.
+ */
+static int aioumm_batch_add(struct aioumm_batch *b, uint32_t op, uint64_t addr, uint64_t length,
+			    uint32_t prot, int32_t fd, uint64_t offset, uint32_t flags)
+{
+	int32_t slot = STUB_SLOT_ANON;
+	int found = 1;
+	struct stub_record *r;
+
+	if (!batch_args_ok(addr, length, prot, fd, offset))
+		return AIOUMM_BATCH_REFUSED;
+	if (op != STUB_OP_MMAP) {
+		fd = -1;
+		flags = STUB_MAP_SHARED;
+	}
+	if (fd < 0) {
+		offset = 0;
+	} else {
+		found = 0;
+		for (uint32_t i = 0; i < b->nfds && !found; i++) {
+			if (b->fds[i] != fd)
+				continue;
+			int same = batch_same_file(fd, b->dups[i]);
+
+			if (same < 0)
+				return same;
+			if (same) {
+				slot = (int32_t)i;
+				found = 1;
+			}
+		}
+	}
+	if (found && b->len > 0) {
+		uint64_t end, file_end, merged;
+
+		r = &b->records[b->len - 1];
+		if (r->op == op && r->fd_slot == slot && !__builtin_add_overflow(r->addr, r->length, &end) &&
+		    end == addr && !__builtin_add_overflow(r->length, length, &merged) &&
+		    (op == STUB_OP_MUNMAP || r->prot == prot) &&
+		    (op != STUB_OP_MMAP ||
+		     (r->flags == flags &&
+		      (slot < 0 || (!__builtin_add_overflow(r->offset, r->length, &file_end) &&
+				    file_end == offset))))) {
+			r->length = merged;
+			b->calls[b->len - 1]++;
+			return AIOUMM_BATCH_QUEUED;
+		}
+	}
+	if (b->len >= STUB_BATCH_CAPACITY)
+		return AIOUMM_BATCH_FULL;
+	if (!found) {
+		int dup;
+
+		if (b->nfds >= STUB_MAX_FDS)
+			return AIOUMM_BATCH_FULL;
+		dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		if (dup < 0)
+			return -errno;
+		slot = (int32_t)b->nfds++;
+		b->fds[slot] = fd;
+		b->dups[slot] = dup;
+	}
+	r = &b->records[b->len];
+	r->op = op;
+	r->fd_slot = slot;
+	r->prot = prot;
+	r->flags = flags;
+	r->addr = addr;
+	r->length = length;
+	r->offset = offset;
+	b->calls[b->len++] = 1;
+	return AIOUMM_BATCH_QUEUED;
+}
+
+/*
+ * Put b's records into the data page for the stub to run as batch seq, with
+ * the number of descriptors sent for it.  Returns the number of records.
+ */
+static uint32_t aioumm_batch_load(struct stub_data *d, const struct aioumm_batch *b, uint32_t seq)
+{
+	memcpy(d->records, b->records, b->len * sizeof(struct stub_record));
+	d->batch_len = b->len;
+	d->batch_nfds = b->nfds;
+	d->batch_seq = seq;
+	return b->len;
+}
+
+/*
+ * Close b's duplicates; the map is empty before the first close, so a second
+ * call closes nothing.  Returns 0, or -errno of the first close that failed.
+ */
+static int aioumm_batch_close(struct aioumm_batch *b)
+{
+	uint32_t n = b->nfds;
+	int res = 0;
+
+	b->nfds = 0;
+	for (uint32_t i = 0; i < n && i < STUB_MAX_FDS; i++)
+		if (close(b->dups[i]) < 0 && res == 0)
+			res = -errno;
+	return res;
+}
+
+/*
+ * One non-blocking sendmsg of n descriptors as SCM_RIGHTS, the data being
+ * the batch sequence number (fdchannel.py).  MSG_NOSIGNAL: a stub that is
+ * gone makes it fail with EPIPE, never raise SIGPIPE.  Returns 0 or -errno
+ * (-EAGAIN: the socket is full).
+ */
+static int aioumm_send_fds(int sock, const int32_t *fds, uint32_t n, uint32_t seq)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int32_t) * STUB_MAX_FDS)];
+		struct cmsghdr align;
+	} control;
+	struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = control.buf,
+		.msg_controllen = CMSG_SPACE(sizeof(int32_t) * n),
+	};
+	struct cmsghdr *cmsg;
+
+	if (n == 0 || n > STUB_MAX_FDS)
+		return -EINVAL;
+	memset(&control, 0, sizeof(control));
+	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int32_t) * n);
+	memcpy(CMSG_DATA(cmsg), fds, sizeof(int32_t) * n);
+	while (sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
 }
 
 static void *aioumm_map_shared(int fd, size_t length)

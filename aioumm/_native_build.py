@@ -23,6 +23,10 @@ HELPERS_CDEF = """
 #define AIOUMM_REPORT_BAD_SIGINFO ...
 #define AIOUMM_REPORT_BAD_UCONTEXT ...
 #define AIOUMM_REPORT_SIGNO_MISMATCH ...
+#define AIOUMM_BATCH_FULL ...
+#define AIOUMM_BATCH_QUEUED ...
+#define AIOUMM_BATCH_REFUSED ...
+#define F_DUPFD_QUERY ...
 int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
 int aioumm_hand_back(struct stub_data *d, uint32_t command, uint32_t spin_limit);
@@ -32,14 +36,20 @@ int aioumm_spin_for_report(const struct stub_data *d, int64_t budget_ns);
 double aioumm_pause_ns(void);
 int aioumm_wake_many(struct stub_data **ds, int n);
 int aioumm_same_file(int a, int b);
+int aioumm_batch_add(struct aioumm_batch *b, uint32_t op, uint64_t addr, uint64_t length,
+                     uint32_t prot, int32_t fd, uint64_t offset, uint32_t flags);
+extern int aioumm_no_dupfd_query;
+int aioumm_batch_close(struct aioumm_batch *b);
+uint32_t aioumm_batch_load(struct stub_data *d, const struct aioumm_batch *b, uint32_t seq);
+int aioumm_send_fds(int sock, const int32_t *fds, uint32_t n, uint32_t seq);
 void *aioumm_map_shared(int fd, size_t length);
 int aioumm_unmap(void *addr, size_t length);
 int aioumm_probe_mseal(void);
 int aioumm_current_cpu(void);
 """
 
-# The report struct is declared once, in _native.c: its text goes into the cdef as it stands.
-_REPORT_STRUCT = re.compile(r"^struct aioumm_report \{.*?^\};$", re.S | re.M)
+# The helpers' own structs are declared once, in _native.c: their text goes into the cdef as it stands.
+_NATIVE_STRUCTS = ("aioumm_report", "aioumm_batch")
 
 _C_ONLY = re.compile(r"/\* STUB_ABI_C_ONLY_BEGIN \*/.*?/\* STUB_ABI_C_ONLY_END \*/", re.S)
 _DEFINE = re.compile(r"^#define[ \t]+(\w+)[ \t]+\S.*$", re.M)
@@ -59,10 +69,13 @@ def abi_cdef(text: str) -> str:
 def make_ffi() -> FFI:
     ffibuilder = FFI()
     native = (HERE / "_native.c").read_text()
-    report = _REPORT_STRUCT.search(native)
-    if report is None:
-        raise RuntimeError("_native.c: no `struct aioumm_report { ... };` at the start of a line")
-    ffibuilder.cdef(abi_cdef(ABI_HEADER.read_text()) + "\n" + report.group(0) + HELPERS_CDEF)
+    structs = []
+    for name in _NATIVE_STRUCTS:
+        found = re.search(rf"^struct {name} \{{.*?^\}};$", native, re.S | re.M)
+        if found is None:
+            raise RuntimeError(f"_native.c: no `struct {name} {{ ... }};` at the start of a line")
+        structs.append(found.group(0))
+    ffibuilder.cdef(abi_cdef(ABI_HEADER.read_text()) + "\n" + "\n".join(structs) + HELPERS_CDEF)
     ffibuilder.set_source(
         "aioumm._native",
         native,

@@ -12,38 +12,35 @@ The rules (seed kernel patch, design §5):
   opened; the stub runs them in order at the next flush, so the caller never
   sees the limit.
 
-Records are packed into their wire format (``struct stub_record``) as they
-are queued, so a flush copies one buffer into the stub data page.
+The records, their call counts and the FD map live in one native
+``struct aioumm_batch`` (``_native.c``), and ``aioumm_batch_add`` queues a
+record in one call: the slot lookup, the merge and the packing into the
+wire format (``struct stub_record`` of ``stub_abi.h``) cost a few hundred
+nanoseconds there, against several microseconds as Python objects, and a
+flush copies the records into the stub data page in one call
+(``aioumm_batch_load``).
 
 A batch takes its own duplicate of a descriptor when the descriptor first
 enters its FD map and keeps it until the batch has run: the file the stub
 maps is the one the caller named, even if the caller closes that
 descriptor before the flush, or closes it and reuses the number for
 another file (a number matches its slot only while it still names the
-slot's file).
+slot's file: one ``F_DUPFD_QUERY``, or ``kcmp`` on kernels before 6.10,
+per record that names a descriptor already in the map).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
-import struct
 from dataclasses import dataclass
+from typing import Any
 
-from aioumm.abi import BATCH_CAPACITY, MAX_FDS, SLOT_ANON, Op, ffi, lib
-
-#: ``struct stub_record``: op, fd_slot, prot, flags, addr, length, offset.
-RECORD = struct.Struct("<IiIIQQQ")
-_LENGTH = struct.Struct("<Q")
-_LENGTH_OFFSET = 24
-if RECORD.size != ffi.sizeof("struct stub_record") or [
-    ffi.offsetof("struct stub_record", f) for f in ("op", "fd_slot", "prot", "flags", "addr", "length", "offset")
-] != [0, 4, 8, 12, 16, _LENGTH_OFFSET, 32]:
-    raise ImportError("struct stub_record in stub_abi.h no longer matches aioumm.batch.RECORD")
+from aioumm.abi import Op, ffi, lib
 
 _SHARED = lib.STUB_MAP_SHARED
 _PRIVATE = lib.STUB_MAP_PRIVATE
+_QUEUED: int = lib.AIOUMM_BATCH_QUEUED
+_REFUSED: int = lib.AIOUMM_BATCH_REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,37 +75,15 @@ class Record:
 class Batch:
     """Up to ``BATCH_CAPACITY`` records and up to ``MAX_FDS`` descriptors."""
 
-    __slots__ = ("_last", "buf", "calls", "dups", "fds")
+    __slots__ = ("native",)
 
     def __init__(self) -> None:
-        self.buf = bytearray()  # the packed records, as the stub reads them
-        self.calls: list[int] = []  # queued calls merged into each record
-        self.fds: list[int] = []  # the caller's descriptor numbers, by slot
-        self.dups: list[int] = []  # our duplicates of them, by slot: what is sent
-        # The last record, unpacked, for merging: op, addr, length, prot, slot, offset, shared.
-        self._last: list[int] | None = None
+        #: The ``struct aioumm_batch *`` that ``lib.aioumm_batch_add`` fills (``Stub`` calls
+        #: it directly on its hot path; ``add`` is the same call with the result made Python).
+        self.native: Any = ffi.new("struct aioumm_batch *")
 
     def __len__(self) -> int:
-        return len(self.calls)
-
-    def _find(self, fd: int) -> int:
-        """The slot already holding ``fd``, or -1.
-
-        A slot matches only while the caller's descriptor still names the
-        file the slot's duplicate was taken from (one ``kcmp``), so a number
-        the caller closed and reused for another file gets a slot of its
-        own.  Raises OSError(EBADF) for a closed or invalid descriptor.
-        """
-        for slot, known in enumerate(self.fds):
-            if known == fd:
-                same = lib.aioumm_same_file(fd, self.dups[slot])
-                if same < 0:
-                    if same == -errno.EBADF:
-                        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-                    same = os.fstat(fd).st_ino == os.fstat(self.dups[slot]).st_ino  # no kcmp: the inode decides
-                if same:
-                    return slot
-        return -1
+        return int(self.native.len)
 
     def add(
         self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
@@ -116,42 +91,43 @@ class Batch:
         """Queue a record, merged into the previous one when the rules allow.
 
         Returns False, queueing nothing, when the batch has no room for it
-        (records or FD map full).  Raises OSError for a bad descriptor.
+        (records or FD map full).  Raises ValueError for arguments the stub
+        must never get (``Stub`` checks them first, and says which one is
+        wrong), OSError for a bad descriptor (EBADF), or one that cannot be
+        duplicated (EMFILE).
         """
-        slot = self._find(fd) if op == Op.MMAP and fd >= 0 else SLOT_ANON
-        last = self._last
-        if last is not None and last[0] == op and last[1] + last[2] == addr and slot == last[4]:
-            if op == Op.MMAP:
-                # Same slot means the same descriptor *and* file (SLOT_ANON: both anonymous).
-                mergeable = last[3] == prot and last[6] == shared and (fd < 0 or last[5] + last[2] == offset)
-            else:
-                mergeable = op == Op.MUNMAP or last[3] == prot
-            if mergeable:
-                last[2] += length
-                _LENGTH.pack_into(self.buf, len(self.buf) - RECORD.size + _LENGTH_OFFSET, last[2])
-                self.calls[-1] += 1
-                return True
-        if len(self.calls) >= BATCH_CAPACITY:
-            return False
-        if op == Op.MMAP and fd >= 0 and slot < 0:
-            if len(self.fds) >= MAX_FDS:
-                return False
-            self.dups.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
-            self.fds.append(fd)
-            slot = len(self.fds) - 1
-        self.buf += RECORD.pack(op, slot, prot, _SHARED if shared else _PRIVATE, addr, length, offset)
-        self.calls.append(1)
-        self._last = [op, addr, length, prot, slot, offset, shared]
-        return True
+        res: int = lib.aioumm_batch_add(
+            self.native, op, addr, length, prot, fd, offset, _SHARED if shared else _PRIVATE
+        )
+        if res < 0:
+            raise OSError(-res, os.strerror(-res))
+        if res == _REFUSED:
+            raise ValueError(f"batch: refused {op!r} addr={addr:#x} length={length:#x} prot={prot} offset={offset:#x}")
+        return res == _QUEUED
+
+    @property
+    def dups(self) -> list[int]:
+        """The batch's duplicates of its descriptors, by slot: what is sent with it."""
+        b = self.native
+        return list(b.dups[0 : b.nfds])
+
+    def calls(self, records: int | None = None) -> int:
+        """Queued calls merged into the first ``records`` records (all of them by default)."""
+        b = self.native
+        n = b.len if records is None else min(max(records, 0), b.len)
+        return sum(b.calls[0:n])
 
     def record(self, index: int) -> Record:
         """The record at ``index``, decoded."""
-        op, slot, prot, flags, addr, length, offset = RECORD.unpack_from(self.buf, index * RECORD.size)
-        fd = self.fds[slot] if 0 <= slot < len(self.fds) else -1
-        return Record(Op(op), addr, length, prot, fd, offset, flags == _SHARED, slot, self.calls[index])
+        b = self.native
+        if not 0 <= index < b.len:
+            raise IndexError(f"record {index} of a batch of {b.len}")
+        r = b.records[index]
+        fd = b.fds[r.fd_slot] if 0 <= r.fd_slot < b.nfds else -1
+        return Record(Op(r.op), r.addr, r.length, r.prot, fd, r.offset, r.flags == _SHARED, r.fd_slot, b.calls[index])
 
     def close(self) -> None:
         """Close the batch's descriptor duplicates; safe to call twice."""
-        dups, self.dups = self.dups, []
-        for fd in dups:
-            os.close(fd)
+        res: int = lib.aioumm_batch_close(self.native)
+        if res < 0:
+            raise OSError(-res, f"closing a batch's duplicates: {os.strerror(-res)}")

@@ -402,7 +402,24 @@ def probe_kcmp() -> str:
         raise Missing(f"kcmp() failed: {os.strerror(-same)}")
     if (same, other) != (1, 0):
         raise Missing(f"kcmp() said {same} for a duplicate and {other} for another file")
-    return "kcmp(KCMP_FILE) told a duplicate from another file: batches check reused descriptor numbers with it"
+    return "kcmp(KCMP_FILE) told a duplicate from another file: batches use it where F_DUPFD_QUERY is missing"
+
+
+def probe_dupfd_query() -> str:
+    """``fcntl(F_DUPFD_QUERY)`` tells a duplicate of a descriptor from another file."""
+    a = os.memfd_create("aioumm-doctor-dupfd-query", os.MFD_CLOEXEC)
+    b = os.dup(a)
+    c = os.memfd_create("aioumm-doctor-dupfd-query", os.MFD_CLOEXEC)
+    try:
+        same, other = fcntl.fcntl(a, abi.lib.F_DUPFD_QUERY, b), fcntl.fcntl(a, abi.lib.F_DUPFD_QUERY, c)
+    except OSError as exc:
+        raise Missing(f"fcntl(F_DUPFD_QUERY) failed: {exc.strerror}") from None
+    finally:
+        for fd in (a, b, c):
+            os.close(fd)
+    if (same, other) != (1, 0):
+        raise Missing(f"F_DUPFD_QUERY said {same} for a duplicate and {other} for another file")
+    return "F_DUPFD_QUERY told a duplicate from another file: batches check reused descriptor numbers with it"
 
 
 def probe_fsgsbase() -> str:
@@ -524,9 +541,16 @@ PROBES: tuple[_Probe, ...] = (
         required=False,
     ),
     _Probe(
+        "F_DUPFD_QUERY",
+        probe_dupfd_query,
+        _KERNEL_FIX.format(">= 6.10", "the defaults") + "; without it batches compare descriptors with kcmp (slower)",
+        required=False,
+    ),
+    _Probe(
         "kcmp",
         probe_kcmp,
-        _KERNEL_FIX.format(">= 3.5", "CONFIG_KCMP") + "; without it batches compare inodes with fstat (slower)",
+        _KERNEL_FIX.format(">= 3.5", "CONFIG_KCMP")
+        + "; without it and F_DUPFD_QUERY batches compare inodes with fstat (slower)",
         required=False,
     ),
     _Probe(

@@ -6,13 +6,13 @@ Facts, and what follows from them
   other end is the stub's fd 0.  SEQPACKET keeps message boundaries, so one
   batch's descriptors can never be read together with the next batch's.
 * Descriptors go out **before** the page is handed back, in one
-  non-blocking ``sendmsg`` whose data (a message needs some to carry
-  ancillary data) is the batch's sequence number.  When the stub wakes, the
-  message is already queued and its non-blocking ``recvmsg`` finds it.  If
-  the controller fails between the send and the hand-back, the message stays
-  queued; the next batch's stub sees the wrong sequence number, closes those
-  descriptors and takes the next message, so a stale message can never map
-  the wrong file.
+  non-blocking ``sendmsg`` (``aioumm_send_fds`` in ``_native.c``) whose
+  data (a message needs some to carry ancillary data) is the batch's
+  sequence number.  When the stub wakes, the message is already queued and
+  its non-blocking ``recvmsg`` finds it.  If the controller fails between
+  the send and the hand-back, the message stays queued; the next batch's
+  stub sees the wrong sequence number, closes those descriptors and takes
+  the next message, so a stale message can never map the wrong file.
 * The socket can fill up only if the stub stops receiving (dead, stopped,
   or a hostile guest jumped into the handler).  The controller then awaits
   writability on the loop instead of blocking, for at most the handler
@@ -31,18 +31,13 @@ Facts, and what follows from them
 
 from __future__ import annotations
 
-import array
 import asyncio
 import errno
+import os
 import socket
-import struct
 from collections.abc import Sequence
 
-from aioumm.abi import MAX_FDS
-
-# The message's data: the batch sequence number (stub_data.batch_seq), so the stub can
-# tell a message left over from a batch that never ran from the one it expects.
-_SEQ = struct.Struct("<I")
+from aioumm.abi import MAX_FDS, lib
 
 
 class FdChannel:
@@ -76,21 +71,23 @@ class FdChannel:
         ``TimeoutError`` when it stays full that long (the stub is not
         receiving: dead, stopped, or a hostile guest has its handler).
         """
-        if not 0 < len(fds) <= MAX_FDS:
-            raise ValueError(f"send_fds: between 1 and {MAX_FDS} descriptors per message, got {len(fds)}")
-        payload = _SEQ.pack(seq & 0xFFFFFFFF)
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        n = len(fds)
+        if not 0 < n <= MAX_FDS:
+            raise ValueError(f"send_fds: between 1 and {MAX_FDS} descriptors per message, got {n}")
+        seq &= 0xFFFFFFFF
         while True:
             sock = self._sock
             if sock is None:
                 raise OSError(errno.EBADF, "FD channel closed")
-            try:
-                sock.sendmsg([payload], ancillary)
-            except BlockingIOError:
+            # One native sendmsg: building the ancillary data in Python costs more than the call.
+            res = lib.aioumm_send_fds(sock.fileno(), fds, n, seq)
+            if res == -errno.EAGAIN:
                 await asyncio.wait_for(self._writable(sock), timeout)
                 continue
+            if res < 0:
+                raise OSError(-res, os.strerror(-res))
             self.sent_messages += 1
-            self.sent_fds += len(fds)
+            self.sent_fds += n
             return
 
     async def _writable(self, sock: socket.socket) -> None:

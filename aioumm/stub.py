@@ -58,30 +58,22 @@ if TYPE_CHECKING:
 _NR_GETPID = 39
 _PROT_ALL = 0x7  # PROT_READ | PROT_WRITE | PROT_EXEC
 
-_RECORDS_OFFSET = ffi.offsetof("struct stub_data", "records")
-
 # Signals every stub starts with at their default action, whatever the controller ignores.
 _DEFAULT_SIGNALS = frozenset(s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
 _SPAWN_FD_SOURCES_MIN = 4  # sources of the spawn's dup2 actions must not be targets (0..3)
 
 
 _RESUME = int(Command.RESUME)
+_BATCH = int(Command.BATCH)
 _clock = time.perf_counter_ns
 _FLUSH_THEN_RESUME = object()  # resume(answer)'s answer queued records: flush, then resume
 _OFFSET_LIMIT = 1 << 63
 _FD_MAX = (1 << 31) - 1
-
-
-def _range_ok(addr: int, length: int) -> bool:
-    """Page-aligned, non-empty, inside the user address space and clear of the stub area."""
-    end = addr + length
-    return (
-        addr >= 0
-        and length > 0
-        and not (addr | length) % PAGE_SIZE
-        and end <= TASK_TOP
-        and (end <= STUB_START or addr >= STUB_END)
-    )
+_batch_add = lib.aioumm_batch_add
+_batch_load = lib.aioumm_batch_load
+_FULL, _QUEUED, _REFUSED = lib.AIOUMM_BATCH_FULL, lib.AIOUMM_BATCH_QUEUED, lib.AIOUMM_BATCH_REFUSED
+_MMAP, _MUNMAP, _MPROTECT = int(Op.MMAP), int(Op.MUNMAP), int(Op.MPROTECT)
+_MAP_SHARED, _MAP_PRIVATE = lib.STUB_MAP_SHARED, lib.STUB_MAP_PRIVATE
 
 
 def _errname(exc: OSError) -> str:
@@ -103,6 +95,9 @@ class State(enum.Enum):
     STOPPED = "stopped"
     RUNNING = "running"
     DEAD = "dead"
+
+
+_DEAD = State.DEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +145,11 @@ class Stub:
         self._state = State.STARTING
         self._report: Report | None = None
         self._frame: Any = None
-        self._batches: list[Batch] = [Batch()]
+        # Queued records, in batches run in order at the next flush; records go into the last,
+        # whose native struct is _open (the hot path's one attribute load).
+        self._batches: list[Batch] = []
+        self._open: Any = None
+        self._open_batch()
         self._exit: asyncio.Future[ExitStatus] = loop.create_future()
         self._busy = False
         self._batch_seq = 0
@@ -282,8 +281,8 @@ class Stub:
             raise SpawnError(self.pid, f"first report should be the bootstrap's trapped getpid, got {report}")
         # The guest owns everything but the stub pages: drop the bootstrap image,
         # its stack, the vDSO and vvar, wherever they were placed.
-        self._queue(Op.MUNMAP, 0, STUB_START)
-        self._queue(Op.MUNMAP, STUB_END, TASK_TOP - STUB_END)
+        self._queue(_MUNMAP, 0, STUB_START)
+        self._queue(_MUNMAP, STUB_END, TASK_TOP - STUB_END)
         await self.flush()
 
     def _on_exit(self) -> None:
@@ -327,7 +326,8 @@ class Stub:
         self._channel.close()
         for batch in self._batches:
             batch.close()
-        self._batches = [Batch()]
+        self._batches = []
+        self._open_batch()
         if self._base is not None:
             # Every access to the page checks the state first (after each await too), and the
             # views drop their pointers here, so nothing touches the page after this.
@@ -410,24 +410,6 @@ class Stub:
         self._reports += 1
         return report
 
-    async def _wait_handover(self, call: str, timeout: float | None) -> None:
-        """Wait for the stub to hand the page over.
-
-        Cancelling this wait kills the stub: it is somewhere in guest code or
-        in a batch, and no later call could tell which report belongs to whom.
-        """
-        assert self._bridge is not None
-        try:
-            answered = await self._bridge.wait(timeout)
-        except asyncio.CancelledError:
-            self.kill()
-            raise
-        if not answered:
-            self.kill()
-            raise StubTimeout(self.pid, f"{call}: no answer within {2 * (timeout or 0):g}s (woken twice); killed")
-        # It may have handed over and died before this task ran again: then its page is gone.
-        self._require_alive(call)
-
     async def resume(self, answer: Callable[[Report], bool] | None = None) -> Report:
         """Flush queued records, run the guest until it stops again, return the new report.
 
@@ -445,14 +427,14 @@ class Stub:
         bridge = self._bridge
         assert bridge is not None
         while True:
-            if self._batches[-1].calls or len(self._batches) > 1:
+            if self._open.len or len(self._batches) > 1:
                 await self.flush()
             self._outcome = None
             self._answer = answer
             self._go(bridge)
             if answer is not None:
                 bridge.offer = self._offer
-            # No deadline: guest code runs as long as it likes.  (Inlined _wait_handover: hot path.)
+            # No deadline: guest code runs as long as it likes (a batch's wait has one: _run_batch).
             try:
                 await bridge.arm()
             except asyncio.CancelledError:
@@ -503,7 +485,7 @@ class Stub:
         except BaseException as exc:  # given to the waiting resume(), which raises it
             self._outcome = exc
             return False
-        if self._batches[-1].calls or len(self._batches) > 1:
+        if self._open.len or len(self._batches) > 1:
             # Flushing waits for the stub: only the coroutine can do that.
             self._outcome = _FLUSH_THEN_RESUME
             return False
@@ -523,49 +505,38 @@ class Stub:
         passed to the stub with the batch that needs it.  Arguments are
         checked now; the record runs at the next ``flush`` or ``resume``.
         """
-        # One test for the common case; _refuse works out which argument is wrong.
+        # The types are tested here (cffi would take anything with __int__), the values by the
+        # native add, which refuses what the stub must never get; either way _checked then says
+        # which argument is wrong.  (This is the guest's hot path: the range tests cost more
+        # in Python than the whole native call.)
         if not (
             type(addr) is int
             and type(length) is int
             and type(prot) is int
             and type(fd) is int
             and type(offset) is int
-            and _range_ok(addr, length)
-            and 0 <= prot <= _PROT_ALL
-            and -1 <= fd <= _FD_MAX
-            and 0 <= offset < _OFFSET_LIMIT - length
-            and not offset % PAGE_SIZE
-            and self._state is not State.DEAD
+            and self._state is not _DEAD
         ):
             addr, length, prot, fd, offset = self._checked("mmap", addr, length, prot=prot, fd=fd, offset=offset)
+        flags = _MAP_SHARED if shared else _MAP_PRIVATE
         try:
-            self._queue(Op.MMAP, addr, length, prot, fd, offset if fd >= 0 else 0, bool(shared))
-        except OSError as exc:
-            if exc.errno == errno.EBADF:
-                raise BadArgument("mmap", "fd", f"{fd} is closed or invalid (EBADF)") from None
-            # Not the caller's fault (EMFILE: the controller is out of descriptors): say what failed.
-            raise OSError(exc.errno, f"mmap: duplicating fd {fd} for the batch: {exc.strerror}") from exc
+            res = _batch_add(self._open, _MMAP, addr, length, prot, fd, offset, flags)
+        except OverflowError:  # outside an argument's C type: out of range all the same
+            res = _REFUSED
+        if res != _QUEUED:
+            self._queue_slow(res, _MMAP, addr, length, prot, fd, offset, flags)
 
     def munmap(self, addr: int, length: int) -> None:
         """Queue ``munmap(addr, length)``."""
-        if not (
-            type(addr) is int and type(length) is int and _range_ok(addr, length) and self._state is not State.DEAD
-        ):
-            addr, length = self._checked("munmap", addr, length)[:2]
-        self._queue(Op.MUNMAP, addr, length)
+        if not (type(addr) is int and type(length) is int and self._state is not _DEAD):
+            addr, length = self._checked("munmap", addr, length)
+        self._queue(_MUNMAP, addr, length)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """Queue ``mprotect(addr, length, prot)``."""
-        if not (
-            type(addr) is int
-            and type(length) is int
-            and type(prot) is int
-            and _range_ok(addr, length)
-            and 0 <= prot <= _PROT_ALL
-            and self._state is not State.DEAD
-        ):
-            addr, length, prot = self._checked("mprotect", addr, length, prot=prot)[:3]
-        self._queue(Op.MPROTECT, addr, length, prot)
+        if not (type(addr) is int and type(length) is int and type(prot) is int and self._state is not _DEAD):
+            addr, length, prot = self._checked("mprotect", addr, length, prot=prot)
+        self._queue(_MPROTECT, addr, length, prot)
 
     def _checked(self, call: str, addr: object, length: object, **more: object) -> tuple[int, ...]:
         """The slow path of the checks: raise the error naming the wrong argument, or return them as ints.
@@ -605,13 +576,42 @@ class Stub:
             values.append(offset)
         return tuple(values)
 
-    def _queue(
-        self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
+    def _open_batch(self) -> None:
+        batch = Batch()
+        self._batches.append(batch)
+        self._open = batch.native
+
+    def _queue(self, op: int, addr: int, length: int, prot: int = 0) -> None:
+        """Queue a record that names no descriptor."""
+        try:
+            res = _batch_add(self._open, op, addr, length, prot, -1, 0, _MAP_SHARED)
+        except OverflowError:
+            res = _REFUSED
+        if res != _QUEUED:
+            self._queue_slow(res, op, addr, length, prot, -1, 0, _MAP_SHARED)
+
+    def _queue_slow(
+        self, res: int, op: int, addr: int, length: int, prot: int, fd: int, offset: int, flags: int
     ) -> None:
-        if not self._batches[-1].add(op, addr, length, prot, fd, offset, shared):
-            batch = Batch()
-            batch.add(op, addr, length, prot, fd, offset, shared)  # always fits an empty batch
-            self._batches.append(batch)
+        """The rest of queueing, after ``aioumm_batch_add`` returned ``res`` (see there)."""
+        if res == _FULL:
+            # The open batch is full: open another (which always has room) and go on there.
+            self._open_batch()
+            res = _batch_add(self._open, op, addr, length, prot, fd, offset, flags)
+        if res == _REFUSED:
+            if op == _MMAP:
+                self._checked("mmap", addr, length, prot=prot, fd=fd, offset=offset)
+            elif op == _MPROTECT:
+                self._checked("mprotect", addr, length, prot=prot)
+            else:
+                self._checked("munmap", addr, length)
+            # The two checks are one rule written twice; tests/test_bad_input.py holds them together.
+            raise AssertionError(f"the native batch refused what Stub._checked accepts: {addr=:#x} {length=:#x}")
+        if res == -errno.EBADF:
+            raise BadArgument("mmap", "fd", f"{fd} is closed or invalid (EBADF)")
+        if res < 0:
+            # Not the caller's fault (EMFILE: the controller is out of descriptors): say what failed.
+            raise OSError(-res, f"mmap: duplicating fd {fd} for the batch: {os.strerror(-res)}")
 
     @property
     def queued(self) -> int:
@@ -626,26 +626,28 @@ class Stub:
         the descriptors could not be passed (no record of that batch ran).
         """
         self._require_stopped("flush")
-        batches, self._batches = self._batches, [Batch()]
-        done_before = 0
+        batches, self._batches = self._batches, []
+        self._open_batch()  # records queued while these run go to the next flush
         try:
             for batch in batches:
-                if batch.calls:
-                    await self._run_batch(batch, done_before)
-                    done_before += sum(batch.calls)
+                if len(batch):
+                    await self._run_batch(batch, batches)
         finally:
             for batch in batches:
                 batch.close()
 
-    async def _run_batch(self, batch: Batch, done_before: int) -> None:
+    async def _run_batch(self, batch: Batch, batches: list[Batch]) -> None:
+        """Run ``batch``, one of the ``batches`` of a flush (which ran in order up to it)."""
         assert self._bridge is not None
         stats = self.controller.stats
         self._busy = True
         try:
             self._batch_seq = seq = (self._batch_seq + 1) & 0xFFFFFFFF
-            if batch.dups:
+            nfds = batch.native.nfds
+            dups = batch.native.dups[0:nfds]  # what aioumm_send_fds takes, without a list
+            if nfds:
                 try:
-                    await self._channel.send_fds(batch.dups, seq, self.controller.handler_timeout)
+                    await self._channel.send_fds(dups, seq, self.controller.handler_timeout)
                 except TimeoutError:
                     self.kill()
                     raise StubTimeout(
@@ -659,20 +661,29 @@ class Stub:
                         await asyncio.wait({self._exit}, timeout=self.controller.handler_timeout)
                     self._require_alive("flush")
                     raise FdPassingError(
-                        self.pid, f"flush: passing {len(batch.dups)} descriptor(s) failed: {exc}; no record ran"
+                        self.pid, f"flush: passing {nfds} descriptor(s) failed: {exc}; no record ran"
                     ) from exc
-                stats.fds_passed += len(batch.dups)
+                stats.fds_passed += nfds
                 self._require_alive("flush")  # the send awaited: the page is gone if the stub is
-            n = len(batch)
-            self._page[_RECORDS_OFFSET : _RECORDS_OFFSET + len(batch.buf)] = batch.buf
             data = self._data
-            data.batch_len = n
-            data.batch_nfds = len(batch.dups)
-            data.batch_seq = seq
+            n = _batch_load(data, batch.native, seq)
             self._state = State.RUNNING
             frame, self._frame = self._frame, None  # no register access while the batch runs
-            self._bridge.hand_back(Command.BATCH)
-            await self._wait_handover("flush", self.controller.handler_timeout)
+            bridge = self._bridge
+            bridge.hand_back(_BATCH)
+            timeout = self.controller.handler_timeout
+            # Cancelling this wait kills the stub: it is somewhere in the batch, and no later
+            # call could tell which result belongs to whom.
+            try:
+                answered = await bridge.wait(timeout)
+            except asyncio.CancelledError:
+                self.kill()
+                raise
+            if not answered:
+                self.kill()
+                raise StubTimeout(self.pid, f"flush: no answer within {2 * timeout:g}s (woken twice); killed")
+            # It may have handed over and died before this task ran again: then its page is gone.
+            self._require_alive("flush")
             self._state = State.STOPPED
             self._frame = frame
             stats.flushes += 1
@@ -685,12 +696,12 @@ class Stub:
         if err == BATCH_EFDS:
             raise FdPassingError(
                 self.pid,
-                f"flush: the stub did not receive exactly the {len(batch.dups)} descriptor(s) sent "
+                f"flush: the stub did not receive exactly the {nfds} descriptor(s) sent "
                 "(truncated control message?); no record ran",
             )
         if err:
             op, args = batch.record(done).describe()
-            ran = done_before + sum(batch.calls[:done])
+            ran = sum(b.calls() for b in batches[: batches.index(batch)]) + batch.calls(done)
             raise BatchError(self.pid, op, args, err, ran)
 
     def __repr__(self) -> str:

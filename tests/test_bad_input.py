@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -245,3 +246,43 @@ async def test_a_stub_that_hands_over_and_dies_before_the_task_runs(ctl: Control
     with pytest.raises(StubDied, match=f"{call}: stub is dead"):
         await (stub.flush() if call == "flush" else stub.resume())
     g.close()
+
+
+EDGE_ADDRS = [0, PAGE, 0x10000, 0x10001, -PAGE, abi.STUB_START - PAGE, abi.STUB_START, abi.STUB_END - PAGE]
+EDGE_ADDRS += [abi.STUB_END, abi.TASK_TOP - PAGE, abi.TASK_TOP, 1 << 63, (1 << 64) - PAGE, 1 << 64]
+EDGE_LENGTHS = [0, 100, PAGE, 2 * PAGE, -PAGE, abi.STUB_END - abi.STUB_START, abi.TASK_TOP, (1 << 64) - PAGE]
+EDGE_OFFSETS = [0, 5, PAGE, -PAGE, (1 << 63) - 2 * PAGE, (1 << 63) - PAGE, 1 << 63, 1 << 64]
+
+
+@pytest.mark.asyncio
+async def test_the_native_checks_and_the_named_ones_agree(ctl: Controller) -> None:
+    """The native batch refuses values, Stub._checked names the wrong one: one rule, written twice.
+
+    Every edge value either queues a record that _checked accepts too, or is refused
+    with a BadArgument (never the AssertionError of a native refusal _checked cannot name).
+    """
+    stub = await ctl.spawn()
+    fd = os.memfd_create("m", os.MFD_CLOEXEC)
+    accepted = 0
+    try:
+        for addr in EDGE_ADDRS:
+            for length in EDGE_LENGTHS:
+                calls: list[tuple[str, dict[str, int], Callable[[], None]]] = [
+                    ("munmap", {}, functools.partial(stub.munmap, addr, length))
+                ]
+                for prot in (0, 7, 8, -1):
+                    calls.append(("mprotect", {"prot": prot}, functools.partial(stub.mprotect, addr, length, prot)))
+                    for f in (-2, -1, fd):
+                        for offset in EDGE_OFFSETS:
+                            more = {"prot": prot, "fd": f, "offset": offset}
+                            calls.append(("mmap", more, functools.partial(stub.mmap, addr, length, prot, f, offset)))
+                for name, more, call in calls:
+                    try:
+                        call()
+                    except BadArgument:
+                        continue
+                    stub._checked(name, addr, length, **more)  # queued: the named checks accept it too
+                    accepted += 1
+    finally:
+        os.close(fd)
+    assert accepted > 0

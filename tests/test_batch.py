@@ -13,9 +13,9 @@ import pytest_asyncio
 from guestcode import Guest
 
 from aioumm import abi
-from aioumm.abi import Op
+from aioumm.abi import Op, lib
 from aioumm.batch import Batch
-from aioumm.errors import BatchError, FdPassingError
+from aioumm.errors import BadArgument, BatchError, FdPassingError
 from aioumm.loop import Controller
 
 PAGE = abi.PAGE_SIZE
@@ -109,6 +109,52 @@ def test_a_reused_descriptor_number_is_another_descriptor(memfds: list[int]) -> 
     assert os.fstat(b.dups[1]).st_ino == os.fstat(memfds[1]).st_ino
     os.close(fd)
     b.close()
+
+
+def test_a_file_mapping_never_merges_into_an_anonymous_one(memfds: list[int]) -> None:
+    # A descriptor not in the map yet has no slot; that must not read as "anonymous, like the last".
+    b = Batch()
+    b.add(Op.MMAP, 0x10000, PAGE, 3)
+    b.add(Op.MMAP, 0x11000, PAGE, 3, memfds[0], PAGE)
+    assert len(b) == 2
+    assert (b.record(0).fd, b.record(1).fd, b.record(1).slot, b.record(1).offset) == (-1, memfds[0], 0, PAGE)
+    b.close()
+
+
+@pytest.fixture(params=["F_DUPFD_QUERY", "kcmp"])
+def same_file_check(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each way a batch tells whether a number still names its file (kcmp: kernels before 6.10)."""
+    saved = lib.aioumm_no_dupfd_query
+    lib.aioumm_no_dupfd_query = int(request.param == "kcmp")
+    yield request.param
+    lib.aioumm_no_dupfd_query = saved
+
+
+def test_a_reused_number_is_told_apart_by_either_check(memfds: list[int], same_file_check: str) -> None:
+    b = Batch()
+    fd = os.dup(memfds[0])
+    b.add(Op.MMAP, 0x10000, PAGE, 3, fd, 0)
+    b.add(Op.MMAP, 0x11000, PAGE, 3, fd, PAGE)  # still the same file: merged, same slot
+    os.dup2(memfds[1], fd)
+    b.add(Op.MMAP, 0x12000, PAGE, 3, fd, 2 * PAGE)
+    assert [(b.record(i).slot, b.record(i).calls) for i in range(len(b))] == [(0, 2), (1, 1)]
+    os.close(fd)
+    with pytest.raises(OSError) as info:
+        b.add(Op.MMAP, 0x13000, PAGE, 3, fd, 3 * PAGE)
+    assert info.value.errno == errno.EBADF and len(b) == 2
+    b.close()
+
+
+def test_closing_a_batch_closes_exactly_its_duplicates(memfds: list[int]) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    b = Batch()
+    for i in range(3 * abi.MAX_FDS):  # the same descriptors, again and again: one dup each
+        assert b.add(Op.MMAP, 0x10000 + 2 * i * PAGE, PAGE, 3, memfds[i % abi.MAX_FDS], 0)
+    assert len(b.dups) == abi.MAX_FDS
+    assert len(set(os.listdir("/proc/self/fd")) - before) == abi.MAX_FDS
+    b.close()
+    b.close()
+    assert set(os.listdir("/proc/self/fd")) == before
 
 
 def test_batch_holds_its_own_duplicates(memfds: list[int]) -> None:
@@ -240,6 +286,23 @@ async def test_a_reused_descriptor_number_maps_the_file_it_names_now(ctl: Contro
     stub.regs.rdi = 2
     await stub.resume()
     assert stub.regs.r12 == 0x1111 + 0x2222
+    g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_queued_descriptor_closed_since_is_refused_by_name(ctl: Controller, memfds: list[int]) -> None:
+    stub = await ctl.spawn()
+    g = Guest(stub, SUM_PAGES)
+    fd = os.dup(memfds[0])
+    stub.mmap(0x10000000, PAGE, 1, fd, 0)
+    queued = stub.queued
+    os.close(fd)
+    with pytest.raises(BadArgument, match=r"mmap: fd: .*closed"):
+        stub.mmap(0x10002000, PAGE, 1, fd, 0)
+    assert stub.queued == queued
+    stub.regs.rdi = 1
+    await stub.resume()  # what was queued before still maps the file it named
+    assert stub.regs.r12 == 0x1111
     g.close()
 
 
