@@ -16,7 +16,8 @@ HERE = Path(__file__).resolve().parent
 
 class BuildWithStub(build_ext):
     def run(self) -> None:
-        dest = HERE / "aioumm" / "_bin" if self.inplace else Path(self.build_lib) / "aioumm" / "_bin"
+        # build_lib is relative to the project, and make runs in stub_src: resolve it here.
+        dest = HERE / "aioumm" / "_bin" if self.inplace else Path(self.build_lib).resolve() / "aioumm" / "_bin"
         dest.mkdir(parents=True, exist_ok=True)
         subprocess.run(["make", "-s", "-C", str(HERE / "aioumm" / "stub_src"), f"OUT={dest}"], check=True)
         super().run()
