@@ -72,6 +72,28 @@ class Record:
         return "munmap", {"addr": self.addr, "length": self.length}
 
 
+# A native batch is about 11 KiB: the structs of closed batches are kept for the next ones
+# (of any stub), so that an idle stub holds none and a flush allocates and zeroes none.
+_POOL: list[Any] = []
+_POOL_MAX = 64
+
+
+def _full_batch() -> Any:
+    """A native batch that refuses every record as full and can never change.
+
+    A stub with nothing queued points its hot path at it: the first record then takes the
+    slow path, which opens a real batch.  Every record is op 0, which no operation has, so
+    nothing can merge into the last one, and there is no room for another.
+    """
+    b = ffi.new("struct aioumm_batch *")
+    b.len = lib.STUB_BATCH_CAPACITY
+    return b
+
+
+#: See ``_full_batch``.
+FULL_BATCH: Any = _full_batch()
+
+
 class Batch:
     """Up to ``BATCH_CAPACITY`` records and up to ``MAX_FDS`` descriptors."""
 
@@ -80,10 +102,8 @@ class Batch:
     def __init__(self) -> None:
         #: The ``struct aioumm_batch *`` that ``lib.aioumm_batch_add`` fills (``Stub`` calls
         #: it directly on its hot path; ``add`` is the same call with the result made Python).
-        self.native: Any = ffi.new("struct aioumm_batch *")
-
-    def __len__(self) -> int:
-        return int(self.native.len)
+        #: None once the batch is closed: the struct may belong to another batch by then.
+        self.native: Any = _POOL.pop() if _POOL else ffi.new("struct aioumm_batch *")
 
     def add(
         self, op: Op, addr: int, length: int, prot: int = 0, fd: int = -1, offset: int = 0, shared: bool = True
@@ -126,8 +146,17 @@ class Batch:
         fd = b.fds[r.fd_slot] if 0 <= r.fd_slot < b.nfds else -1
         return Record(Op(r.op), r.addr, r.length, r.prot, fd, r.offset, r.flags == _SHARED, r.fd_slot, b.calls[index])
 
+    def __len__(self) -> int:
+        return 0 if self.native is None else int(self.native.len)
+
     def close(self) -> None:
-        """Close the batch's descriptor duplicates; safe to call twice."""
-        res: int = lib.aioumm_batch_close(self.native)
+        """Close the batch's descriptor duplicates and give its struct back; safe to call twice."""
+        b, self.native = self.native, None
+        if b is None:
+            return
+        res: int = lib.aioumm_batch_close(b)
+        b.len = 0
+        if len(_POOL) < _POOL_MAX:
+            _POOL.append(b)
         if res < 0:
             raise OSError(-res, f"closing a batch's duplicates: {os.strerror(-res)}")

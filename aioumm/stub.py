@@ -37,7 +37,7 @@ from aioumm.abi import (
     ffi,
     lib,
 )
-from aioumm.batch import Batch
+from aioumm.batch import FULL_BATCH, Batch
 from aioumm.errors import (
     BadArgument,
     BatchError,
@@ -146,10 +146,10 @@ class Stub:
         self._report: Report | None = None
         self._frame: Any = None
         # Queued records, in batches run in order at the next flush; records go into the last,
-        # whose native struct is _open (the hot path's one attribute load).
+        # whose native struct is _open (the hot path's one attribute load).  With nothing
+        # queued there is no batch, and _open is FULL_BATCH: the first record opens one.
         self._batches: list[Batch] = []
-        self._open: Any = None
-        self._open_batch()
+        self._open: Any = FULL_BATCH
         self._exit: asyncio.Future[ExitStatus] = loop.create_future()
         self._busy = False
         self._batch_seq = 0
@@ -327,7 +327,7 @@ class Stub:
         for batch in self._batches:
             batch.close()
         self._batches = []
-        self._open_batch()
+        self._open = FULL_BATCH
         if self._base is not None:
             # Every access to the page checks the state first (after each await too), and the
             # views drop their pointers here, so nothing touches the page after this.
@@ -427,7 +427,7 @@ class Stub:
         bridge = self._bridge
         assert bridge is not None
         while True:
-            if self._open.len or len(self._batches) > 1:
+            if self._batches:
                 await self.flush()
             self._outcome = None
             self._answer = answer
@@ -485,7 +485,7 @@ class Stub:
         except BaseException as exc:  # given to the waiting resume(), which raises it
             self._outcome = exc
             return False
-        if self._open.len or len(self._batches) > 1:
+        if self._batches:
             # Flushing waits for the stub: only the coroutine can do that.
             self._outcome = _FLUSH_THEN_RESUME
             return False
@@ -595,9 +595,12 @@ class Stub:
     ) -> None:
         """The rest of queueing, after ``aioumm_batch_add`` returned ``res`` (see there)."""
         if res == _FULL:
-            # The open batch is full: open another (which always has room) and go on there.
+            # The open batch is full (or there is none): open one (which always has room) and go on there.
             self._open_batch()
             res = _batch_add(self._open, op, addr, length, prot, fd, offset, flags)
+            if res != _QUEUED:  # refused: no empty batch stays behind to be flushed for nothing
+                self._batches.pop().close()
+                self._open = self._batches[-1].native if self._batches else FULL_BATCH
         if res == _REFUSED:
             if op == _MMAP:
                 self._checked("mmap", addr, length, prot=prot, fd=fd, offset=offset)
@@ -627,7 +630,7 @@ class Stub:
         """
         self._require_stopped("flush")
         batches, self._batches = self._batches, []
-        self._open_batch()  # records queued while these run go to the next flush
+        self._open = FULL_BATCH  # records queued while these run go to the next flush
         try:
             for batch in batches:
                 if len(batch):

@@ -14,7 +14,7 @@ from guestcode import Guest
 
 from aioumm import abi
 from aioumm.abi import Op, lib
-from aioumm.batch import Batch
+from aioumm.batch import FULL_BATCH, Batch
 from aioumm.errors import BadArgument, BatchError, FdPassingError
 from aioumm.loop import Controller
 
@@ -321,3 +321,41 @@ async def test_a_stale_descriptor_message_is_skipped(ctl: Controller, memfds: li
     assert stub.regs.r12 == 0x2222  # memfd 1, not the stale memfd 0
     assert sorted(os.listdir(f"/proc/{stub.pid}/fd")) == ["0", "1"]  # stale copies closed
     g.close()
+
+
+@pytest.mark.asyncio
+async def test_an_idle_stub_holds_no_batch_and_the_full_sentinel_never_changes(
+    ctl: Controller, memfds: list[int]
+) -> None:
+    """Nothing queued: no native batch (about 11 KiB each); the shared sentinel stays as made."""
+    sentinel = bytes(abi.ffi.buffer(FULL_BATCH))
+    stubs = [await ctl.spawn() for _ in range(3)]
+    for stub in stubs:
+        assert stub._batches == [] and stub.queued == 0
+        # Every kind of record, a refused one and a closed descriptor too, on the sentinel's path.
+        stub.mmap(0x400000, PAGE, 3, memfds[0], 0)
+        stub.mmap(0x401000, PAGE, 3, memfds[0], PAGE)  # merges with the first
+        stub.munmap(0x500000, PAGE)
+        stub.mprotect(0x400000, PAGE, 1)
+        assert stub.queued == 3
+        await stub.flush()
+        assert stub._batches == [] and stub.queued == 0
+        with pytest.raises(BadArgument):
+            stub.mmap(0x400001, PAGE, 3)
+        closed = os.dup(memfds[1])
+        os.close(closed)
+        with pytest.raises(BadArgument, match="fd"):
+            stub.mmap(0x400000, PAGE, 3, closed, 0)
+        assert stub._batches == []  # a refused first record leaves no empty batch behind
+    assert bytes(abi.ffi.buffer(FULL_BATCH)) == sentinel
+
+
+def test_a_closed_batch_gives_its_struct_back_and_lets_go_of_it(memfds: list[int]) -> None:
+    b = Batch()
+    native = b.native
+    assert b.add(Op.MMAP, 0x10000, PAGE, 3, memfds[0], 0)
+    b.close()
+    assert b.native is None and len(b) == 0
+    again = Batch()
+    assert again.native == native and len(again) == 0 and again.dups == []  # reused, empty
+    again.close()
