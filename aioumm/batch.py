@@ -75,7 +75,7 @@ class Record:
 # A native batch is about 11 KiB: the structs of closed batches are kept for the next ones
 # (of any stub), so that an idle stub holds none and a flush allocates and zeroes none.
 _POOL: list[Any] = []
-_POOL_MAX = 64
+_POOL_MAX = 16
 
 
 def _full_batch() -> Any:
