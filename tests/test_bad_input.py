@@ -137,6 +137,15 @@ async def test_controller_outside_its_block() -> None:
         await ctl.spawn()
 
 
+@pytest.mark.parametrize(
+    "spin_ns, error", [(30e3, TypeError), ("30000", TypeError), (-1, ValueError), (2**63, ValueError)]
+)
+def test_a_spin_time_that_is_no_count_of_nanoseconds_is_refused_at_once(spin_ns: object, error: type) -> None:
+    # Taken, it would fail only later, in every notification pass that spins.
+    with pytest.raises(error, match="spin_ns"):
+        Controller(spin_ns=spin_ns)  # type: ignore[arg-type]
+
+
 @pytest.mark.asyncio
 async def test_controller_exit_on_error_kills_and_reaps_everything() -> None:
     pids = []
