@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from aioumm.abi import CODE_IMAGE_FILE, CODE_SIZE, lib
 from aioumm.errors import ControllerClosed
-from aioumm.futex_bridge import Notifications
+from aioumm.futex_bridge import Notifications, spin_time
 from aioumm.placement import Placement
 from aioumm.stub import Stub
 
@@ -140,7 +140,7 @@ class Controller:
         #: The adaptive placement while open (None: off, or not possible on this machine).
         self.placement: Placement | None = None
         self.batch_wakes = batch_wakes
-        self.spin_ns = spin_ns
+        self.spin_ns = spin_time(spin_ns)
         self._notifications: Notifications | None = None
         self.handler_timeout = handler_timeout
         self.stats = Stats()
