@@ -135,6 +135,7 @@ for a running guest have no deadline unless the caller gives one.
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import select
 from collections.abc import Callable
@@ -156,6 +157,24 @@ def _pause_ns() -> float:
 
 
 _PAUSE_NS: float | None = None
+
+#: The longest spin either side may be asked for: the loop is blocked while the controller spins.
+SPIN_NS_MAX = 1_000_000_000
+
+
+def spin_time(spin_ns: object) -> int:
+    """``spin_ns`` as an int of nanoseconds, or the error saying why it is none.
+
+    The native spin takes an int64 and nothing else: a value refused there would make
+    every pass that spins fail, long after the controller was made.
+    """
+    try:
+        ns = operator.index(spin_ns)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"spin_ns must be an integer number of nanoseconds, not {spin_ns!r}") from None
+    if not 0 <= ns <= SPIN_NS_MAX:
+        raise ValueError(f"spin_ns must be 0 (no spinning) or positive up to {SPIN_NS_MAX} (1 s), not {ns}")
+    return ns
 
 
 class Notifications:
@@ -192,8 +211,7 @@ class Notifications:
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, batch_wakes: bool = True, spin_ns: int = 0) -> None:
-        if spin_ns < 0:
-            raise ValueError(f"spin_ns must be 0 (no spinning) or positive, not {spin_ns}")
+        spin_ns = spin_time(spin_ns)
         self._loop = loop
         self._epoll: select.epoll | None = select.epoll()
         self._bridges: dict[int, HandoffBridge] = {}

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from aioumm.abi import CODE_IMAGE_FILE, CODE_SIZE, lib
 from aioumm.errors import ControllerClosed
-from aioumm.futex_bridge import Notifications
+from aioumm.futex_bridge import Notifications, spin_time
 from aioumm.placement import Placement
 from aioumm.stub import Stub
 
@@ -140,12 +140,13 @@ class Controller:
         #: The adaptive placement while open (None: off, or not possible on this machine).
         self.placement: Placement | None = None
         self.batch_wakes = batch_wakes
-        self.spin_ns = spin_ns
+        self.spin_ns = spin_time(spin_ns)
         self._notifications: Notifications | None = None
         self.handler_timeout = handler_timeout
         self.stats = Stats()
         self._stubs: set[Stub] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False  # aclose has begun: no new stub may start
         self._code_fd = -1
         self.code_size = 0
         self.features = features()
@@ -181,6 +182,7 @@ class Controller:
 
     async def __aenter__(self) -> Controller:
         self._loop = asyncio.get_running_loop()
+        self._closing = False
         self._notifications = Notifications(self._loop, batch_wakes=self.batch_wakes, spin_ns=self.spin_ns)
         _raise_fd_limit()
         wanted = self._placement_wanted
@@ -212,6 +214,9 @@ class Controller:
         """``spawn`` with fault injection for tests: die at the step with exit code ``inject_exit``,
         or send ``mangle_init(init message)`` instead of the init message."""
         self.loop  # noqa: B018 - raises ControllerClosed outside the block
+        if self._closing:
+            # aclose kills only the stubs it knows of; one started now would outlive it.
+            raise ControllerClosed("the controller is closing")
         stub = await Stub.spawn(self, inject_exit=inject_exit, mangle_init=mangle_init)
         if self._loop is None:  # closed while it was starting: aclose has killed it
             raise ControllerClosed("the controller closed while the stub was starting")
@@ -229,6 +234,7 @@ class Controller:
         """Kill and reap every stub, close every descriptor (idempotent)."""
         if self._loop is None:
             return
+        self._closing = True
         stubs = list(self._stubs)
         for stub in stubs:
             stub.kill()

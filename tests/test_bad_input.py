@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -136,6 +137,15 @@ async def test_controller_outside_its_block() -> None:
         await ctl.spawn()
 
 
+@pytest.mark.parametrize(
+    "spin_ns, error", [(30e3, TypeError), ("30000", TypeError), (-1, ValueError), (2**63, ValueError)]
+)
+def test_a_spin_time_that_is_no_count_of_nanoseconds_is_refused_at_once(spin_ns: object, error: type) -> None:
+    # Taken, it would fail only later, in every notification pass that spins.
+    with pytest.raises(error, match="spin_ns"):
+        Controller(spin_ns=spin_ns)  # type: ignore[arg-type]
+
+
 @pytest.mark.asyncio
 async def test_controller_exit_on_error_kills_and_reaps_everything() -> None:
     pids = []
@@ -189,6 +199,22 @@ async def test_a_spawn_pending_when_the_controller_closes_does_not_outlive_it() 
         await asyncio.sleep(0)
     with pytest.raises(AioummError):
         await pending
+    assert not ctl.stubs
+
+
+@pytest.mark.asyncio
+async def test_a_spawn_begun_while_the_controller_closes_is_refused_at_once() -> None:
+    """``aclose`` waits for the stubs it killed; a spawn asked for meanwhile must start nothing."""
+    ctl = Controller()
+    async with ctl:
+        await ctl.spawn()
+        closing = asyncio.ensure_future(ctl.aclose())
+        await asyncio.sleep(0)  # aclose has killed its stub and waits for it to be reaped
+        t0 = time.monotonic()
+        with pytest.raises(ControllerClosed):
+            await ctl.spawn()
+        assert time.monotonic() - t0 < 1
+        await closing
     assert not ctl.stubs
 
 

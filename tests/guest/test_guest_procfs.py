@@ -104,11 +104,19 @@ def test_ps_pidof_and_killall_see_the_runs_guests(busybox: str, tmp_path: Path) 
     # A job with a name of its own (a script's process is named after the script), so that
     # natively pidof and killall meet no other process of the machine.
     nap = tmp_path / "procfs-nap"
-    nap.write_text(f"#!{busybox} sh\nwhile :; do sleep 0.1; done\n")
+    # Its state is read while it waits for its sleep: the wait below sees the sleep as its
+    # child and the job in S, and the next few hundred milliseconds of ps, pidof and killall
+    # all fall inside that same sleep.  (Read at its start-up or between two sleeps, it runs:
+    # R, natively too, only for a shorter while.)  Its sleeps hold no output open, so the
+    # one killall leaves behind holds up no reader.
+    nap.write_text(f"#!{busybox} sh\nwhile :; do sleep 1 >/dev/null 2>&1; done\n")
     nap.chmod(0o755)
-    execed = 'until [ "$(cat /proc/$!/comm)" = procfs-nap ]; do sleep 0.05; done;'
+    asleep = (
+        "i=0; until busybox ps -o ppid,comm | grep -q \"^ *$! *sleep$\" && grep -q '^State:.S' /proc/$!/status"
+        " || [ $i -ge 300 ]; do sleep 0.01; i=$((i+1)); done;"
+    )
     script = (
-        f"{nap} & {execed} busybox ps -o pid,ppid,comm,stat"
+        f"{nap} & {asleep} busybox ps -o pid,ppid,comm,stat"
         ' | awk -v sh=$$ -v bg=$! \'$1==sh {print "shell", ($2==sh ? "x" : "parent"), $3, $4}'
         ' $1==bg {print "job", ($2==sh ? "child-of-shell" : $2), $3, $4}\';'
         ' [ "$(busybox pidof procfs-nap)" = "$!" ] && echo pidof finds the job;'
