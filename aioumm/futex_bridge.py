@@ -253,8 +253,17 @@ class Notifications:
         try:
             for fd, _ in ready:
                 bridge = bridges.get(fd)  # None: a stub released by an earlier answer of this pass
-                if bridge is not None and bridge.notified():
-                    woken += 1
+                if bridge is None:
+                    continue
+                try:
+                    if bridge.notified():
+                        woken += 1
+                except Exception as exc:
+                    # Edge-triggered: an event not handled now is never returned again, so one
+                    # failure must not cost the other stubs of the pass their notifications.
+                    self._loop.call_exception_handler(
+                        {"message": "aioumm: a stub's notification failed", "exception": exc}
+                    )
             if bridge is not None and not woken and self.running == 1 and self._spin_limit:
                 self._chain(bridge)
         finally:

@@ -8,7 +8,9 @@ import time
 import pytest
 from guestcode import Guest
 
+from aioumm.abi import Handoff, lib
 from aioumm.errors import StubTimeout
+from aioumm.futex_bridge import HandoffBridge
 from aioumm.loop import Controller
 from aioumm.stub import Stub
 
@@ -112,3 +114,50 @@ async def test_a_lone_stub_is_woken_at_the_end_of_its_own_pass() -> None:
         assert wakes.deferred == before
         assert wakes.passes - passes >= 50  # every report came through a pass
         g.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_notification_costs_the_other_stubs_of_its_pass_nothing() -> None:
+    """Edge-triggered events come once: a pass goes on past one that raises, and says so.
+
+    Four stubs report before the loop runs again, so one pass sees all four; the first
+    notification handled raises.  The other three must still be answered.
+    """
+    async with Controller() as ctl:
+        loop = asyncio.get_running_loop()
+        seen: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        stubs = [await ctl.spawn() for _ in range(4)]
+        guests = [Guest(s, "mov $39, %eax\nsyscall\nud2") for s in stubs]
+        for s in stubs:
+            await s.flush()
+        raised: list[bool] = []
+
+        class FirstRaises:
+            def __init__(self, bridge: HandoffBridge) -> None:
+                self.bridge = bridge
+
+            def notified(self) -> bool:
+                if not raised:
+                    raised.append(True)
+                    raise RuntimeError("broken on purpose")
+                return self.bridge.notified()
+
+        table = ctl.notifications._bridges
+        for fd, bridge in list(table.items()):
+            table[fd] = FirstRaises(bridge)  # type: ignore[assignment]
+        waits = [asyncio.ensure_future(s.resume()) for s in stubs]
+        await asyncio.sleep(0)  # each task hands its stub back
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            lib.aioumm_load_handoff(s._data) != Handoff.CONTROLLER for s in stubs
+        ):
+            time.sleep(0.001)  # holding the loop: their four notifications wait for one pass
+        done, pending = await asyncio.wait(waits, timeout=2)
+        assert len(done) == 3 and len(pending) == 1  # only the one whose notification raised waits
+        assert [c.get("exception").__class__ for c in seen] == [RuntimeError]
+        for s in stubs:
+            s.kill()
+        await asyncio.gather(*waits, return_exceptions=True)
+        for g in guests:
+            g.close()
