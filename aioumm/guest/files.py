@@ -260,6 +260,16 @@ class OpenFile:
         return stat.S_ISREG(self.mode)
 
     @property
+    def readable(self) -> bool:
+        """Opened for reading (``read`` of any other description is ``EBADF``)."""
+        return not self.flags & os.O_PATH and self.flags & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
+
+    @property
+    def writable(self) -> bool:
+        """Opened for writing (``write`` of any other description is ``EBADF``)."""
+        return not self.flags & os.O_PATH and self.flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+
+    @property
     def may_block(self) -> bool:
         """Whether reading or writing it can wait (pipes, sockets, terminals...)."""
         return self._may_block

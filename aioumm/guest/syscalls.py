@@ -702,13 +702,51 @@ def _count(n: int) -> int:
     return min(n, MAX_RW_COUNT)
 
 
+def _reading(p: GuestProcess, fd: int) -> OpenFile:
+    """Guest ``fd``'s open file for a read: ``EBADF`` unless it was opened for reading."""
+    file = p.fds.get(s32(fd))
+    if not file.readable:
+        raise _fail(errno.EBADF)
+    return file
+
+
+def _writing(p: GuestProcess, fd: int) -> OpenFile:
+    """Guest ``fd``'s open file for a write: ``EBADF`` unless it was opened for writing."""
+    file = p.fds.get(s32(fd))
+    if not file.writable:
+        raise _fail(errno.EBADF)
+    return file
+
+
+def _positional(p: GuestProcess, fd: int, *, write: bool) -> OpenFile:
+    """Guest ``fd``'s open file for ``pread``/``pwrite`` and their vector forms.
+
+    As Linux checks it: a file with no positions (a pipe, FIFO, socket or
+    terminal: a stream) is ``ESPIPE`` before its access mode is looked at.
+    """
+    file = p.fds.get(s32(fd))
+    if file.flags & os.O_PATH:
+        raise _fail(errno.EBADF)
+    if file.may_block:
+        raise _fail(errno.ESPIPE)
+    if not (file.writable if write else file.readable):
+        raise _fail(errno.EBADF)
+    return file
+
+
+def _check_count(count: int) -> None:
+    # A negative count makes the buffer reach past user space: Linux's access_ok
+    # says EFAULT before anything else looks at it.
+    if s64(count) < 0:
+        raise _fail(errno.EFAULT)
+
+
 @syscall("read")
 def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
+    file = _reading(p, fd)
     if isinstance(file, SignalFile):
         return read_signalfd(p, file, buf, count)
-    if s64(count) < 0:
-        raise _fail(errno.EINVAL)
+    _check_count(count)
     if file.is_dir:
         raise _fail(errno.EISDIR)
     views = p.mm.views(buf, _count(count), write=True)
@@ -748,9 +786,8 @@ def read_signalfd(p: GuestProcess, file: SignalFile, buf: int, count: int) -> in
 
 @syscall("write")
 def sys_write(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    if s64(count) < 0:
-        raise _fail(errno.EINVAL)
+    file = _writing(p, fd)
+    _check_count(count)
     views = p.mm.views(buf, _count(count))
     if not views:
         return 0
@@ -767,11 +804,10 @@ async def _write(p: GuestProcess, file: OpenFile, views: list[memoryview], offse
 
 @syscall("pread64")
 def sys_pread64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    if s64(off) < 0 or s64(count) < 0:
+    if s64(off) < 0:
         raise _fail(errno.EINVAL)
-    if not file.is_regular and not file.is_dir:
-        raise _fail(errno.ESPIPE)
+    file = _positional(p, fd, write=False)
+    _check_count(count)
     views = p.mm.views(buf, _count(count), write=True)
     if not views:
         return 0
@@ -780,11 +816,10 @@ def sys_pread64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: in
 
 @syscall("pwrite64")
 def sys_pwrite64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    if s64(off) < 0 or s64(count) < 0:
+    if s64(off) < 0:
         raise _fail(errno.EINVAL)
-    if not file.is_regular:
-        raise _fail(errno.ESPIPE)
+    file = _positional(p, fd, write=True)
+    _check_count(count)
     views = p.mm.views(buf, _count(count))
     if not views:
         return 0
@@ -813,7 +848,7 @@ def _iovecs(p: GuestProcess, iov: int, cnt: int, *, write: bool) -> list[memoryv
 
 @syscall("readv")
 def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
+    file = _reading(p, fd)
     views = _iovecs(p, iov, cnt, write=True)
     if not views:
         return 0
@@ -822,7 +857,7 @@ def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Aw
 
 @syscall("writev")
 def sys_writev(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
+    file = _writing(p, fd)
     views = _iovecs(p, iov, cnt, write=False)
     if not views:
         return 0
@@ -831,9 +866,9 @@ def sys_writev(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | A
 
 @syscall("preadv")
 def sys_preadv(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
     if s64(off) < 0:
         raise _fail(errno.EINVAL)
+    file = _positional(p, fd, write=False)
     views = _iovecs(p, iov, cnt, write=True)
     if not views:
         return 0
@@ -842,9 +877,9 @@ def sys_preadv(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) 
 
 @syscall("pwritev")
 def sys_pwritev(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
     if s64(off) < 0:
         raise _fail(errno.EINVAL)
+    file = _positional(p, fd, write=True)
     views = _iovecs(p, iov, cnt, write=False)
     if not views:
         return 0
@@ -853,7 +888,7 @@ def sys_pwritev(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int)
 
 @syscall("sendfile")
 def sys_sendfile(p: GuestProcess, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int | Awaitable[int]:
-    out, src = p.fds.get(s32(out_fd)), p.fds.get(s32(in_fd))
+    src, out = _reading(p, in_fd), _writing(p, out_fd)
     if s64(count) < 0:
         raise _fail(errno.EINVAL)
     offset = None
