@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from . import procfs
 from .errors import SyscallError
-from .files import Loc, OpenFile, guest_fd_alias, wait_fd
+from .files import FifoEnd, Loc, OpenFile, guest_fd_alias, wait_fd
 from .futex import futex
 from .process import HANDLERS, GuestProcess, Handler
 from .signalfd import SIGNALFD_SIGINFO_SIZE, SignalFile
@@ -530,11 +530,11 @@ def _new_fd(p: GuestProcess, host: int, path: str, flags: int) -> int:
         raise
 
 
-def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
+def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) -> int | Awaitable[int]:
     return _open_path(p, dirfd, _path(p, path_addr), flags, mode)
 
 
-def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, depth: int = 0) -> int:
+def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, depth: int = 0) -> int | Awaitable[int]:
     alias = guest_fd_alias(path) if path.startswith("/") else None
     if alias is not None:
         return _reopen(p, alias, flags)
@@ -546,8 +546,78 @@ def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, de
     loc = _locate(p, dirfd, path)
     flags = s32(flags) & 0xFFFFFFFF
     create_mode = (mode & 0o7777) & ~p.vfs.umask
-    host = p.vfs.open(loc, flags & ~os.O_CLOEXEC, create_mode)
-    return _new_fd(p, host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags)
+    waits = not flags & (os.O_NONBLOCK | os.O_PATH)
+    try:
+        host = p.vfs.open(loc, flags & ~os.O_CLOEXEC, create_mode)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO and waits and flags & os.O_ACCMODE == os.O_WRONLY:
+            fifo = _fifo_of(p, loc, flags)
+            if fifo is not None:
+                return _open_fifo_for_writing(p, fifo, loc, flags)
+        raise
+    name = loc.path if loc.path.startswith("/") else _guest_name(p, host)
+    if flags & os.O_PATH or not stat.S_ISFIFO(os.fstat(host).st_mode):
+        return _new_fd(p, host, name, flags)
+    try:
+        file = OpenFile(host, name, flags=flags)
+    except BaseException:
+        os.close(host)
+        raise
+    file.fifo_end = end = FifoEnd(host, flags)
+    if waits and flags & os.O_ACCMODE == os.O_RDONLY:
+        return _open_fifo_for_reading(p, file, end)
+    return _install(p, file, flags)
+
+
+def _install(p: GuestProcess, file: OpenFile, flags: int) -> int:
+    try:
+        return p.fds.install(file, cloexec=bool(flags & os.O_CLOEXEC))
+    except SyscallError:
+        file.close()
+        raise
+
+
+def _fifo_of(p: GuestProcess, loc: Loc, flags: int) -> int | None:
+    """An ``O_PATH`` descriptor of the FIFO at ``loc`` (None: it is no FIFO, ``ENXIO`` stands)."""
+    try:
+        fd = p.vfs.open(loc, os.O_PATH | (flags & os.O_NOFOLLOW))
+    except OSError:
+        return None
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
+
+
+async def _open_fifo_for_reading(p: GuestProcess, file: OpenFile, end: FifoEnd) -> int:
+    """A blocking open of a FIFO for reading: it waits for a writer (a signal cuts it short)."""
+    try:
+        await end.wait_for_writer(file.host_fd)
+        os.set_blocking(file.host_fd, True)  # the loop may have made it non-blocking
+    except BaseException:
+        file.close()
+        raise
+    return _install(p, file, file.flags)
+
+
+async def _open_fifo_for_writing(p: GuestProcess, fifo: int, loc: Loc, flags: int) -> int:
+    """A blocking open of a FIFO for writing: it waits for a reader (a signal cuts it short)."""
+    end = FifoEnd(fifo, flags)  # a waiting writer counts, so a reader opening now need not wait
+    try:
+        host = await end.wait_for_reader(fifo, flags)
+        try:
+            os.set_blocking(host, True)
+            file = OpenFile(host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags=flags)
+        except BaseException:
+            os.close(host)
+            raise
+    except BaseException:
+        end.close()
+        raise
+    finally:
+        os.close(fifo)
+    file.fifo_end = end
+    return _install(p, file, flags)
 
 
 #: Links followed in one lookup of the guest's /proc, at most (Linux: 40 in all).
@@ -587,7 +657,7 @@ def _cwd_in_proc(p: GuestProcess) -> bool:
         return False
 
 
-def _open_proc_node(p: GuestProcess, node: procfs.Node, flags: int, mode: int, depth: int) -> int:
+def _open_proc_node(p: GuestProcess, node: procfs.Node, flags: int, mode: int, depth: int) -> int | Awaitable[int]:
     flags = s32(flags) & 0xFFFFFFFF
     if isinstance(node, procfs.ProcLink):
         if flags & os.O_NOFOLLOW:
@@ -665,17 +735,17 @@ def _guest_name(p: GuestProcess, host: int) -> str:
 
 
 @syscall("openat")
-def sys_openat(p: GuestProcess, dirfd: int, path: int, flags: int, mode: int, *_: int) -> int:
+def sys_openat(p: GuestProcess, dirfd: int, path: int, flags: int, mode: int, *_: int) -> int | Awaitable[int]:
     return _open(p, dirfd, path, flags, mode)
 
 
 @syscall("open")
-def sys_open(p: GuestProcess, path: int, flags: int, mode: int, *_: int) -> int:
+def sys_open(p: GuestProcess, path: int, flags: int, mode: int, *_: int) -> int | Awaitable[int]:
     return _open(p, AT_FDCWD, path, flags, mode)
 
 
 @syscall("creat")
-def sys_creat(p: GuestProcess, path: int, mode: int, *_: int) -> int:
+def sys_creat(p: GuestProcess, path: int, mode: int, *_: int) -> int | Awaitable[int]:
     return _open(p, AT_FDCWD, path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
 
 
