@@ -150,6 +150,41 @@ def sys_mremap(p: GuestProcess, old: int, old_size: int, new_size: int, flags: i
     return p.mm.sys_mremap(old, old_size, new_size, flags, new)
 
 
+@syscall("msync")
+def sys_msync(p: GuestProcess, addr: int, length: int, flags: int, *_: int) -> int:
+    return p.mm.sys_msync(addr, length, s32(flags))
+
+
+@syscall("mlock")
+def sys_mlock(p: GuestProcess, addr: int, length: int, *_: int) -> int:
+    return p.mm.sys_mlock(addr, length)
+
+
+@syscall("mlock2")
+def sys_mlock2(p: GuestProcess, addr: int, length: int, flags: int, *_: int) -> int:
+    if flags & ~1:  # MLOCK_ONFAULT
+        raise _fail(errno.EINVAL)
+    return p.mm.sys_mlock(addr, length)
+
+
+@syscall("munlock")
+def sys_munlock(p: GuestProcess, addr: int, length: int, *_: int) -> int:
+    return p.mm.sys_mlock(addr, length)
+
+
+@syscall("mlockall")
+def sys_mlockall(p: GuestProcess, flags: int, *_: int) -> int:
+    # MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT (not alone); every page is resident already.
+    if not flags or flags & ~0x7 or flags == 0x4:
+        raise _fail(errno.EINVAL)
+    return 0
+
+
+@syscall("munlockall")
+def sys_munlockall(p: GuestProcess, *_: int) -> int:
+    return 0
+
+
 @syscall("madvise")
 def sys_madvise(p: GuestProcess, addr: int, length: int, advice: int, *_: int) -> int:
     return p.mm.sys_madvise(addr, length, s32(advice))
