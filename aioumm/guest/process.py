@@ -994,7 +994,7 @@ class GuestProcess:
                 shown = self.trace_args
             if interrupted and nr not in NO_RESTART:
                 line = self.strace.line(nr, args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
-                self.strace.emit(f"{line} = ? {restart_text(nr)}")
+                self.strace.emit(f"{line} = ? {restart_text(nr, self.restart_block is not None)}")
             else:
                 self.strace.call(nr, args, result, self.mm, unknown=unknown, shown=shown, note=self.note)
         self.stub.regs.rax = result & _U64
