@@ -408,6 +408,61 @@ def sys_sched_setaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: i
     return 0
 
 
+#: The real-time policies (SCHED_FIFO, SCHED_RR) and the others Linux knows
+#: (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE, SCHED_EXT).
+_RT_POLICIES = (1, 2)
+_OTHER_POLICIES = (0, 3, 5, 6, 7)
+
+
+@syscall("sched_get_priority_max")
+def sys_sched_get_priority_max(p: GuestProcess, policy: int, *_: int) -> int:
+    if s32(policy) in _RT_POLICIES:
+        return 99
+    if s32(policy) in _OTHER_POLICIES:
+        return 0
+    raise _fail(errno.EINVAL)
+
+
+@syscall("sched_get_priority_min")
+def sys_sched_get_priority_min(p: GuestProcess, policy: int, *_: int) -> int:
+    if s32(policy) in _RT_POLICIES:
+        return 1
+    if s32(policy) in _OTHER_POLICIES:
+        return 0
+    raise _fail(errno.EINVAL)
+
+
+@syscall("sched_getscheduler")
+def sys_sched_getscheduler(p: GuestProcess, pid: int, *_: int) -> int:
+    """Every guest runs under SCHED_OTHER (its stub keeps its host policy)."""
+    if s32(pid) < 0:
+        raise _fail(errno.EINVAL)
+    _affinity_target(p, pid)
+    return 0
+
+
+@syscall("sched_getparam")
+def sys_sched_getparam(p: GuestProcess, pid: int, param: int, *_: int) -> int:
+    if not param or s32(pid) < 0:
+        raise _fail(errno.EINVAL)
+    _affinity_target(p, pid)
+    p.mm.write(param, bytes(4))  # sched_priority: 0 under SCHED_OTHER
+    return 0
+
+
+@syscall("getcpu")
+def sys_getcpu(p: GuestProcess, cpu: int, node: int, *_: int) -> int:
+    """The CPU the guest's stub last ran on, on NUMA node 0."""
+    here = 0
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{p.vfs.proc_pid}/stat", "rb") as f:
+        here = int(f.read().rsplit(b")", 1)[1].split()[36])  # field 39, "processor"
+    if cpu:
+        p.mm.write(cpu, struct.pack("<I", here))
+    if node:
+        p.mm.write(node, bytes(4))
+    return 0
+
+
 @syscall("sched_yield")
 def sys_sched_yield(p: GuestProcess, *_: int) -> int:
     return 0

@@ -139,6 +139,11 @@ def test_madvise_msync_and_mlock_match_native(prog_dir: Path, tmp_path: Path) ->
     assert b"private memory kept: 7\n" in got.stdout and b"file reads synced\n" in got.stdout
 
 
+def test_scheduling_queries_match_native(prog_dir: Path) -> None:
+    got = same_as_native([str(compile_prog("sched_info", prog_dir))])
+    assert b"on a CPU of its mask 1, node 0\n" in got.stdout
+
+
 def test_confined_root(busybox: str, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "bin").mkdir(parents=True)
