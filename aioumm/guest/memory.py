@@ -1043,6 +1043,24 @@ class AddressSpace:
                 out.append(memoryview(bytes(take - max(b.size - off, 0))))
         return out
 
+    def usable_views(self, addr: int, n: int, *, write: bool = False) -> list[memoryview]:
+        """Views of ``[addr, addr + n)`` up to its first page the guest may not use that way.
+
+        What a Linux read or write copies before it faults (it then answers that
+        count).  A range reaching past user space is refused whole (``access_ok``):
+        no views.
+        """
+        try:
+            return self.views(addr, n, write=write)
+        except GuestFault as fault:
+            good = fault.addr - addr
+            if not 0 < good < n:
+                return []
+            try:
+                return self.views(addr, good, write=write)
+            except GuestFault:
+                return []
+
     def read(self, addr: int, n: int) -> bytes:
         """Copy ``n`` bytes of guest memory the guest may read."""
         views = self.views(addr, n)

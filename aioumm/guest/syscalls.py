@@ -901,6 +901,57 @@ def _check_count(count: int) -> None:
         raise _fail(errno.EFAULT)
 
 
+class _NoBuffer(SyscallError):
+    """``EFAULT``: not one byte of a buffer inside user space can be used."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EFAULT)
+
+
+def _buffer(p: GuestProcess, file: OpenFile, buf: int, count: int, *, into: bool) -> list[memoryview]:
+    """The guest buffer of a read (``into`` it) or write, as far as it can be used.
+
+    A file's read or write copies up to the first bad page and answers the
+    count copied: only one that has something to copy and can copy none of it
+    is ``EFAULT`` (a read at the end of a file never touches its buffer).  A
+    pipe, socket or terminal copies in whole pieces, so its buffer is taken
+    whole or not at all (see the README for sockets).
+    """
+    n = _count(count)
+    if file.may_block:
+        return p.mm.views(buf, n, write=into)
+    if buf + count > p.mm.layout.task_top:
+        raise _fail(errno.EFAULT)  # access_ok, of the whole count: before anything else
+    views = p.mm.usable_views(buf, n, write=into)
+    if not views and n:
+        raise _NoBuffer()
+    return views
+
+
+def _nothing_to_read(file: OpenFile, offset: int | None = None) -> bool:
+    """Whether a read of ``file`` would answer 0 at once: it ends where it is (or at ``offset``)."""
+    if file.may_block:
+        return False  # a pipe or terminal read would wait first
+    try:
+        at = os.lseek(file.host_fd, 0, os.SEEK_CUR) if offset is None else offset
+        return not os.pread(file.host_fd, 1, at)
+    except OSError:
+        return False
+
+
+def _read_buffer(
+    p: GuestProcess, file: OpenFile, buf: int, count: int, offset: int | None = None
+) -> list[memoryview] | None:
+    """:func:`_buffer` for a read; None when the read answers 0 without touching it."""
+    try:
+        views = _buffer(p, file, buf, count, into=True)
+    except _NoBuffer:
+        if _nothing_to_read(file, offset):
+            return None
+        raise
+    return views or None
+
+
 @syscall("read")
 def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
     file = _reading(p, fd)
@@ -909,8 +960,8 @@ def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | A
     _check_count(count)
     if file.is_dir:
         raise _fail(errno.EISDIR)
-    views = p.mm.views(buf, _count(count), write=True)
-    if not views:
+    views = _read_buffer(p, file, buf, count)
+    if views is None:
         return 0
     return file.readv(views)
 
@@ -948,7 +999,7 @@ def read_signalfd(p: GuestProcess, file: SignalFile, buf: int, count: int) -> in
 def sys_write(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
     file = _writing(p, fd)
     _check_count(count)
-    views = p.mm.views(buf, _count(count))
+    views = _buffer(p, file, buf, count, into=False)
     if not views:
         return 0
     return _write(p, file, views)
@@ -968,8 +1019,8 @@ def sys_pread64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: in
         raise _fail(errno.EINVAL)
     file = _positional(p, fd, write=False)
     _check_count(count)
-    views = p.mm.views(buf, _count(count), write=True)
-    if not views:
+    views = _read_buffer(p, file, buf, count, s64(off))
+    if views is None:
         return 0
     return file.readv(views, s64(off))
 
@@ -980,36 +1031,63 @@ def sys_pwrite64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: i
         raise _fail(errno.EINVAL)
     file = _positional(p, fd, write=True)
     _check_count(count)
-    views = p.mm.views(buf, _count(count))
+    views = _buffer(p, file, buf, count, into=False)
     if not views:
         return 0
     return _write(p, file, views, s64(off))
 
 
-def _iovecs(p: GuestProcess, iov: int, cnt: int, *, write: bool) -> list[memoryview]:
+def _iovecs(p: GuestProcess, iov: int, cnt: int, *, write: bool, file: OpenFile | None = None) -> list[memoryview]:
+    """The buffers an iovec array names.  With ``file`` (not a pipe, socket or
+    terminal), as far as they can be used: up to the first bad page, as
+    :func:`_buffer` takes one buffer."""
     n = s32(cnt)
     if n < 0 or n > UIO_MAXIOV:
         raise _fail(errno.EINVAL)
     raw = p.mm.read(iov, n * _IOVEC.size)
-    out: list[memoryview] = []
+    pieces: list[tuple[int, int]] = []
     total = 0
     for base, length in _IOVEC.iter_unpack(raw):
         if s64(length) < 0:
             raise _fail(errno.EINVAL)
+        if base + length > p.mm.layout.task_top:
+            raise _fail(errno.EFAULT)  # access_ok, for every vector before any copy
         total += length
         if total > MAX_RW_COUNT:
             length -= total - MAX_RW_COUNT
         if length:
-            out.extend(p.mm.views(base, length, write=write))
+            pieces.append((base, length))
         if total >= MAX_RW_COUNT:
             break
+    out: list[memoryview] = []
+    if file is None or file.may_block:
+        for base, length in pieces:
+            out.extend(p.mm.views(base, length, write=write))
+        return out
+    for base, length in pieces:
+        got = p.mm.usable_views(base, length, write=write)
+        out.extend(got)
+        if sum(len(v) for v in got) < length:
+            break
+    if pieces and not out:
+        raise _NoBuffer()
     return out
+
+
+def _read_iovecs(p: GuestProcess, file: OpenFile, iov: int, cnt: int, offset: int | None = None) -> list[memoryview]:
+    """:func:`_iovecs` for a read: no buffers (an answer of 0) when it would read nothing."""
+    try:
+        return _iovecs(p, iov, cnt, write=True, file=file)
+    except _NoBuffer:
+        if _nothing_to_read(file, offset):
+            return []
+        raise
 
 
 @syscall("readv")
 def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
     file = _reading(p, fd)
-    views = _iovecs(p, iov, cnt, write=True)
+    views = _read_iovecs(p, file, iov, cnt)
     if not views:
         return 0
     return file.readv(views)
@@ -1018,7 +1096,7 @@ def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Aw
 @syscall("writev")
 def sys_writev(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
     file = _writing(p, fd)
-    views = _iovecs(p, iov, cnt, write=False)
+    views = _iovecs(p, iov, cnt, write=False, file=file)
     if not views:
         return 0
     return _write(p, file, views)
@@ -1029,7 +1107,7 @@ def sys_preadv(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) 
     if s64(off) < 0:
         raise _fail(errno.EINVAL)
     file = _positional(p, fd, write=False)
-    views = _iovecs(p, iov, cnt, write=True)
+    views = _read_iovecs(p, file, iov, cnt, s64(off))
     if not views:
         return 0
     return file.readv(views, s64(off))
@@ -1040,7 +1118,7 @@ def sys_pwritev(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int)
     if s64(off) < 0:
         raise _fail(errno.EINVAL)
     file = _positional(p, fd, write=True)
-    views = _iovecs(p, iov, cnt, write=False)
+    views = _iovecs(p, iov, cnt, write=False, file=file)
     if not views:
         return 0
     return _write(p, file, views, s64(off))

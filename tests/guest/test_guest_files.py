@@ -41,6 +41,13 @@ def test_reads_and_writes_check_the_access_mode_and_the_count(prog_dir: Path, tm
     assert b"read of a write end          -1 EBADF" in got.stdout
 
 
+def test_a_buffer_that_runs_into_a_hole_is_used_up_to_it(prog_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(bytes(8192))
+    got = same_as_native([str(compile_prog("rw_buffers", prog_dir)), "file"], cwd=tmp_path)
+    assert b"read up to a hole              100 \n" in got.stdout
+    assert b"read at the end, bad buffer    0 \n" in got.stdout
+
+
 def test_opening_a_fifo_waits_for_its_other_end(prog_dir: Path, tmp_path: Path) -> None:
     # Each side waits for the other (its partner, another guest, runs meanwhile);
     # O_NONBLOCK, O_RDWR, a signal and SA_RESTART act as on Linux.
