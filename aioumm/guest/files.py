@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import SyscallError
+from .errors import PartlyDone, SyscallError
 from .memory import PROT_WRITE, AddressSpace, FileBacking
 
 __all__ = ["FdTable", "FifoEnd", "Loc", "OpenFile", "Vfs", "host_syscall", "wait_fd"]
@@ -478,7 +478,12 @@ class OpenFile:
                 if done:
                     return done
                 raise
-            await wait_fd(nb if nb >= 0 else fd, write=True)
+            try:
+                await wait_fd(nb if nb >= 0 else fd, write=True)
+            except asyncio.CancelledError:
+                if done:
+                    raise PartlyDone(done) from None  # a signal: Linux answers what was written
+                raise
         return done
 
     def _nonblocking_writer(self) -> int:

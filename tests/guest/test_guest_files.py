@@ -48,6 +48,12 @@ def test_a_buffer_that_runs_into_a_hole_is_used_up_to_it(prog_dir: Path, tmp_pat
     assert b"read at the end, bad buffer    0 \n" in got.stdout
 
 
+def test_a_pipe_write_cut_short_answers_what_it_wrote(prog_dir: Path) -> None:
+    # Neither EINTR nor a restart that would write the data again.
+    got = same_as_native([str(compile_prog("pipe_partial", prog_dir))])
+    assert got.stdout.count(b" 65536 ") == 2
+
+
 def test_opening_a_fifo_waits_for_its_other_end(prog_dir: Path, tmp_path: Path) -> None:
     # Each side waits for the other (its partner, another guest, runs meanwhile);
     # O_NONBLOCK, O_RDWR, a signal and SA_RESTART act as on Linux.
