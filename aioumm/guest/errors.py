@@ -8,11 +8,12 @@ negative errno the guest gets, or into the guest's death.
 
 from __future__ import annotations
 
+import asyncio
 import errno as _errno
 
 from aioumm.errors import AioummError
 
-__all__ = ["GuestError", "GuestExit", "GuestFault", "SyscallError"]
+__all__ = ["GuestError", "GuestExit", "GuestFault", "PartlyDone", "SyscallError"]
 
 
 class GuestError(AioummError):
@@ -37,6 +38,18 @@ class GuestFault(SyscallError):
         super().__init__(_errno.EFAULT)
         self.addr = addr
         self.length = length
+
+
+class PartlyDone(asyncio.CancelledError):
+    """A signal cut a waiting call short after part of its work was done.
+
+    Raised in place of the cancellation: the call answers ``count`` (what Linux's
+    pipe write answers then), not ``EINTR``, and is not restarted.
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
 
 
 class GuestExit(Exception):

@@ -38,10 +38,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import SyscallError
+from .errors import PartlyDone, SyscallError
 from .memory import PROT_WRITE, AddressSpace, FileBacking
 
-__all__ = ["FdTable", "Loc", "OpenFile", "Vfs", "host_syscall", "wait_fd"]
+__all__ = ["FdTable", "FifoEnd", "Loc", "OpenFile", "Vfs", "host_syscall", "wait_fd"]
 
 #: Linux's default soft RLIMIT_NOFILE.
 DEFAULT_FD_LIMIT = 1024
@@ -222,6 +222,153 @@ async def wait_fd(fd: int, *, write: bool = False) -> None:
                 _unwatch(loop, fd, write, _RESTORE.get(key, False))
 
 
+# ---------------------------------------------------------------- FIFOs
+#
+# Linux's open of a FIFO waits for the other end: for reading, until a writer has
+# opened it (a writer that came and went counts); for writing, until a reader has
+# (with O_NONBLOCK and no reader: ENXIO).  O_RDWR and a non-blocking reader never
+# wait.  A waiting open already counts as an end, so the two sides of
+# `cat fifo & echo hi > fifo` find each other whichever comes first.
+#
+# The controller may not block, so it opens FIFOs non-blocking and does the
+# waiting itself.  Two facts decide how:
+# * The host says whether a FIFO has a reader (a non-blocking open for writing
+#   fails with ENXIO when it has none), but not whether it has a writer, and a
+#   reader's descriptor shows no event for a writer that opened without writing.
+# * An open by a guest of this controller is seen here.
+# So the guests' ends of each FIFO are counted here (`_Fifo`, Linux's counts and
+# counters), and every guest open of a FIFO wakes the guests waiting to open its
+# other end.  Ends outside the controller are seen as the host shows them: a
+# waiting writer tries its open again now and then; a waiting reader wakes when
+# its descriptor shows data or a hang-up.
+
+
+class _Fifo:
+    """This controller's guests' ends of one FIFO (by device and inode)."""
+
+    def __init__(self, key: tuple[int, int]) -> None:
+        self.key = key
+        #: Open descriptions (waiting opens included) reading and writing it.
+        self.readers = 0
+        self.writers = 0
+        #: Opens for reading and for writing so far (Linux's ``r_counter``, ``w_counter``).
+        self.read_opens = 0
+        self.write_opens = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def opened(self) -> None:
+        """A guest opened an end: every guest waiting to open the other end looks again."""
+        woken, self._waiters = self._waiters, []
+        for fut in woken:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, *, timeout: float | None = None, fd: int = -1) -> None:
+        """Until a guest opens an end, host ``fd`` is readable or hung up, or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self._waiters.append(fut)
+        timer = loop.call_later(timeout, wake) if timeout is not None else None
+        if fd >= 0:
+            loop.add_reader(fd, wake)
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if fd >= 0:
+                loop.remove_reader(fd)
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+
+_FIFOS: dict[tuple[int, int], _Fifo] = {}
+
+
+class FifoEnd:
+    """A guest's open (or opening) of a FIFO by name, counted in its :class:`_Fifo` while it lasts."""
+
+    def __init__(self, host_fd: int, flags: int) -> None:
+        st = os.fstat(host_fd)
+        key = (st.st_dev, st.st_ino)
+        self.fifo = _FIFOS.get(key) or _FIFOS.setdefault(key, _Fifo(key))
+        acc = flags & os.O_ACCMODE
+        self.reading = acc in (os.O_RDONLY, os.O_RDWR)
+        self.writing = acc in (os.O_WRONLY, os.O_RDWR)
+        self._open = True
+        f = self.fifo
+        f.readers += self.reading
+        f.writers += self.writing
+        f.read_opens += self.reading
+        f.write_opens += self.writing
+        f.opened()
+
+    def close(self) -> None:
+        """The description is closed (or the open failed); idempotent."""
+        if not self._open:
+            return
+        self._open = False
+        f = self.fifo
+        f.readers -= self.reading
+        f.writers -= self.writing
+        if not (f.readers or f.writers) and _FIFOS.get(f.key) is f:
+            del _FIFOS[f.key]
+
+    async def wait_for_writer(self, host_fd: int) -> None:
+        """A blocking open for reading: return once the FIFO has (or has had) a writer.
+
+        ``host_fd`` is the reader's own descriptor, opened non-blocking before
+        this end was counted: a writer from outside the controller shows on it
+        as data or, once it is gone, a hang-up.
+        """
+        f = self.fifo
+        seen = f.write_opens
+        while not f.writers and f.write_opens == seen:
+            if _ready(host_fd, select.POLLIN | select.POLLHUP):
+                return
+            await f.wait(fd=host_fd)
+
+    async def wait_for_reader(self, path_fd: int, flags: int) -> int:
+        """A blocking open for writing of the FIFO ``path_fd`` (``O_PATH``): the host descriptor, once it has a reader.
+
+        A reader that came and went meanwhile ends the wait too, as on Linux: the
+        open succeeds and a write then meets no reader (``SIGPIPE``).
+        """
+        f = self.fifo
+        seen = f.read_opens
+        again = 0.005  # readers outside the controller are looked for at growing intervals
+        while True:
+            try:
+                return _reopen_fifo(path_fd, flags)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+            if f.read_opens != seen:
+                with contextlib.suppress(OSError):
+                    return _write_end_alone(path_fd, flags)
+            await f.wait(timeout=again)
+            again = min(again * 2, 0.1)
+
+
+def _reopen_fifo(path_fd: int, flags: int) -> int:
+    keep = flags & (os.O_ACCMODE | os.O_APPEND | os.O_DSYNC | os.O_SYNC | os.O_NOATIME)
+    return os.open(f"/proc/self/fd/{path_fd}", keep | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+
+
+def _write_end_alone(path_fd: int, flags: int) -> int:
+    """A write end of a FIFO that has no reader (what Linux's waiting writer gets when its reader left)."""
+    both = os.open(f"/proc/self/fd/{path_fd}", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        return _reopen_fifo(path_fd, flags)  # the reader it needs is ``both``, for a moment
+    finally:
+        os.close(both)
+
+
 @dataclass
 class _DirEntry:
     ino: int
@@ -245,6 +392,8 @@ class OpenFile:
         #: The guest's ``O_NONBLOCK`` on this description (see the module docstring).
         self.nonblocking = bool(fcntl.fcntl(host_fd, fcntl.F_GETFL) & os.O_NONBLOCK)
         self.refs = 0
+        #: Its end of a FIFO opened by name (see :class:`FifoEnd`), counted until it is closed.
+        self.fifo_end: FifoEnd | None = None
         self._nb_write_fd = -1
         self._dir: list[_DirEntry] | None = None
         self._dir_pos = 0
@@ -258,6 +407,16 @@ class OpenFile:
     @property
     def is_regular(self) -> bool:
         return stat.S_ISREG(self.mode)
+
+    @property
+    def readable(self) -> bool:
+        """Opened for reading (``read`` of any other description is ``EBADF``)."""
+        return not self.flags & os.O_PATH and self.flags & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
+
+    @property
+    def writable(self) -> bool:
+        """Opened for writing (``write`` of any other description is ``EBADF``)."""
+        return not self.flags & os.O_PATH and self.flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
 
     @property
     def may_block(self) -> bool:
@@ -319,7 +478,12 @@ class OpenFile:
                 if done:
                     return done
                 raise
-            await wait_fd(nb if nb >= 0 else fd, write=True)
+            try:
+                await wait_fd(nb if nb >= 0 else fd, write=True)
+            except asyncio.CancelledError:
+                if done:
+                    raise PartlyDone(done) from None  # a signal: Linux answers what was written
+                raise
         return done
 
     def _nonblocking_writer(self) -> int:
@@ -443,6 +607,8 @@ class OpenFile:
             if fd >= 0:
                 os.close(fd)
         self.host_fd = self._nb_write_fd = -1
+        if self.fifo_end is not None:
+            self.fifo_end.close()
 
 
 @dataclass
@@ -667,8 +833,9 @@ class Vfs:
         if not flags & (os.O_CREAT | _O_TMPFILE):
             mode = 0
         # Opening a FIFO waits for its other end: open non-blocking so the loop never
-        # waits, then give the description the blocking mode the guest asked for.
-        # (A FIFO opened for writing with no reader fails with ENXIO instead of waiting.)
+        # waits (the caller waits on the loop, see FifoEnd; a FIFO opened for writing
+        # with no reader fails here with ENXIO), then give the description the
+        # blocking mode the guest asked for.
         wanted_nb = flags & os.O_NONBLOCK
         if not flags & os.O_PATH:
             flags |= os.O_NONBLOCK

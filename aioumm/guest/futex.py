@@ -250,6 +250,26 @@ def _wake_op(p: GuestProcess, k1: Key, addr2: int, k2: Key, n1: int, n2: int, en
     return woken
 
 
+def _wait(
+    p: GuestProcess, key: Key, uaddr: int, val: int, bitset: int, deadline: tuple[int, int] | None = None
+) -> Awaitable[int]:
+    if _load(p.mm, uaddr) != val & 0xFFFFFFFF:
+        raise SyscallError(errno.EAGAIN)
+    # Compared and queued in one step: no other thread's call runs in between.
+    return p.kernel.futexes.enqueue(key, bitset, p, deadline)
+
+
+async def _timed_wait(p: GuestProcess, key: Key, uaddr: int, val: int, bitset: int, deadline: tuple[int, int]) -> int:
+    """A wait with a timeout.  Cut short by a signal it is Linux's ``-ERESTART_RESTARTBLOCK``:
+    ``EINTR`` when a handler runs (``SA_RESTART`` or not); otherwise ``restart_syscall``
+    compares again and waits until the same deadline."""
+    try:
+        return await _wait(p, key, uaddr, val, bitset, deadline)
+    except asyncio.CancelledError:
+        p.restart_block = ("futex", lambda: _timed_wait(p, key, uaddr, val, bitset, deadline))
+        raise
+
+
 def futex(p: GuestProcess, uaddr: int, op: int, val: int, utime: int, uaddr2: int, val3: int) -> int | Awaitable[int]:
     """``futex(2)``: the operations glibc uses (no priority inheritance: ``ENOSYS``)."""
     op &= 0xFFFFFFFF
@@ -266,10 +286,10 @@ def futex(p: GuestProcess, uaddr: int, op: int, val: int, utime: int, uaddr2: in
         if not bitset:
             raise SyscallError(errno.EINVAL)
         key = _key(mm, uaddr, private)
-        if _load(mm, uaddr) != val & 0xFFFFFFFF:
-            raise SyscallError(errno.EAGAIN)
-        # Compared and queued in one step: no other thread's call runs in between.
-        return table.enqueue(key, bitset, p, None if ts is None else _deadline(cmd, op, ts))
+        deadline = None if ts is None else _deadline(cmd, op, ts)
+        if deadline is None:
+            return _wait(p, key, uaddr, val, bitset)
+        return _timed_wait(p, key, uaddr, val, bitset, deadline)
     if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
         bitset = FUTEX_BITSET_MATCH_ANY if cmd == FUTEX_WAKE else val3
         if not bitset:

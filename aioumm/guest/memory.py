@@ -112,6 +112,12 @@ MADV_NORMAL = 0
 MADV_DONTNEED = 4
 MADV_FREE = 8
 MADV_REMOVE = 9
+#: The advice this kernel knows (madvise_behavior_valid): 0-4, 8-24 and the guard
+#: regions (102, 103); MADV_COLLAPSE and the memory-failure tests are configured out.
+_MADV_KNOWN = frozenset((*range(5), *range(8, 25), 102, 103))
+MS_ASYNC = 1
+MS_INVALIDATE = 2
+MS_SYNC = 4
 
 #: Linux's default ``vm.max_map_count``: past it, mapping calls fail with ENOMEM.
 MAX_MAP_COUNT = 65530
@@ -763,11 +769,12 @@ class AddressSpace:
         """``mmap(2)``: ``file`` is the opened file for a non-anonymous mapping."""
         if length == 0:
             raise SyscallError(errno.EINVAL)
-        if prot & ~(PROT_RWX | PROT_SEM):
-            raise SyscallError(errno.EINVAL)
+        prot &= PROT_RWX | PROT_SEM  # mmap ignores other bits (mprotect refuses them)
         maptype = flags & MAP_TYPE
         if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
             raise SyscallError(errno.EINVAL)
+        if maptype == MAP_SHARED_VALIDATE and flags & MAP_ANONYMOUS:
+            raise SyscallError(errno.EINVAL)  # a type only file mappings have
         if maptype == MAP_SHARED_VALIDATE and flags & ~_MAP_VALIDATE_KNOWN:
             raise SyscallError(errno.EOPNOTSUPP)
         if flags & MAP_HUGETLB:
@@ -831,22 +838,72 @@ class AddressSpace:
         return 0
 
     def sys_madvise(self, addr: int, length: int, advice: int) -> int:
-        """``madvise(2)``: DONTNEED/FREE/REMOVE zero private memory; the rest is a hint."""
-        if addr & PAGE_MASK or advice < 0:
+        """``madvise(2)``: DONTNEED/FREE zero private memory, REMOVE shared memory; the rest is a hint.
+
+        As Linux: the advice is taken for the mapped parts of the range, then a
+        hole in it is ``ENOMEM``; FREE is for private anonymous memory only, REMOVE
+        for shared memory only (``EINVAL``, or ``EACCES`` for a private file copy).
+        """
+        if advice not in _MADV_KNOWN or addr & PAGE_MASK:
             raise SyscallError(errno.EINVAL)
         end = addr + page_up(length)
-        if end < addr or end > self.layout.task_top:
+        if end < addr or (length and end == addr) or end > self.layout.task_top:
             raise SyscallError(errno.EINVAL)
         if end == addr:
             return 0
-        if advice in (MADV_DONTNEED, MADV_FREE, MADV_REMOVE):
-            if not self.is_mapped(addr, end):
-                raise SyscallError(errno.ENOMEM)
+        if self.layout.touches_stub(addr, end):
+            raise SyscallError(errno.ENOMEM)
+        i, j = self._overlapping(addr, end)
+        for v in self._vmas[i:j]:
+            a, b = max(v.start, addr), min(v.end, end)
+            if advice == MADV_REMOVE:
+                if not v.shared:
+                    raise SyscallError(errno.EACCES if v.name.startswith("/") else errno.EINVAL)
+                # A hole punched in the file (a shared memfd too), seen by every mapping of it.
+                host = getattr(v.backing, "map", None)
+                if host is not None:
+                    with contextlib.suppress(OSError, ValueError):  # past the end of the file
+                        host.madvise(mmap.MADV_REMOVE, v.offset + (a - v.start), b - a)
+            elif advice in (MADV_DONTNEED, MADV_FREE) and v.backing is self.physmem:
+                if advice == MADV_FREE and v.name.startswith("/"):
+                    raise SyscallError(errno.EINVAL)  # a file's pages, not anonymous ones
+                self.physmem.zero(v.offset + (a - v.start), b - a)
+            elif advice == MADV_FREE:
+                raise SyscallError(errno.EINVAL)
+        if not self.is_mapped(addr, end):
+            raise SyscallError(errno.ENOMEM)
+        return 0
+
+    def sys_msync(self, addr: int, length: int, flags: int) -> int:
+        """``msync(2)``: ``MS_SYNC`` writes a shared file mapping's file out; the checks are Linux's."""
+        if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) or addr & PAGE_MASK:
+            raise SyscallError(errno.EINVAL)
+        if flags & MS_ASYNC and flags & MS_SYNC:
+            raise SyscallError(errno.EINVAL)
+        end = addr + page_up(length)
+        if end < addr:
+            raise SyscallError(errno.ENOMEM)
+        if end == addr:
+            return 0
+        if flags & MS_SYNC:
             i, j = self._overlapping(addr, end)
             for v in self._vmas[i:j]:
-                if v.backing is self.physmem:
-                    a, b = max(v.start, addr), min(v.end, end)
-                    self.physmem.zero(v.offset + (a - v.start), b - a)
+                if v.shared and isinstance(v.backing, FileBacking):
+                    os.fsync(v.backing.fd)
+        if end > self.layout.task_top or self.layout.touches_stub(addr, end) or not self.is_mapped(addr, end):
+            raise SyscallError(errno.ENOMEM)
+        return 0
+
+    def sys_mlock(self, addr: int, length: int) -> int:
+        """``mlock``/``munlock``: every page is always resident here; only the range is checked."""
+        end = page_up(addr + length)
+        addr = page_down(addr)
+        if end < addr:
+            raise SyscallError(errno.EINVAL)
+        if end == addr:
+            return 0
+        if end > self.layout.task_top or self.layout.touches_stub(addr, end) or not self.is_mapped(addr, end):
+            raise SyscallError(errno.ENOMEM)
         return 0
 
     def sys_brk(self, addr: int) -> int:
@@ -985,6 +1042,24 @@ class AddressSpace:
                     out.append(b.view[off:])
                 out.append(memoryview(bytes(take - max(b.size - off, 0))))
         return out
+
+    def usable_views(self, addr: int, n: int, *, write: bool = False) -> list[memoryview]:
+        """Views of ``[addr, addr + n)`` up to its first page the guest may not use that way.
+
+        What a Linux read or write copies before it faults (it then answers that
+        count).  A range reaching past user space is refused whole (``access_ok``):
+        no views.
+        """
+        try:
+            return self.views(addr, n, write=write)
+        except GuestFault as fault:
+            good = fault.addr - addr
+            if not 0 < good < n:
+                return []
+            try:
+                return self.views(addr, good, write=write)
+            except GuestFault:
+                return []
 
     def read(self, addr: int, n: int) -> bytes:
         """Copy ``n`` bytes of guest memory the guest may read."""

@@ -56,7 +56,7 @@ from aioumm.stub import State
 
 from .binfmt import ExecPlan
 from .elf import ElfImage
-from .errors import GuestError, GuestExit, SyscallError
+from .errors import GuestError, GuestExit, PartlyDone, SyscallError
 from .files import FdTable, OpenFile, Vfs
 from .kernel import ChildInfo, ProcessTable
 from .layout import Layout, default_layout
@@ -994,7 +994,7 @@ class GuestProcess:
                 shown = self.trace_args
             if interrupted and nr not in NO_RESTART:
                 line = self.strace.line(nr, args, result, self.mm, shown=shown).rsplit(" = ", 1)[0]
-                self.strace.emit(f"{line} = ? {restart_text(nr)}")
+                self.strace.emit(f"{line} = ? {restart_text(nr, self.restart_block is not None)}")
             else:
                 self.strace.call(nr, args, result, self.mm, unknown=unknown, shown=shown, note=self.note)
         self.stub.regs.rax = result & _U64
@@ -1006,13 +1006,15 @@ class GuestProcess:
         self._interruptible = True
         try:
             return await aw
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if not self._kicked or task is None:
                 raise
             self._kicked = False
             if task.uncancel() > 0:
                 raise  # cancelled from outside as well
+            if isinstance(exc, PartlyDone):
+                return exc.count  # the signal acts on the way out; nothing to restart
             self._interrupted = True
             return -errno.EINTR
         finally:

@@ -143,9 +143,12 @@ _RESTART_SYSCALL = NUMBERS["restart_syscall"]
 _RESTARTBLOCK = frozenset(NUMBERS[n] for n in ("nanosleep", "clock_nanosleep", "poll") if n in NUMBERS)
 
 
-def restart_text(nr: int) -> str:
-    """How strace shows a call a signal interrupted (before the handler decides)."""
-    if nr in _RESTARTBLOCK:
+def restart_text(nr: int, block: bool = False) -> str:
+    """How strace shows a call a signal interrupted (before the handler decides).
+
+    ``block``: the call left a restart block (a timed futex wait).
+    """
+    if nr in _RESTARTBLOCK or block:
         return "ERESTART_RESTARTBLOCK (Interrupted by signal)"
     if nr in INTR_ALWAYS:
         return "ERESTARTNOHAND (To be restarted if no handler)"
@@ -173,7 +176,7 @@ def _trace(p: GuestProcess, info: SigInfo) -> None:
 def _restart(p: GuestProcess, nr: int) -> None:
     regs = p.stub.regs
     # A sleep goes on through restart_syscall, towards its first deadline (-ERESTART_RESTARTBLOCK).
-    regs.rax = _RESTART_SYSCALL if nr in _RESTARTBLOCK and p.restart_block is not None else nr
+    regs.rax = _RESTART_SYSCALL if p.restart_block is not None else nr
     regs.rip = (regs.rip - 2) & _U64  # back onto the 2-byte syscall instruction
 
 
@@ -218,7 +221,8 @@ def deliver_signals(p: GuestProcess, interrupted: int | None = None) -> None:
                 status |= 0x80
             raise GuestExit(status)
         if interrupted is not None:
-            if act.flags & SA_RESTART and interrupted not in INTR_ALWAYS:
+            # A call that left a restart block (-ERESTART_RESTARTBLOCK) answers EINTR to a handler.
+            if act.flags & SA_RESTART and interrupted not in INTR_ALWAYS and p.restart_block is None:
                 _restart(p, interrupted)
             interrupted = None
         _trace(p, info)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import fcntl
 import itertools
 import os
 import stat
@@ -679,7 +680,8 @@ def adopt_host_fd(host_fd: int) -> OpenFile:
         # host whatever the guest chose): blocking, as a new socket is.
         os.set_blocking(host_fd, False)
         return SocketFile(host_fd, family, sock_type)
-    return OpenFile(host_fd, "")
+    # Its access mode is the host description's: a pipe's write end stays one.
+    return OpenFile(host_fd, "", flags=fcntl.fcntl(host_fd, fcntl.F_GETFL) & (os.O_ACCMODE | os.O_APPEND | os.O_PATH))
 
 
 #: Files sent with ``SCM_RIGHTS`` (see the module docstring), looked for on receipt.

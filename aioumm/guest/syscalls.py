@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from . import procfs
 from .errors import SyscallError
-from .files import Loc, OpenFile, guest_fd_alias, wait_fd
+from .files import FifoEnd, Loc, OpenFile, guest_fd_alias, wait_fd
 from .futex import futex
 from .process import HANDLERS, GuestProcess, Handler
 from .signalfd import SIGNALFD_SIGINFO_SIZE, SignalFile
@@ -169,6 +169,41 @@ def sys_mprotect(p: GuestProcess, addr: int, length: int, prot: int, *_: int) ->
 @syscall("mremap")
 def sys_mremap(p: GuestProcess, old: int, old_size: int, new_size: int, flags: int, new: int, *_: int) -> int:
     return p.mm.sys_mremap(old, old_size, new_size, flags, new)
+
+
+@syscall("msync")
+def sys_msync(p: GuestProcess, addr: int, length: int, flags: int, *_: int) -> int:
+    return p.mm.sys_msync(addr, length, s32(flags))
+
+
+@syscall("mlock")
+def sys_mlock(p: GuestProcess, addr: int, length: int, *_: int) -> int:
+    return p.mm.sys_mlock(addr, length)
+
+
+@syscall("mlock2")
+def sys_mlock2(p: GuestProcess, addr: int, length: int, flags: int, *_: int) -> int:
+    if flags & ~1:  # MLOCK_ONFAULT
+        raise _fail(errno.EINVAL)
+    return p.mm.sys_mlock(addr, length)
+
+
+@syscall("munlock")
+def sys_munlock(p: GuestProcess, addr: int, length: int, *_: int) -> int:
+    return p.mm.sys_mlock(addr, length)
+
+
+@syscall("mlockall")
+def sys_mlockall(p: GuestProcess, flags: int, *_: int) -> int:
+    # MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT (not alone); every page is resident already.
+    if not flags or flags & ~0x7 or flags == 0x4:
+        raise _fail(errno.EINVAL)
+    return 0
+
+
+@syscall("munlockall")
+def sys_munlockall(p: GuestProcess, *_: int) -> int:
+    return 0
 
 
 @syscall("madvise")
@@ -394,6 +429,61 @@ def sys_sched_setaffinity(p: GuestProcess, pid: int, size: int, mask: int, *_: i
     return 0
 
 
+#: The real-time policies (SCHED_FIFO, SCHED_RR) and the others Linux knows
+#: (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE, SCHED_EXT).
+_RT_POLICIES = (1, 2)
+_OTHER_POLICIES = (0, 3, 5, 6, 7)
+
+
+@syscall("sched_get_priority_max")
+def sys_sched_get_priority_max(p: GuestProcess, policy: int, *_: int) -> int:
+    if s32(policy) in _RT_POLICIES:
+        return 99
+    if s32(policy) in _OTHER_POLICIES:
+        return 0
+    raise _fail(errno.EINVAL)
+
+
+@syscall("sched_get_priority_min")
+def sys_sched_get_priority_min(p: GuestProcess, policy: int, *_: int) -> int:
+    if s32(policy) in _RT_POLICIES:
+        return 1
+    if s32(policy) in _OTHER_POLICIES:
+        return 0
+    raise _fail(errno.EINVAL)
+
+
+@syscall("sched_getscheduler")
+def sys_sched_getscheduler(p: GuestProcess, pid: int, *_: int) -> int:
+    """Every guest runs under SCHED_OTHER (its stub keeps its host policy)."""
+    if s32(pid) < 0:
+        raise _fail(errno.EINVAL)
+    _affinity_target(p, pid)
+    return 0
+
+
+@syscall("sched_getparam")
+def sys_sched_getparam(p: GuestProcess, pid: int, param: int, *_: int) -> int:
+    if not param or s32(pid) < 0:
+        raise _fail(errno.EINVAL)
+    _affinity_target(p, pid)
+    p.mm.write(param, bytes(4))  # sched_priority: 0 under SCHED_OTHER
+    return 0
+
+
+@syscall("getcpu")
+def sys_getcpu(p: GuestProcess, cpu: int, node: int, *_: int) -> int:
+    """The CPU the guest's stub last ran on, on NUMA node 0."""
+    here = 0
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{p.vfs.proc_pid}/stat", "rb") as f:
+        here = int(f.read().rsplit(b")", 1)[1].split()[36])  # field 39, "processor"
+    if cpu:
+        p.mm.write(cpu, struct.pack("<I", here))
+    if node:
+        p.mm.write(node, bytes(4))
+    return 0
+
+
 @syscall("sched_yield")
 def sys_sched_yield(p: GuestProcess, *_: int) -> int:
     return 0
@@ -551,11 +641,11 @@ def _new_fd(p: GuestProcess, host: int, path: str, flags: int) -> int:
         raise
 
 
-def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
+def _open(p: GuestProcess, dirfd: int, path_addr: int, flags: int, mode: int) -> int | Awaitable[int]:
     return _open_path(p, dirfd, _path(p, path_addr), flags, mode)
 
 
-def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, depth: int = 0) -> int:
+def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, depth: int = 0) -> int | Awaitable[int]:
     alias = guest_fd_alias(path) if path.startswith("/") else None
     if alias is not None:
         return _reopen(p, alias, flags)
@@ -567,8 +657,78 @@ def _open_path(p: GuestProcess, dirfd: int, path: str, flags: int, mode: int, de
     loc = _locate(p, dirfd, path)
     flags = s32(flags) & 0xFFFFFFFF
     create_mode = (mode & 0o7777) & ~p.vfs.umask
-    host = p.vfs.open(loc, flags & ~os.O_CLOEXEC, create_mode)
-    return _new_fd(p, host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags)
+    waits = not flags & (os.O_NONBLOCK | os.O_PATH)
+    try:
+        host = p.vfs.open(loc, flags & ~os.O_CLOEXEC, create_mode)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO and waits and flags & os.O_ACCMODE == os.O_WRONLY:
+            fifo = _fifo_of(p, loc, flags)
+            if fifo is not None:
+                return _open_fifo_for_writing(p, fifo, loc, flags)
+        raise
+    name = loc.path if loc.path.startswith("/") else _guest_name(p, host)
+    if flags & os.O_PATH or not stat.S_ISFIFO(os.fstat(host).st_mode):
+        return _new_fd(p, host, name, flags)
+    try:
+        file = OpenFile(host, name, flags=flags)
+    except BaseException:
+        os.close(host)
+        raise
+    file.fifo_end = end = FifoEnd(host, flags)
+    if waits and flags & os.O_ACCMODE == os.O_RDONLY:
+        return _open_fifo_for_reading(p, file, end)
+    return _install(p, file, flags)
+
+
+def _install(p: GuestProcess, file: OpenFile, flags: int) -> int:
+    try:
+        return p.fds.install(file, cloexec=bool(flags & os.O_CLOEXEC))
+    except SyscallError:
+        file.close()
+        raise
+
+
+def _fifo_of(p: GuestProcess, loc: Loc, flags: int) -> int | None:
+    """An ``O_PATH`` descriptor of the FIFO at ``loc`` (None: it is no FIFO, ``ENXIO`` stands)."""
+    try:
+        fd = p.vfs.open(loc, os.O_PATH | (flags & os.O_NOFOLLOW))
+    except OSError:
+        return None
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
+
+
+async def _open_fifo_for_reading(p: GuestProcess, file: OpenFile, end: FifoEnd) -> int:
+    """A blocking open of a FIFO for reading: it waits for a writer (a signal cuts it short)."""
+    try:
+        await end.wait_for_writer(file.host_fd)
+        os.set_blocking(file.host_fd, True)  # the loop may have made it non-blocking
+    except BaseException:
+        file.close()
+        raise
+    return _install(p, file, file.flags)
+
+
+async def _open_fifo_for_writing(p: GuestProcess, fifo: int, loc: Loc, flags: int) -> int:
+    """A blocking open of a FIFO for writing: it waits for a reader (a signal cuts it short)."""
+    end = FifoEnd(fifo, flags)  # a waiting writer counts, so a reader opening now need not wait
+    try:
+        host = await end.wait_for_reader(fifo, flags)
+        try:
+            os.set_blocking(host, True)
+            file = OpenFile(host, loc.path if loc.path.startswith("/") else _guest_name(p, host), flags=flags)
+        except BaseException:
+            os.close(host)
+            raise
+    except BaseException:
+        end.close()
+        raise
+    finally:
+        os.close(fifo)
+    file.fifo_end = end
+    return _install(p, file, flags)
 
 
 #: Links followed in one lookup of the guest's /proc, at most (Linux: 40 in all).
@@ -608,7 +768,7 @@ def _cwd_in_proc(p: GuestProcess) -> bool:
         return False
 
 
-def _open_proc_node(p: GuestProcess, node: procfs.Node, flags: int, mode: int, depth: int) -> int:
+def _open_proc_node(p: GuestProcess, node: procfs.Node, flags: int, mode: int, depth: int) -> int | Awaitable[int]:
     flags = s32(flags) & 0xFFFFFFFF
     if isinstance(node, procfs.ProcLink):
         if flags & os.O_NOFOLLOW:
@@ -686,17 +846,17 @@ def _guest_name(p: GuestProcess, host: int) -> str:
 
 
 @syscall("openat")
-def sys_openat(p: GuestProcess, dirfd: int, path: int, flags: int, mode: int, *_: int) -> int:
+def sys_openat(p: GuestProcess, dirfd: int, path: int, flags: int, mode: int, *_: int) -> int | Awaitable[int]:
     return _open(p, dirfd, path, flags, mode)
 
 
 @syscall("open")
-def sys_open(p: GuestProcess, path: int, flags: int, mode: int, *_: int) -> int:
+def sys_open(p: GuestProcess, path: int, flags: int, mode: int, *_: int) -> int | Awaitable[int]:
     return _open(p, AT_FDCWD, path, flags, mode)
 
 
 @syscall("creat")
-def sys_creat(p: GuestProcess, path: int, mode: int, *_: int) -> int:
+def sys_creat(p: GuestProcess, path: int, mode: int, *_: int) -> int | Awaitable[int]:
     return _open(p, AT_FDCWD, path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
 
 
@@ -723,17 +883,106 @@ def _count(n: int) -> int:
     return min(n, MAX_RW_COUNT)
 
 
+def _reading(p: GuestProcess, fd: int) -> OpenFile:
+    """Guest ``fd``'s open file for a read: ``EBADF`` unless it was opened for reading."""
+    file = p.fds.get(s32(fd))
+    if not file.readable:
+        raise _fail(errno.EBADF)
+    return file
+
+
+def _writing(p: GuestProcess, fd: int) -> OpenFile:
+    """Guest ``fd``'s open file for a write: ``EBADF`` unless it was opened for writing."""
+    file = p.fds.get(s32(fd))
+    if not file.writable:
+        raise _fail(errno.EBADF)
+    return file
+
+
+def _positional(p: GuestProcess, fd: int, *, write: bool) -> OpenFile:
+    """Guest ``fd``'s open file for ``pread``/``pwrite`` and their vector forms.
+
+    As Linux checks it: a file with no positions (a pipe, FIFO, socket or
+    terminal: a stream) is ``ESPIPE`` before its access mode is looked at.
+    """
+    file = p.fds.get(s32(fd))
+    if file.flags & os.O_PATH:
+        raise _fail(errno.EBADF)
+    if file.may_block:
+        raise _fail(errno.ESPIPE)
+    if not (file.writable if write else file.readable):
+        raise _fail(errno.EBADF)
+    return file
+
+
+def _check_count(count: int) -> None:
+    # A negative count makes the buffer reach past user space: Linux's access_ok
+    # says EFAULT before anything else looks at it.
+    if s64(count) < 0:
+        raise _fail(errno.EFAULT)
+
+
+class _NoBuffer(SyscallError):
+    """``EFAULT``: not one byte of a buffer inside user space can be used."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EFAULT)
+
+
+def _buffer(p: GuestProcess, file: OpenFile, buf: int, count: int, *, into: bool) -> list[memoryview]:
+    """The guest buffer of a read (``into`` it) or write, as far as it can be used.
+
+    A file's read or write copies up to the first bad page and answers the
+    count copied: only one that has something to copy and can copy none of it
+    is ``EFAULT`` (a read at the end of a file never touches its buffer).  A
+    pipe, socket or terminal copies in whole pieces, so its buffer is taken
+    whole or not at all (see the README for sockets).
+    """
+    n = _count(count)
+    if file.may_block:
+        return p.mm.views(buf, n, write=into)
+    if buf + count > p.mm.layout.task_top:
+        raise _fail(errno.EFAULT)  # access_ok, of the whole count: before anything else
+    views = p.mm.usable_views(buf, n, write=into)
+    if not views and n:
+        raise _NoBuffer()
+    return views
+
+
+def _nothing_to_read(file: OpenFile, offset: int | None = None) -> bool:
+    """Whether a read of ``file`` would answer 0 at once: it ends where it is (or at ``offset``)."""
+    if file.may_block:
+        return False  # a pipe or terminal read would wait first
+    try:
+        at = os.lseek(file.host_fd, 0, os.SEEK_CUR) if offset is None else offset
+        return not os.pread(file.host_fd, 1, at)
+    except OSError:
+        return False
+
+
+def _read_buffer(
+    p: GuestProcess, file: OpenFile, buf: int, count: int, offset: int | None = None
+) -> list[memoryview] | None:
+    """:func:`_buffer` for a read; None when the read answers 0 without touching it."""
+    try:
+        views = _buffer(p, file, buf, count, into=True)
+    except _NoBuffer:
+        if _nothing_to_read(file, offset):
+            return None
+        raise
+    return views or None
+
+
 @syscall("read")
 def sys_read(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
+    file = _reading(p, fd)
     if isinstance(file, SignalFile):
         return read_signalfd(p, file, buf, count)
-    if s64(count) < 0:
-        raise _fail(errno.EINVAL)
+    _check_count(count)
     if file.is_dir:
         raise _fail(errno.EISDIR)
-    views = p.mm.views(buf, _count(count), write=True)
-    if not views:
+    views = _read_buffer(p, file, buf, count)
+    if views is None:
         return 0
     return file.readv(views)
 
@@ -769,10 +1018,9 @@ def read_signalfd(p: GuestProcess, file: SignalFile, buf: int, count: int) -> in
 
 @syscall("write")
 def sys_write(p: GuestProcess, fd: int, buf: int, count: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    if s64(count) < 0:
-        raise _fail(errno.EINVAL)
-    views = p.mm.views(buf, _count(count))
+    file = _writing(p, fd)
+    _check_count(count)
+    views = _buffer(p, file, buf, count, into=False)
     if not views:
         return 0
     return _write(p, file, views)
@@ -788,54 +1036,79 @@ async def _write(p: GuestProcess, file: OpenFile, views: list[memoryview], offse
 
 @syscall("pread64")
 def sys_pread64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    if s64(off) < 0 or s64(count) < 0:
+    if s64(off) < 0:
         raise _fail(errno.EINVAL)
-    if not file.is_regular and not file.is_dir:
-        raise _fail(errno.ESPIPE)
-    views = p.mm.views(buf, _count(count), write=True)
-    if not views:
+    file = _positional(p, fd, write=False)
+    _check_count(count)
+    views = _read_buffer(p, file, buf, count, s64(off))
+    if views is None:
         return 0
     return file.readv(views, s64(off))
 
 
 @syscall("pwrite64")
 def sys_pwrite64(p: GuestProcess, fd: int, buf: int, count: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    if s64(off) < 0 or s64(count) < 0:
+    if s64(off) < 0:
         raise _fail(errno.EINVAL)
-    if not file.is_regular:
-        raise _fail(errno.ESPIPE)
-    views = p.mm.views(buf, _count(count))
+    file = _positional(p, fd, write=True)
+    _check_count(count)
+    views = _buffer(p, file, buf, count, into=False)
     if not views:
         return 0
     return _write(p, file, views, s64(off))
 
 
-def _iovecs(p: GuestProcess, iov: int, cnt: int, *, write: bool) -> list[memoryview]:
+def _iovecs(p: GuestProcess, iov: int, cnt: int, *, write: bool, file: OpenFile | None = None) -> list[memoryview]:
+    """The buffers an iovec array names.  With ``file`` (not a pipe, socket or
+    terminal), as far as they can be used: up to the first bad page, as
+    :func:`_buffer` takes one buffer."""
     n = s32(cnt)
     if n < 0 or n > UIO_MAXIOV:
         raise _fail(errno.EINVAL)
     raw = p.mm.read(iov, n * _IOVEC.size)
-    out: list[memoryview] = []
+    pieces: list[tuple[int, int]] = []
     total = 0
     for base, length in _IOVEC.iter_unpack(raw):
         if s64(length) < 0:
             raise _fail(errno.EINVAL)
+        if base + length > p.mm.layout.task_top:
+            raise _fail(errno.EFAULT)  # access_ok, for every vector before any copy
         total += length
         if total > MAX_RW_COUNT:
             length -= total - MAX_RW_COUNT
         if length:
-            out.extend(p.mm.views(base, length, write=write))
+            pieces.append((base, length))
         if total >= MAX_RW_COUNT:
             break
+    out: list[memoryview] = []
+    if file is None or file.may_block:
+        for base, length in pieces:
+            out.extend(p.mm.views(base, length, write=write))
+        return out
+    for base, length in pieces:
+        got = p.mm.usable_views(base, length, write=write)
+        out.extend(got)
+        if sum(len(v) for v in got) < length:
+            break
+    if pieces and not out:
+        raise _NoBuffer()
     return out
+
+
+def _read_iovecs(p: GuestProcess, file: OpenFile, iov: int, cnt: int, offset: int | None = None) -> list[memoryview]:
+    """:func:`_iovecs` for a read: no buffers (an answer of 0) when it would read nothing."""
+    try:
+        return _iovecs(p, iov, cnt, write=True, file=file)
+    except _NoBuffer:
+        if _nothing_to_read(file, offset):
+            return []
+        raise
 
 
 @syscall("readv")
 def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    views = _iovecs(p, iov, cnt, write=True)
+    file = _reading(p, fd)
+    views = _read_iovecs(p, file, iov, cnt)
     if not views:
         return 0
     return file.readv(views)
@@ -843,8 +1116,8 @@ def sys_readv(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Aw
 
 @syscall("writev")
 def sys_writev(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
-    views = _iovecs(p, iov, cnt, write=False)
+    file = _writing(p, fd)
+    views = _iovecs(p, iov, cnt, write=False, file=file)
     if not views:
         return 0
     return _write(p, file, views)
@@ -852,10 +1125,10 @@ def sys_writev(p: GuestProcess, fd: int, iov: int, cnt: int, *_: int) -> int | A
 
 @syscall("preadv")
 def sys_preadv(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
     if s64(off) < 0:
         raise _fail(errno.EINVAL)
-    views = _iovecs(p, iov, cnt, write=True)
+    file = _positional(p, fd, write=False)
+    views = _read_iovecs(p, file, iov, cnt, s64(off))
     if not views:
         return 0
     return file.readv(views, s64(off))
@@ -863,10 +1136,10 @@ def sys_preadv(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) 
 
 @syscall("pwritev")
 def sys_pwritev(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int) -> int | Awaitable[int]:
-    file = p.fds.get(s32(fd))
     if s64(off) < 0:
         raise _fail(errno.EINVAL)
-    views = _iovecs(p, iov, cnt, write=False)
+    file = _positional(p, fd, write=True)
+    views = _iovecs(p, iov, cnt, write=False, file=file)
     if not views:
         return 0
     return _write(p, file, views, s64(off))
@@ -874,7 +1147,7 @@ def sys_pwritev(p: GuestProcess, fd: int, iov: int, cnt: int, off: int, *_: int)
 
 @syscall("sendfile")
 def sys_sendfile(p: GuestProcess, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int | Awaitable[int]:
-    out, src = p.fds.get(s32(out_fd)), p.fds.get(s32(in_fd))
+    src, out = _reading(p, in_fd), _writing(p, out_fd)
     if s64(count) < 0:
         raise _fail(errno.EINVAL)
     offset = None

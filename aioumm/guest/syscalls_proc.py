@@ -552,11 +552,12 @@ def sys_wait4(p: GuestProcess, pid: int, wstatus: int, options: int, rusage: int
             status = 0x7F | child.stop_report << 8
         else:
             status = 0xFFFF
+        # Reaped first, then reported: a bad pointer is EFAULT, and the child is gone all the same.
+        _consume(p, child, event, options)
         if wstatus:
             p.mm.write(wstatus, struct.pack("<i", status))
         if rusage:
             p.mm.write(rusage, bytes(_RUSAGE_SIZE))
-        _consume(p, child, event, options)
         return child.pid
 
     return wait()
@@ -600,12 +601,12 @@ def sys_waitid(
             code, value = CLD_STOPPED, child.stop_report
         else:
             code, value = CLD_CONTINUED, int(signal.SIGCONT)
+        _consume(p, child, event, options)  # before the copy out, as in wait4
         if infop:
             info = struct.pack("<iiiiiIi4xqq", signal.SIGCHLD, 0, code, 0, child.pid, child.uid, value, 0, 0)
             p.mm.write(infop, info.ljust(_SIGINFO_SIZE, b"\0"))
         if rusage:
             p.mm.write(rusage, bytes(_RUSAGE_SIZE))
-        _consume(p, child, event, options)
         return 0
 
     return wait()

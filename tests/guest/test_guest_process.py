@@ -90,6 +90,11 @@ def test_wait_status_encoding_and_kill(prog_dir: Path) -> None:
     assert "group killed: killed by Terminated (raw 0xf)\n" in out
 
 
+def test_a_wait_into_a_bad_pointer_reaps_the_child(prog_dir: Path) -> None:
+    got = same_as_native([str(compile_prog("wait_fault", prog_dir))])
+    assert got.stdout.count(b"ECHILD") == 3
+
+
 @pytest.fixture
 def exec_dir(tmp_path: Path, busybox: str) -> Path:
     """A directory of things to execve: scripts, and files that are not programs."""

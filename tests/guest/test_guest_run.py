@@ -131,6 +131,19 @@ def test_memory_syscalls_match_native(prog_dir: Path) -> None:
     assert b": 0" not in got.stdout and got.stdout.count(b"\n") == 11
 
 
+def test_madvise_msync_and_mlock_match_native(prog_dir: Path, tmp_path: Path) -> None:
+    # Unknown advice, holes, MADV_REMOVE of private memory (refused: the memory
+    # stays) and of shared memory (gone); msync and mlock checked as Linux does.
+    (tmp_path / "file").write_bytes(bytes(4096))
+    got = same_as_native([str(compile_prog("mem_advice", prog_dir)), "file"], cwd=tmp_path)
+    assert b"private memory kept: 7\n" in got.stdout and b"file reads synced\n" in got.stdout
+
+
+def test_scheduling_queries_match_native(prog_dir: Path) -> None:
+    got = same_as_native([str(compile_prog("sched_info", prog_dir))])
+    assert b"on a CPU of its mask 1, node 0\n" in got.stdout
+
+
 def test_confined_root(busybox: str, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "bin").mkdir(parents=True)

@@ -77,6 +77,12 @@ def test_hostile_sigreturn_frame_is_sigsegv(sigprog: Path, how: str) -> None:
     assert (rc, out) == (128 + signal.SIGSEGV, b"start\n")
 
 
+def test_a_timed_futex_wait_is_not_restarted_for_a_handler(prog_dir: Path) -> None:
+    # EINTR to a handler even with SA_RESTART; after a stop, the same deadline.
+    _, out = same_as_native([str(compile_prog("futex_intr", prog_dir))])
+    assert b"SA_RESTART handler         EINTR, cut short\n" in out
+
+
 def test_busybox_trap(busybox: str) -> None:
     script = 'trap "echo caught" USR1; kill -USR1 $$; echo after'
     rc, out = same_as_native([busybox, "sh", "-c", script])

@@ -139,6 +139,8 @@ async def test_open_errors_and_strace_lines(g: Guest, tmp_path: Path) -> None:
     assert g.mm.read(g.buf, 4) == b"6789"
     assert await g.call("lseek", fd, -3, os.SEEK_END) == 7
     assert await g.call("read", fd, g.buf, 100) == 3
+    assert await g.call("read", fd, BAD, 100) == 0  # at the end: the buffer is never touched
+    assert await g.call("lseek", fd, -3, os.SEEK_END) == 7
     assert await g.call("read", fd, BAD, 100) == -errno.EFAULT
     assert await g.call("write", fd, g.buf, 1) == -errno.EBADF  # opened read-only
     assert await g.call("fstat", fd, g.buf) == 0
@@ -373,19 +375,25 @@ def test_fd_table_limit() -> None:
 async def test_opening_a_fifo_does_not_block_the_loop(g: Guest, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    fd = await asyncio.wait_for(g.call("openat", AT_FDCWD, g.cstr(str(fifo)), os.O_RDONLY, 0), 5)
-    assert fd >= 3
-    assert await g.call("fcntl", fd, 3, 0) & os.O_NONBLOCK == 0  # blocking, as the guest asked
-    reader = asyncio.ensure_future(g.call("read", fd, g.buf, 10))
+    # The open waits for a writer; the loop goes on meanwhile.
+    opener = asyncio.ensure_future(g.call("openat", AT_FDCWD, g.cstr(str(fifo)), os.O_RDONLY, 0))
     await asyncio.sleep(0.02)
-    assert not reader.done()
-    w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    assert not opener.done()
+    w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # the waiting open is a reader already
     try:
-        os.write(w, b"fifo!")
-        assert await asyncio.wait_for(reader, 5) == 5
+        os.write(w, b"fifo!")  # a writer outside the run shows by writing
+        fd = await asyncio.wait_for(opener, 5)
+        assert fd >= 3
+        assert await g.call("fcntl", fd, 3, 0) & os.O_NONBLOCK == 0  # blocking, as the guest asked
+        assert await asyncio.wait_for(g.call("read", fd, g.buf, 10), 5) == 5
+        reader = asyncio.ensure_future(g.call("read", fd, g.buf, 10))
+        await asyncio.sleep(0.02)
+        assert not reader.done()
+        os.write(w, b"more")
+        assert await asyncio.wait_for(reader, 5) == 4
     finally:
         os.close(w)
-    assert g.mm.read(g.buf, 5) == b"fifo!"
+    assert g.mm.read(g.buf, 4) == b"more"
 
 
 @pytest.mark.asyncio

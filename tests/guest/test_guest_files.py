@@ -1,0 +1,104 @@
+"""Files in the guest runner, against native runs: access modes, FIFOs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import compile_prog
+
+from aioumm.guest import files
+from aioumm.guest.runner import run_program
+from aioumm.loop import Controller
+
+RUN = [sys.executable, "-m", "aioumm", "run", "--"]
+
+
+def same_as_native(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+    """Same outputs and status as natively (a native death by signal N is the runner's 128 + N)."""
+    want: subprocess.CompletedProcess[bytes] = subprocess.run(cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
+    got: subprocess.CompletedProcess[bytes] = subprocess.run(RUN + cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
+    status = 128 - want.returncode if want.returncode < 0 else want.returncode
+    assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == (
+        status,
+        want.stdout.decode(),
+        want.stderr.decode(),
+    )
+    return got
+
+
+def test_reads_and_writes_check_the_access_mode_and_the_count(prog_dir: Path, tmp_path: Path) -> None:
+    # A read of a pipe's write end is EBADF, not a wait; a write to its read end
+    # never reaches the pipe; a negative count is EFAULT; /dev/null has positions.
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "file").write_bytes(b"data")
+    got = same_as_native([str(compile_prog("rw_modes", prog_dir)), "fifo", "file"], cwd=tmp_path)
+    assert b"read of a write end          -1 EBADF" in got.stdout
+
+
+def test_a_buffer_that_runs_into_a_hole_is_used_up_to_it(prog_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(bytes(8192))
+    got = same_as_native([str(compile_prog("rw_buffers", prog_dir)), "file"], cwd=tmp_path)
+    assert b"read up to a hole              100 \n" in got.stdout
+    assert b"read at the end, bad buffer    0 \n" in got.stdout
+
+
+def test_a_pipe_write_cut_short_answers_what_it_wrote(prog_dir: Path) -> None:
+    # Neither EINTR nor a restart that would write the data again.
+    got = same_as_native([str(compile_prog("pipe_partial", prog_dir))])
+    assert got.stdout.count(b" 65536 ") == 2
+
+
+def test_opening_a_fifo_waits_for_its_other_end(prog_dir: Path, tmp_path: Path) -> None:
+    # Each side waits for the other (its partner, another guest, runs meanwhile);
+    # O_NONBLOCK, O_RDWR, a signal and SA_RESTART act as on Linux.
+    os.mkfifo(tmp_path / "fifo")
+    got = same_as_native([str(compile_prog("fifo_open", prog_dir)), "fifo"], cwd=tmp_path)
+    assert b"writer waits for a reader            ok\nwrote 1\n" in got.stdout
+
+
+def test_a_shell_writes_to_a_fifo_its_background_job_reads(busybox: str, tmp_path: Path) -> None:
+    for script in (
+        "cat f & echo hi > f; wait; echo done",
+        "echo hi > f & cat f; wait; echo done",
+        "{ read a; read b; echo $b $a; } < f & { echo one; echo two; } > f; wait",
+    ):
+        got = same_as_native([busybox, "sh", "-c", "rm -f f; mkfifo f; " + script], cwd=tmp_path)
+        assert got.stdout in (b"hi\ndone\n", b"two one\n")
+
+
+def test_a_fifo_end_outside_the_run_is_found(busybox: str, tmp_path: Path) -> None:
+    # The guest's partner is a host process that comes once the guest waits: a
+    # reader (found by trying again), then a writer that holds the FIFO open a
+    # while before it writes.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with subprocess.Popen([*RUN, busybox, "sh", "-c", f"echo to host > {fifo}"]) as guest:
+        time.sleep(1)
+        reader = subprocess.run([busybox, "cat", str(fifo)], capture_output=True, timeout=60)
+        assert (guest.wait(timeout=60), reader.stdout) == (0, b"to host\n")
+    script = f"sleep 1; exec 3> {fifo}; sleep 0.2; echo from host >&3"
+    with subprocess.Popen([busybox, "sh", "-c", script]) as writer:
+        got = subprocess.run([*RUN, busybox, "cat", str(fifo)], capture_output=True, timeout=60)
+        assert (got.returncode, got.stdout, writer.wait(timeout=60)) == (0, b"from host\n", 0)
+
+
+@pytest.mark.asyncio
+async def test_fifo_waits_on_one_loop_leave_nothing_behind(
+    prog_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Two runs at once on one loop, each waiting in FIFO opens (and cut short by
+    # signals): every count of a guest's FIFO end goes when its description does.
+    prog = str(compile_prog("fifo_open", prog_dir))
+    for name in ("a", "b"):
+        os.mkfifo(tmp_path / name)
+    async with Controller() as ctl:
+        runs = [run_program(ctl, prog, [prog, name], {}, cwd=str(tmp_path)) for name in ("a", "b")]
+        assert await asyncio.gather(*runs) == [0, 0]
+    assert files._FIFOS == {}
+    assert capfd.readouterr().out.count("SA_RESTART reader                    ok\n") == 2
