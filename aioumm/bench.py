@@ -102,7 +102,8 @@ class Settings:
     rt_total: int  # round trips per throughput figure, spread over the stubs
     program_repeats: int
     file_mb: int
-    compute_rounds: int
+    compute_rounds: int  # at least; see compute_native_s
+    compute_native_s: float | None  # rounds are raised until compute takes about this long natively
     pipeline_lines: int  # lines the busybox pipeline's shell loop writes (one fork-free echo each)
 
     @classmethod
@@ -120,6 +121,7 @@ class Settings:
                 program_repeats=1,
                 file_mb=20,
                 compute_rounds=10,
+                compute_native_s=None,
                 pipeline_lines=300,
             )
         return cls(
@@ -133,7 +135,9 @@ class Settings:
             rt_total=300000,
             program_repeats=3,
             file_mb=20,
-            compute_rounds=160,  # about 2 s natively: start-up (see busybox_true) stays small next to it
+            compute_rounds=40,
+            # Start-up (see busybox_true) stays small next to it, on a fast machine as on a slow one.
+            compute_native_s=2.0,
             pipeline_lines=2000,
         )
 
@@ -585,6 +589,20 @@ def time_program(cmd: list[str], repeats: int, expect: bytes | None) -> tuple[fl
     return statistics.median(times), out
 
 
+def compute_rounds(compute: str, settings: Settings) -> int:
+    """The rounds of ``compute`` that take about ``settings.compute_native_s`` natively (one short timed run)."""
+    rounds = settings.compute_rounds
+    if settings.compute_native_s is None:
+        return rounds
+    t0 = time.perf_counter()
+    try:
+        subprocess.run([compute, str(rounds)], stdout=subprocess.DEVNULL, check=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return rounds  # its own timing step will say what is wrong with it
+    took = time.perf_counter() - t0
+    return max(rounds, round(rounds * settings.compute_native_s / max(took, 1e-3)))
+
+
 def plan_programs(
     settings: Settings, tree: Tree, results: Results, workdir: Path
 ) -> list[tuple[str, Callable[[], None]]]:
@@ -607,7 +625,8 @@ def plan_programs(
         progs[f"sha256sum_{settings.file_mb}mb"] = progs["busybox_true"] = "busybox is not installed"
         progs["busybox_pipeline"] = "busybox is not installed"
     if tree.progs is not None:
-        progs["compute"] = [str(tree.progs / "build" / "compute"), str(settings.compute_rounds)]
+        compute = str(tree.progs / "build" / "compute")
+        progs["compute"] = [compute, str(compute_rounds(compute, settings))]
     else:
         progs["compute"] = tree.progs_problem
     runners: dict[str, list[str] | str] = {
