@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,29 @@ from aioumm.guest.memory import AddressSpace, PhysMem
 
 PROGS = Path(__file__).parent / "progs"
 BUSYBOX = "/bin/busybox"
+
+
+#: ``aioumm run`` as a command, with the Python that runs the suite.
+RUN = [sys.executable, "-m", "aioumm", "run", "--"]
+
+
+def both(cmd: list[str], **kw: object) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
+    """The native run and the guest run of ``cmd``."""
+    want: subprocess.CompletedProcess[bytes] = subprocess.run(cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
+    got: subprocess.CompletedProcess[bytes] = subprocess.run(RUN + cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
+    return want, got
+
+
+def same_as_native(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+    """Same outputs and status as natively (a native death by signal N is the runner's 128 + N)."""
+    want, got = both(cmd, **kw)
+    status = 128 - want.returncode if want.returncode < 0 else want.returncode
+    assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == (
+        status,
+        want.stdout.decode(),
+        want.stderr.decode(),
+    )
+    return got
 
 
 def compile_prog(name: str, out_dir: Path, *flags: str) -> Path:

@@ -5,31 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import compile_prog
+from conftest import RUN, compile_prog, same_as_native
 
 from aioumm.guest import files
 from aioumm.guest.runner import run_program
 from aioumm.loop import Controller
-
-RUN = [sys.executable, "-m", "aioumm", "run", "--"]
-
-
-def same_as_native(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
-    """Same outputs and status as natively (a native death by signal N is the runner's 128 + N)."""
-    want: subprocess.CompletedProcess[bytes] = subprocess.run(cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
-    got: subprocess.CompletedProcess[bytes] = subprocess.run(RUN + cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
-    status = 128 - want.returncode if want.returncode < 0 else want.returncode
-    assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == (
-        status,
-        want.stdout.decode(),
-        want.stderr.decode(),
-    )
-    return got
 
 
 def test_reads_and_writes_check_the_access_mode_and_the_count(prog_dir: Path, tmp_path: Path) -> None:

@@ -8,12 +8,11 @@ import io
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import compile_prog
+from conftest import RUN, both, compile_prog, same_as_native
 from guest_fakes import FakeStub
 
 from aioumm.guest.binfmt import parse_shebang
@@ -27,28 +26,8 @@ from aioumm.guest.strace import wait_status_text
 from aioumm.guest.table import NUMBERS
 from aioumm.loop import Controller
 
-RUN = [sys.executable, "-m", "aioumm", "run", "--"]
 RW = 3  # PROT_READ | PROT_WRITE
 MASK = (1 << 64) - 1
-
-
-def both(cmd: list[str], **kw: object) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
-    """The native run and the guest run of ``cmd``."""
-    want: subprocess.CompletedProcess[bytes] = subprocess.run(cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
-    got: subprocess.CompletedProcess[bytes] = subprocess.run(RUN + cmd, capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
-    return want, got
-
-
-def same_as_native(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
-    """Same outputs and status (a native death by signal N is the runner's 128 + N)."""
-    want, got = both(cmd, **kw)
-    status = 128 - want.returncode if want.returncode < 0 else want.returncode
-    assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == (
-        status,
-        want.stdout.decode(),
-        want.stderr.decode(),
-    )
-    return got
 
 
 def sh(busybox: str, script: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
