@@ -28,6 +28,15 @@ def cpus() -> Iterator[list[int]]:
     os.sched_setaffinity(0, mask)
 
 
+async def asker(ctl: Controller, controller_cpu: int, stub_cpu: int, source: str = ASKER) -> tuple[Stub, Guest]:
+    """A stub running ``source``, the loop's thread on one CPU and the stub on another (or the same)."""
+    stub = await ctl.spawn()
+    g = Guest(stub, source)
+    os.sched_setaffinity(0, {controller_cpu})
+    os.sched_setaffinity(stub.pid, {stub_cpu})
+    return stub, g
+
+
 async def converse(stub: Stub, rounds: int) -> list[int]:
     """``rounds`` checked answers from the notification's callback; the stub's ``spun`` after each."""
     regs = stub.regs
@@ -56,10 +65,7 @@ async def converse(stub: Stub, rounds: int) -> list[int]:
 @pytest.mark.asyncio
 async def test_apart_both_sides_spin_and_every_answer_is_right(cpus: list[int]) -> None:
     async with Controller(spin_ns=200_000) as ctl:
-        stub = await ctl.spawn()
-        g = Guest(stub, ASKER)
-        os.sched_setaffinity(0, {cpus[0]})
-        os.sched_setaffinity(stub.pid, {cpus[1]})
+        stub, g = await asker(ctl, cpus[0], cpus[1])
         spun = await converse(stub, ROUNDS)
         g.close()
         # Most reports were taken by the controller's spin, and the stub saw most answers spinning.
@@ -71,10 +77,7 @@ async def test_apart_both_sides_spin_and_every_answer_is_right(cpus: list[int]) 
 @pytest.mark.asyncio
 async def test_on_one_cpu_neither_side_spins(cpus: list[int]) -> None:
     async with Controller(spin_ns=200_000) as ctl:
-        stub = await ctl.spawn()
-        g = Guest(stub, ASKER)
-        os.sched_setaffinity(0, {cpus[0]})
-        os.sched_setaffinity(stub.pid, {cpus[0]})
+        stub, g = await asker(ctl, cpus[0], cpus[0])
         spun = await converse(stub, ROUNDS)
         g.close()
         wakes = ctl.notifications
@@ -85,10 +88,7 @@ async def test_on_one_cpu_neither_side_spins(cpus: list[int]) -> None:
 @pytest.mark.asyncio
 async def test_spin_ns_0_turns_spinning_off(cpus: list[int]) -> None:
     async with Controller(spin_ns=0) as ctl:
-        stub = await ctl.spawn()
-        g = Guest(stub, ASKER)
-        os.sched_setaffinity(0, {cpus[0]})
-        os.sched_setaffinity(stub.pid, {cpus[1]})
+        stub, g = await asker(ctl, cpus[0], cpus[1])
         spun = await converse(stub, 200)
         g.close()
         assert ctl.notifications.spun == 0
