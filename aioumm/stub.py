@@ -461,8 +461,7 @@ class Stub:
         placement = self._placement
         if placement is not None:
             self._resumed_at = now = _clock()
-            if self._at_home:
-                placement.resumed(self, now)
+            placement.resumed(self, now)
         self._state = State.RUNNING
         self._report = None
         self._frame = None

@@ -12,6 +12,7 @@ from guestcode import Guest
 from aioumm.loop import Controller
 from aioumm.placement import Placement
 from aioumm.report import Report
+from aioumm.stub import Stub
 
 # Asks syscall 500 (RDI = round), or spins for ever once RDI reaches 1 << 40.
 CHATTY_THEN_SPIN = """
@@ -137,3 +138,37 @@ async def test_a_cancelled_close_gives_the_thread_its_mask_back() -> None:
     assert os.sched_getaffinity(0) == WIDE
     await ctl.aclose()  # a second close reaps what is left
     assert stub.exit_status is not None and stub.exit_status.signal == signal.SIGKILL
+
+
+@pytest.mark.asyncio
+async def test_chatty_stubs_are_let_out_while_many_run_at_once_and_come_home_after() -> None:
+    """A crowd on the home CPU: chatty stubs leave it; one stub alone again comes back."""
+    assert len(WIDE) >= 2, "this machine has one CPU: nothing to place"
+    async with Controller(placement=Placement(crowd=2.5)) as ctl:
+        placement = ctl.placement
+        assert placement is not None and placement.home is not None
+        home = {placement.home}
+        stubs = [await ctl.spawn() for _ in range(6)]
+        guests = [Guest(s, CHATTY_THEN_SPIN) for s in stubs]
+
+        async def converse(stub: Stub, rounds: int) -> None:
+            done = 0
+
+            def answer(report: Report) -> bool:
+                nonlocal done
+                done += 1
+                stub.regs.rax = done
+                return done < rounds
+
+            await stub.resume(answer)
+
+        await asyncio.gather(*(converse(s, 300) for s in stubs))
+        assert placement.running_avg > 2.5
+        assert all(os.sched_getaffinity(s.pid) == WIDE for s in stubs)  # all six let out
+        # One of them alone: the average falls, and the short runs bring it home again.
+        await converse(stubs[0], 300)
+        assert placement.running_avg < 1.25
+        assert os.sched_getaffinity(stubs[0].pid) == home
+        assert all(os.sched_getaffinity(s.pid) == WIDE for s in stubs[1:])  # they have not run since
+        for g in guests:
+            g.close()
