@@ -59,9 +59,15 @@ struct aioumm_batch {
 	struct stub_record records[256];
 };
 
+/*
+ * Who owns the page: SLEEPING is CONTROLLER for every caller (the stub also
+ * sleeps), so it reads as CONTROLLER; any other value is returned as it is.
+ */
 static uint32_t aioumm_load_handoff(const struct stub_data *d)
 {
-	return __atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE);
+	uint32_t word = __atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE);
+
+	return word == STUB_HANDOFF_SLEEPING ? STUB_HANDOFF_CONTROLLER : word;
 }
 
 /* The CPU the calling thread runs on, as a stub reads it (the low 12 bits of TSC_AUX). */
@@ -82,20 +88,34 @@ static void prepare_hand_back(struct stub_data *d, uint32_t command, uint32_t sp
 }
 
 /*
- * Give the page back to the stub.  The command and everything else written
- * to the page happen before the release store; FUTEX_WAKE comes after it, so
- * a stub that sleeps in FUTEX_WAIT(word == CONTROLLER) either sees CHILD
- * before sleeping (the kernel compares under its lock) or is woken.  (A
- * stub still spinning sees CHILD at once; the wake then finds nobody.)
- * Returns 0, or -errno from the wake.
+ * Give the page back: the command and everything else written to the page
+ * happen before the word becomes CHILD (an exchange, release and acquire).
+ * Returns whether the stub must be woken: the word said SLEEPING.  A stub
+ * that had not said so is still spinning, or its swap to SLEEPING fails on
+ * CHILD: both atomic operations are on one word, so exactly one of the two
+ * sides sees the other (see hand_over_and_wait in stub_code.c).
  */
-static int aioumm_hand_back(struct stub_data *d, uint32_t command, uint32_t spin_limit)
+static int hand_back(struct stub_data *d, uint32_t command, uint32_t spin_limit)
 {
 	prepare_hand_back(d, command, spin_limit);
-	__atomic_store_n(&d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_RELEASE);
-	if (syscall(SYS_futex, &d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
-		return -errno;
-	return 0;
+	return __atomic_exchange_n(&d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_ACQ_REL) ==
+	       STUB_HANDOFF_SLEEPING;
+}
+
+static int wake(struct stub_data *d)
+{
+	return syscall(SYS_futex, &d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0 ? -errno : 0;
+}
+
+/* Hand the page back, and wake the stub if it sleeps.  Returns 1 if it woke it, 0, or -errno. */
+static int aioumm_hand_back(struct stub_data *d, uint32_t command, uint32_t spin_limit)
+{
+	int res;
+
+	if (!hand_back(d, command, spin_limit))
+		return 0;
+	res = wake(d);
+	return res < 0 ? res : 1;
 }
 
 /*
@@ -146,15 +166,14 @@ static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r
 }
 
 /*
- * The store half of a hand-back: the page is the stub's again, and a stub
- * still spinning or not yet asleep sees it at once.  A stub already asleep
- * needs the FUTEX_WAKE that aioumm_wake_many does later (see futex_bridge.py:
+ * The word half of a hand-back: the page is the stub's again, and a stub
+ * still spinning sees it at once.  Returns 1 when the stub sleeps and needs
+ * the FUTEX_WAKE that aioumm_wake_many makes later (see futex_bridge.py:
  * deferring the wake is safe, the waiter re-checks the word).
  */
-static void aioumm_hand_back_later(struct stub_data *d, uint32_t command, uint32_t spin_limit)
+static int aioumm_hand_back_later(struct stub_data *d, uint32_t command, uint32_t spin_limit)
 {
-	prepare_hand_back(d, command, spin_limit);
-	__atomic_store_n(&d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_RELEASE);
+	return hand_back(d, command, spin_limit);
 }
 
 /* FUTEX_WAKE each of n pages' handoff words; returns how many wakes failed. */
@@ -193,7 +212,7 @@ static int aioumm_spin_for_report(const struct stub_data *d, int64_t budget_ns)
 	deadline = now_ns() + budget_ns;
 	for (;;) {
 		for (int i = 0; i < 32; i++) {
-			if (__atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE) == STUB_HANDOFF_CONTROLLER)
+			if (aioumm_load_handoff(d) == STUB_HANDOFF_CONTROLLER)
 				return 1;
 			__builtin_ia32_pause();
 		}
@@ -216,9 +235,7 @@ static double aioumm_pause_ns(void)
 /* Wake the stub without touching the page: a guard against a lost wake, never a hand-back. */
 static int aioumm_wake(struct stub_data *d)
 {
-	if (syscall(SYS_futex, &d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
-		return -errno;
-	return 0;
+	return wake(d);
 }
 
 /*

@@ -31,7 +31,7 @@ int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r);
 uint32_t aioumm_load_handoff(const struct stub_data *d);
 int aioumm_hand_back(struct stub_data *d, uint32_t command, uint32_t spin_limit);
 int aioumm_wake(struct stub_data *d);
-void aioumm_hand_back_later(struct stub_data *d, uint32_t command, uint32_t spin_limit);
+int aioumm_hand_back_later(struct stub_data *d, uint32_t command, uint32_t spin_limit);
 int aioumm_spin_for_report(const struct stub_data *d, int64_t budget_ns);
 double aioumm_pause_ns(void);
 int aioumm_wake_many(struct stub_data **ds, int n);

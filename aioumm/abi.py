@@ -54,6 +54,9 @@ class Handoff(enum.IntEnum):
 
     CHILD = lib.STUB_HANDOFF_CHILD
     CONTROLLER = lib.STUB_HANDOFF_CONTROLLER
+    #: The controller's too, and the stub sleeps: a hand-back wakes it (``aioumm_load_handoff``
+    #: reads it as CONTROLLER).
+    SLEEPING = lib.STUB_HANDOFF_SLEEPING
 
 
 class Command(enum.IntEnum):

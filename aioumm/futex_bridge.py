@@ -3,8 +3,10 @@
 Some facts about the mechanism
 ------------------------------
 A 32-bit word at the start of each stub data page says who owns the page
-(``Handoff.CHILD`` or ``Handoff.CONTROLLER``).  Only the owner writes the
-page.  The stub sleeps in ``FUTEX_WAIT`` on that word; the kernel compares the
+(``Handoff.CHILD``, or ``Handoff.CONTROLLER`` and ``Handoff.SLEEPING``, which
+is the controller's too and says the stub sleeps).  Only the owner writes the
+page, but for the stub's one swap of the word from CONTROLLER to SLEEPING.
+The stub sleeps in ``FUTEX_WAIT`` on that word; the kernel compares the
 word with the expected value under the futex bucket lock before it sleeps,
 so a ``FUTEX_WAKE`` that follows a store can never be missed: either the
 waiter sees the new value and does not sleep (``EAGAIN``), or it is already
@@ -50,16 +52,20 @@ Stub side (``hand_over_and_wait`` in ``stub_code.c``):
 1. write the report into the page;
 2. store ``CONTROLLER`` into the word with release ordering;
 3. ``write(eventfd, 1)``;
-4. while the word (acquire load) is not ``CHILD``: ``FUTEX_WAIT(word, CONTROLLER)``.
+4. (maybe spin on the word, see "Spinning"; then) swap the word from
+   ``CONTROLLER`` to ``SLEEPING``; if the swap finds ``CHILD``, go on without
+   sleeping; else while the word (acquire load) is not ``CHILD``:
+   ``FUTEX_WAIT(word, SLEEPING)``.
 
 Controller side (this module):
 
 5. ``epoll_wait`` on the controller's own epoll set returns the eventfd: it is
    registered edge-triggered, so returning it takes it off the ready list;
-6. loads the word with acquire ordering; only if it is ``CONTROLLER`` does
-   it read the page;
-7. to hand back: write the command and edits, store ``CHILD`` with release
-   ordering, then ``FUTEX_WAKE`` (``_native.c: aioumm_hand_back``).
+6. loads the word with acquire ordering; only if it is ``CONTROLLER`` or
+   ``SLEEPING`` does it read the page;
+7. to hand back: write the command and edits, exchange the word for ``CHILD``
+   (release and acquire), and ``FUTEX_WAKE`` only if the exchange found
+   ``SLEEPING`` (``_native.c: aioumm_hand_back``).
 
 Step 3 follows step 2 in the stub's program order and the eventfd write is a
 syscall (a full barrier), so when step 5 returns the eventfd the store of
@@ -69,8 +75,13 @@ back on the ready list, so a notification that arrives after step 5 is
 returned by the next ``epoll_wait``: nothing posted after the check is
 missed.  (The counter itself is never read: edge-triggered epoll needs no
 reset, which saves a ``read`` per round trip; at one write per report it
-cannot reach its limit of 2^64 - 2.)  In the other direction, steps 7 and 4
-are the futex argument above.  The stub hands over only once per report or
+cannot reach its limit of 2^64 - 2.)  In the other direction, the swap of
+step 4 and the exchange of step 7 are atomic operations on one word, so one
+of them comes first: either the exchange finds ``SLEEPING`` and wakes (the
+futex argument above: the wait sees ``CHILD`` or is queued), or the swap
+finds ``CHILD`` and the stub never sleeps.  A stub answered before it said it
+sleeps is not woken at all, which spares a ``FUTEX_WAKE`` per round trip
+whenever the answer comes while it spins.  The stub hands over only once per report or
 batch result, and waits for ``CHILD`` before it can hand over again, so
 notifications never outnumber hand-overs; extra ones (a guest that jumps to
 the notify instruction, or writes the word itself) are harmless because step
@@ -86,7 +97,7 @@ other, without going back to the loop in between.  The stubs answered in a
 pass are woken together at its end: a stub woken at once would preempt the
 controller (when they share a CPU) before the next answer is written, two
 context switches per stub.  The delay cannot lose a wake-up: the word
-already says ``CHILD``, and the stub's ``FUTEX_WAIT(word == CONTROLLER)``
+already says ``CHILD``, and the stub's ``FUTEX_WAIT(word == SLEEPING)``
 either sees that and does not sleep, or sleeps and gets the wake a moment
 later.  A hand-back from anywhere else (a task answering a report) wakes at
 once.
@@ -120,7 +131,8 @@ spin that runs out of time (a stub that computes, or waits for something
 else) stops the controller's spinning for 1, 2, 4... up to ``BACKOFF_MAX``
 passes.  ``spin_ns=0`` turns it off on both sides.  None of it changes the
 ordering argument above: a spinning side only reads the word, and a stub
-that stops spinning sleeps in ``FUTEX_WAIT``, which re-checks it.
+that stops spinning says so with its swap before it sleeps in
+``FUTEX_WAIT``, which re-checks the word.
 
 Bounded waits
 -------------
@@ -208,6 +220,7 @@ class Notifications:
         "spin_misses",
         "spin_ns",
         "spun",
+        "wakes",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, batch_wakes: bool = True, spin_ns: int = 0) -> None:
@@ -228,6 +241,7 @@ class Notifications:
         self.passes = 0
         self.spun = 0  # reports taken by spinning instead of from epoll
         self.spin_misses = 0  # spins that ran out of time
+        self.wakes = 0  # FUTEX_WAKEs made: hand-backs to a stub that had stopped spinning
         loop.add_reader(self._epoll.fileno(), self._pass)
 
     def watch(self, eventfd: int, bridge: HandoffBridge) -> None:
@@ -303,12 +317,14 @@ class Notifications:
         data = bridge._data
         spin = self._spin_limit if self.running == 1 else 0
         if self._deferring:
-            lib.aioumm_hand_back_later(data, command, spin)
-            self._pending.append(data)
+            if lib.aioumm_hand_back_later(data, command, spin):  # it sleeps: wake it at the end
+                self._pending.append(data)
             return
         res = lib.aioumm_hand_back(data, command, spin)
-        if res < 0:
-            raise OSError(-res, os.strerror(-res), "futex(FUTEX_WAKE)")
+        if res:
+            if res < 0:
+                raise OSError(-res, os.strerror(-res), "futex(FUTEX_WAKE)")
+            self.wakes += 1
 
     def _end_deferral(self) -> None:
         self._deferring = False
@@ -319,6 +335,7 @@ class Notifications:
         pending, self._pending = self._pending, []
         if pending:
             lib.aioumm_wake_many(pending, len(pending))
+            self.wakes += len(pending)
             self.deferred += len(pending) - 1
 
     def close(self) -> None:

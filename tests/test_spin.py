@@ -66,11 +66,17 @@ async def converse(stub: Stub, rounds: int) -> list[int]:
 async def test_apart_both_sides_spin_and_every_answer_is_right(cpus: list[int]) -> None:
     async with Controller(spin_ns=200_000) as ctl:
         stub, g = await asker(ctl, cpus[0], cpus[1])
+        before = ctl.notifications.wakes
         spun = await converse(stub, ROUNDS)
+        wakes = ctl.notifications.wakes - before
         g.close()
         # Most reports were taken by the controller's spin, and the stub saw most answers spinning.
         assert ctl.notifications.spun > ROUNDS // 2
         assert sum(s != lib.STUB_SPUN_SLEPT for s in spun) > ROUNDS // 2
+        # A stub answered while it spins never said it sleeps: no FUTEX_WAKE for it.  (The one
+        # more is the flush of the guest's mappings, before the first report.)
+        assert wakes <= sum(s == lib.STUB_SPUN_SLEPT for s in spun) + 1
+        assert wakes < ROUNDS // 2
         assert all(s == lib.STUB_SPUN_SLEPT or s <= lib.STUB_SPIN_MAX for s in spun)
 
 
@@ -82,7 +88,8 @@ async def test_on_one_cpu_neither_side_spins(cpus: list[int]) -> None:
         g.close()
         wakes = ctl.notifications
         assert wakes.spun == 0 and wakes.spin_misses == 0  # never waited for a stub that could not run
-        assert spun[1:] == [lib.STUB_SPUN_SLEPT] * ROUNDS  # it slept at every hand-over
+        # It never spun: it slept, or the answer came before it could (0 pauses, no sleep).
+        assert set(spun[1:]) <= {lib.STUB_SPUN_SLEPT, 0}
 
 
 @pytest.mark.asyncio
@@ -92,7 +99,7 @@ async def test_spin_ns_0_turns_spinning_off(cpus: list[int]) -> None:
         spun = await converse(stub, 200)
         g.close()
         assert ctl.notifications.spun == 0
-        assert spun[1:] == [lib.STUB_SPUN_SLEPT] * 200
+        assert set(spun[1:]) <= {lib.STUB_SPUN_SLEPT, 0}
 
 
 @pytest.mark.asyncio

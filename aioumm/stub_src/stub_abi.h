@@ -25,7 +25,7 @@
 /* STUB_ABI_C_ONLY_END */
 
 /* Bumped whenever anything below changes shape or meaning. */
-#define STUB_ABI_VERSION 3
+#define STUB_ABI_VERSION 4
 #define STUB_INIT_MAGIC 0x756d6d69
 #define STUB_CODE_MAGIC 0x65646f63
 
@@ -92,6 +92,12 @@ enum stub_handoff {
 	STUB_HANDOFF_CHILD = 0,
 	/* The stub waits in its handler; the controller may read and write. */
 	STUB_HANDOFF_CONTROLLER = 1,
+	/*
+	 * The same, and the stub has stopped spinning: it sleeps (or is about
+	 * to) in FUTEX_WAIT, so the hand-back must wake it.  Only the stub sets
+	 * it, from CONTROLLER, with a compare-and-swap.
+	 */
+	STUB_HANDOFF_SLEEPING = 2,
 };
 
 /* What the controller asks for when it hands the page back. */

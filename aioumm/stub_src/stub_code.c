@@ -327,7 +327,10 @@ static inline uint32_t current_cpu(void)
  * word flip; the eventfd write comes after the store, so a controller woken
  * by it always reads CONTROLLER (see futex_bridge.py for the whole argument).
  * FUTEX_WAIT re-checks the word in the kernel, so a hand-back that lands
- * before we sleep is never lost: the wait returns EAGAIN at once.
+ * before we sleep is never lost: the wait returns EAGAIN at once.  The
+ * controller wakes only a stub that said it sleeps (SLEEPING): the swap
+ * below and the controller's exchange are two atomic operations on one
+ * word, so either it sees SLEEPING and wakes, or we see CHILD and go on.
  *
  * Before sleeping the stub may spin on the word, as the controller asked
  * with its last hand-back: an answer that comes within the spin costs no
@@ -358,8 +361,22 @@ static void hand_over_and_wait(struct stub_data *d)
 		}
 		__builtin_ia32_pause();
 	}
+	/*
+	 * About to sleep: say so, so that the hand-back wakes us (a stub that
+	 * never says so is never woken, which is what spares a wake when the
+	 * answer came while it spun).  The swap fails only if the word is
+	 * CHILD already: the answer came in between, and there is no sleep.
+	 */
+	uint32_t expected = STUB_HANDOFF_CONTROLLER;
+
+	if (!__atomic_compare_exchange_n(&d->handoff, &expected, STUB_HANDOFF_SLEEPING, 0,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
+	    expected == STUB_HANDOFF_CHILD) {
+		d->spun = limit;
+		return;
+	}
 	while (__atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE) != STUB_HANDOFF_CHILD) {
-		res = site_futex_wait(&d->handoff, STUB_HANDOFF_CONTROLLER);
+		res = site_futex_wait(&d->handoff, STUB_HANDOFF_SLEEPING);
 		if (res < 0 && res != -EAGAIN && res != -EINTR)
 			FATAL(STUB_EXIT_HANDLER_WAIT);
 	}

@@ -73,6 +73,14 @@ static const unsigned char asker[] = {
 /* A stub that does not answer within this long fails the run instead of hanging it. */
 #define WAIT_MS 10000
 
+/* The stub hands over with CONTROLLER, and turns it into SLEEPING when it stops spinning. */
+static int handed_over(const struct stub_data *d)
+{
+	uint32_t word = __atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE);
+
+	return word == STUB_HANDOFF_CONTROLLER || word == STUB_HANDOFF_SLEEPING;
+}
+
 struct stub {
 	pid_t pid;
 	int pidfd, sock, evfd, epfd;
@@ -102,7 +110,7 @@ static int spin_for_handover(struct stub *s)
 	deadline = now_ns() + s->spin_ns;
 	do {
 		for (int i = 0; i < 32; i++) {
-			if (__atomic_load_n(&s->d->handoff, __ATOMIC_ACQUIRE) == STUB_HANDOFF_CONTROLLER)
+			if (handed_over(s->d))
 				return 1;
 			__builtin_ia32_pause();
 		}
@@ -292,19 +300,22 @@ static void wait_handover(struct stub *s)
 				stub_died(s);
 		if (read(s->evfd, &count, sizeof(count)) < 0 && errno != EAGAIN)
 			die_errno("read eventfd");
-		if (__atomic_load_n(&s->d->handoff, __ATOMIC_ACQUIRE) == STUB_HANDOFF_CONTROLLER)
+		if (handed_over(s->d))
 			return;
 	}
 }
 
-/* Write the command, release-store CHILD, then FUTEX_WAKE (the waiter re-checks the word). */
+/*
+ * Write the command, exchange the word for CHILD, and FUTEX_WAKE only a stub
+ * that said it sleeps (the waiter re-checks the word).
+ */
 static void hand_back(struct stub *s, uint32_t command)
 {
 	s->d->command = command;
 	s->d->spin_limit = s->spin_pauses;
 	s->d->controller_cpu = current_cpu();
-	__atomic_store_n(&s->d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_RELEASE);
-	if (syscall(SYS_futex, &s->d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
+	if (__atomic_exchange_n(&s->d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_ACQ_REL) == STUB_HANDOFF_SLEEPING &&
+	    syscall(SYS_futex, &s->d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
 		die_errno("FUTEX_WAKE");
 }
 
