@@ -8,6 +8,7 @@
  * microseconds of Python objects, struct packing and fcntl calls per record).
  */
 #define _GNU_SOURCE
+#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -70,13 +71,25 @@ static uint32_t aioumm_load_handoff(const struct stub_data *d)
 	return word == STUB_HANDOFF_SLEEPING ? STUB_HANDOFF_CONTROLLER : word;
 }
 
-/* The CPU the calling thread runs on, as a stub reads it (the low 12 bits of TSC_AUX). */
+/*
+ * The CPU the calling thread runs on: the number a stub reads from TSC_AUX
+ * (getcpu gives the same, through the vDSO, on every CPU).
+ */
 static uint32_t current_cpu(void)
 {
-	uint32_t lo, hi, aux;
+	int cpu = sched_getcpu();
 
-	__asm__ volatile("rdtscp" : "=a"(lo), "=d"(hi), "=c"(aux));
-	return aux & 0xfff;
+	return cpu < 0 ? STUB_CPU_UNKNOWN : (uint32_t)cpu;
+}
+
+/* Whether the CPU has RDTSCP (CPUID 0x80000001, EDX bit 27): see STUB_INIT_RDTSCP. */
+static int aioumm_has_rdtscp(void)
+{
+	unsigned int eax, ebx, ecx, edx;
+
+	if (!__get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx))
+		return 0;
+	return (edx >> 27) & 1;
 }
 
 /* What a hand-back writes before the word: the command and the stub's spin for next time. */
@@ -198,7 +211,7 @@ static int64_t now_ns(void)
 /*
  * Spin up to budget_ns until d's stub hands its page over: 1 when it did,
  * 0 when the time ran out, -1 at once when the stub last reported from this
- * CPU (it could not run while we spin here).  The
+ * CPU (it could not run while we spin here) or could not tell its CPU.  The
  * caller answers it then as if its eventfd had been seen; the eventfd write
  * that follows is a spare notification, which the word's re-check makes
  * harmless (see futex_bridge.py).
@@ -207,7 +220,9 @@ static int aioumm_spin_for_report(const struct stub_data *d, int64_t budget_ns)
 {
 	int64_t deadline;
 
-	if (__atomic_load_n(&d->report_cpu, __ATOMIC_RELAXED) == current_cpu())
+	uint32_t cpu = __atomic_load_n(&d->report_cpu, __ATOMIC_RELAXED);
+
+	if (cpu == current_cpu() || cpu == STUB_CPU_UNKNOWN)
 		return -1;
 	deadline = now_ns() + budget_ns;
 	for (;;) {

@@ -46,6 +46,7 @@ void *aioumm_map_shared(int fd, size_t length);
 int aioumm_unmap(void *addr, size_t length);
 int aioumm_probe_mseal(void);
 int aioumm_current_cpu(void);
+int aioumm_has_rdtscp(void);
 """
 
 # The helpers' own structs are declared once, in _native.c: their text goes into the cdef as it stands.

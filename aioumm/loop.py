@@ -71,15 +71,24 @@ class Features:
 
     fsgsbase: bool
     mseal: bool
+    rdtscp: bool = True
 
     @property
     def init_flags(self) -> int:
-        return (lib.STUB_INIT_FSGSBASE if self.fsgsbase else 0) | (lib.STUB_INIT_SEAL if self.mseal else 0)
+        return (
+            (lib.STUB_INIT_FSGSBASE if self.fsgsbase else 0)
+            | (lib.STUB_INIT_SEAL if self.mseal else 0)
+            | (lib.STUB_INIT_RDTSCP if self.rdtscp else 0)
+        )
 
     @classmethod
     def probe(cls) -> Features:
         hwcap2 = auxv_value(_AT_HWCAP2) or 0
-        return cls(fsgsbase=bool(hwcap2 & _HWCAP2_FSGSBASE), mseal=lib.aioumm_probe_mseal() == 0)
+        return cls(
+            fsgsbase=bool(hwcap2 & _HWCAP2_FSGSBASE),
+            mseal=lib.aioumm_probe_mseal() == 0,
+            rdtscp=bool(lib.aioumm_has_rdtscp()),
+        )
 
 
 _features: Features | None = None

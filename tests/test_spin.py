@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from guestcode import Guest
@@ -168,3 +169,18 @@ async def test_running_counts_the_stubs_handed_back_and_not_handed_over_since() 
         assert ctl.notifications.running == 0
         for g in guests:
             g.close()
+
+
+@pytest.mark.asyncio
+async def test_without_rdtscp_a_stub_cannot_tell_its_cpu_and_nobody_spins(cpus: list[int]) -> None:
+    """A CPU without RDTSCP (STUB_INIT_RDTSCP clear): the stub never executes it, never spins."""
+    ctl = Controller(spin_ns=200_000)
+    ctl.features = replace(ctl.features, rdtscp=False)
+    async with ctl:
+        stub, g = await asker(ctl, cpus[0], cpus[1])
+        spun = await converse(stub, 300)
+        data = ffi.cast("struct stub_data *", stub._base)
+        assert data.report_cpu == lib.STUB_CPU_UNKNOWN
+        g.close()
+        assert ctl.notifications.spun == 0 and ctl.notifications.spin_misses == 0
+        assert set(spun[1:]) <= {lib.STUB_SPUN_SLEPT, 0}

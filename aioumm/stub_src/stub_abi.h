@@ -77,6 +77,10 @@
 /* Bits of stub_init.flags. */
 #define STUB_INIT_FSGSBASE 1
 #define STUB_INIT_SEAL 2
+/* The CPU has RDTSCP: the stub can tell which CPU it runs on (and so may spin). */
+#define STUB_INIT_RDTSCP 4
+/* stub_data.report_cpu of a stub that cannot tell. */
+#define STUB_CPU_UNKNOWN 4294967295
 
 /*
  * Spinning before sleeping (see hand_over_and_wait in stub_code.c): the

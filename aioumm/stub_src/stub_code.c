@@ -312,11 +312,17 @@ static void restore_arch_state(struct stub_data *d)
 		FATAL(STUB_EXIT_HANDLER_FSBASE);
 }
 
-/* The CPU this runs on: Linux keeps it in the low 12 bits of TSC_AUX, which rdtscp reads. */
-static inline uint32_t current_cpu(void)
+/*
+ * The CPU this runs on: Linux keeps it in the low 12 bits of TSC_AUX, which
+ * rdtscp reads (no syscall, no vDSO).  A CPU without the instruction cannot
+ * tell, and its stub never spins.
+ */
+static inline uint32_t current_cpu(const struct stub_data *d)
 {
 	uint32_t lo, hi, aux;
 
+	if (!(d->flags & STUB_INIT_RDTSCP))
+		return STUB_CPU_UNKNOWN;
 	__asm__ volatile("rdtscp" : "=a"(lo), "=d"(hi), "=c"(aux));
 	return aux & 0xfff;
 }
@@ -342,10 +348,10 @@ static inline uint32_t current_cpu(void)
 static void hand_over_and_wait(struct stub_data *d)
 {
 	/* The controller's fields are read while the page is still ours. */
-	uint32_t limit = d->spin_limit, cpu = current_cpu();
+	uint32_t limit = d->spin_limit, cpu = current_cpu(d);
 	long res;
 
-	if (cpu == d->controller_cpu)
+	if (cpu == d->controller_cpu || cpu == STUB_CPU_UNKNOWN)
 		limit = 0;
 	else if (limit > STUB_SPIN_MAX)
 		limit = STUB_SPIN_MAX;
