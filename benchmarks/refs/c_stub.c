@@ -28,6 +28,7 @@
 #include "common.h"
 #include "../../aioumm/stub_src/stub_abi.h"
 
+#include <cpuid.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -91,13 +92,12 @@ struct stub {
 	uint32_t spin_pauses;
 };
 
-/* The CPU this runs on, as the stub reads it (the low 12 bits of TSC_AUX). */
+/* The CPU this runs on: the number the stub reads from TSC_AUX. */
 static uint32_t current_cpu(void)
 {
-	uint32_t lo, hi, aux;
+	int cpu = sched_getcpu();
 
-	__asm__ volatile("rdtscp" : "=a"(lo), "=d"(hi), "=c"(aux));
-	return aux & 0xfff;
+	return cpu < 0 ? STUB_CPU_UNKNOWN : (uint32_t)cpu;
 }
 
 /* Spin up to spin_ns for the hand-over, unless the stub last ran on this CPU: 1 if it came. */
@@ -105,7 +105,9 @@ static int spin_for_handover(struct stub *s)
 {
 	uint64_t deadline;
 
-	if (!s->spin_ns || __atomic_load_n(&s->d->report_cpu, __ATOMIC_RELAXED) == current_cpu())
+	uint32_t cpu = __atomic_load_n(&s->d->report_cpu, __ATOMIC_RELAXED);
+
+	if (!s->spin_ns || cpu == current_cpu() || cpu == STUB_CPU_UNKNOWN)
 		return 0;
 	deadline = now_ns() + s->spin_ns;
 	do {
@@ -170,12 +172,15 @@ static int have_mseal(void)
 
 static uint32_t init_flags(void)
 {
+	unsigned int eax, ebx, ecx, edx;
 	uint32_t flags = 0;
 
 	if (getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE)
 		flags |= STUB_INIT_FSGSBASE;
 	if (have_mseal())
 		flags |= STUB_INIT_SEAL;
+	if (__get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) && (edx >> 27) & 1)
+		flags |= STUB_INIT_RDTSCP;	/* the stub can tell its CPU, and so spin */
 	return flags;
 }
 
