@@ -429,6 +429,13 @@ def probe_fsgsbase() -> str:
     return "AT_HWCAP2 has FSGSBASE: the stub saves and restores the FS base without a syscall"
 
 
+def probe_rdtscp() -> str:
+    """CPUID says the CPU has RDTSCP, with which a stub tells which CPU it runs on."""
+    if not features().rdtscp:
+        raise Missing("CPUID 0x80000001 has no RDTSCP")
+    return "the CPU has RDTSCP: a stub can tell its CPU, so both sides may spin across CPUs"
+
+
 def probe_minsigstksz() -> str:
     """The kernel's minimum signal stack fits the stub's alt stack with its headroom."""
     room = abi.lib.STUB_ALTSTACK_SIZE - abi.lib.STUB_ALTSTACK_HEADROOM
@@ -557,6 +564,12 @@ PROBES: tuple[_Probe, ...] = (
         "FSGSBASE",
         probe_fsgsbase,
         "a CPU with FSGSBASE and a kernel >= 5.9; without it the stub uses arch_prctl (slower), nothing breaks",
+        required=False,
+    ),
+    _Probe(
+        "RDTSCP",
+        probe_rdtscp,
+        "a CPU (or virtual CPU model) with RDTSCP; without it nobody spins across CPUs, nothing breaks",
         required=False,
     ),
     _Probe(

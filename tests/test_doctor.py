@@ -63,13 +63,14 @@ def test_small_alt_stack_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_optional_feature_missing_still_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "features", lambda: Features(fsgsbase=False, mseal=False))
+    monkeypatch.setattr(doctor, "features", lambda: Features(fsgsbase=False, mseal=False, rdtscp=False))
     out = io.StringIO()
     assert doctor.main(out) == 0
     text = out.getvalue()
     assert "MISSING  mseal (optional): " in text
     assert "MISSING  FSGSBASE (optional): " in text
-    assert "(2 optional missing)" in text
+    assert "MISSING  RDTSCP (optional): " in text
+    assert "(3 optional missing)" in text
 
 
 def test_unbuilt_stub_fails_with_advice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
