@@ -112,28 +112,15 @@ async def test_a_guest_that_rewrites_the_spin_fields_only_spins_within_the_bound
     must have given up spinning and slept every time, and the answers still pass its check.
     """
     async with Controller(spin_ns=200_000) as ctl:
-        stub = await ctl.spawn()
         spin_limit = lib.STUB_DATA_ADDR + ffi.offsetof("struct stub_data", "spin_limit")
-        g = Guest(
-            stub,
-            f"""
-            xor %r12d, %r12d
-            mov ${spin_limit:#x}, %r13
-        1:  movl $0xffffffff, (%r13)
-            movl $0xfff, 4(%r13)
-            mov $500, %eax
-            mov %r12, %rdi
-            syscall
-            lea 1(%r12,%r12,2), %rbx
-            cmp %rbx, %rax
-            jne 2f
-            inc %r12
-            jmp 1b
-        2:  ud2
-            """,
+        # ASKER, with the two fields rewritten before each of its syscalls.
+        rewriting = ASKER.replace(
+            "1:  mov $500, %eax",
+            f"    mov ${spin_limit:#x}, %r13\n"
+            "1:  movl $0xffffffff, (%r13)\n    movl $0xfff, 4(%r13)\n    mov $500, %eax",
         )
-        os.sched_setaffinity(0, {cpus[0]})
-        os.sched_setaffinity(stub.pid, {cpus[1]})
+        assert rewriting != ASKER
+        stub, g = await asker(ctl, cpus[0], cpus[1], rewriting)
         data = ffi.cast("struct stub_data *", stub._base)
         regs = stub.regs
         for i in range(6):
