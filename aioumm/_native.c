@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,13 +26,24 @@
 
 #include "stub_src/stub_abi.h"
 
+/* Why aioumm_read_report refused a report (it returns a negative number otherwise). */
 enum {
-	AIOUMM_REPORT_OK = 0,
 	AIOUMM_REPORT_BAD_SIGNAL = 1,
 	AIOUMM_REPORT_BAD_SIGINFO = 2,
 	AIOUMM_REPORT_BAD_UCONTEXT = 3,
 	AIOUMM_REPORT_SIGNO_MISMATCH = 4,
 };
+
+/* How aioumm_spin_for_report ended. */
+enum {
+	AIOUMM_SPUN_TIMEOUT = 0,	/* no report within the budget */
+	AIOUMM_SPUN_REPORT = 1,		/* the stub handed its page over */
+	AIOUMM_SPUN_NOT_HERE = 2,	/* not spun: the stub ran on this CPU, or cannot tell */
+	AIOUMM_SPUN_NOT_RUNNING = 3,	/* not spun: the page was not handed back to the stub */
+};
+
+/* The most notifications one pass takes (Notifications.PASS). */
+#define AIOUMM_PASS_MAX 256
 
 /* What aioumm_read_report copies out of a validated report. */
 struct aioumm_report {
@@ -134,7 +146,8 @@ static int aioumm_hand_back(struct stub_data *d, uint32_t command, uint32_t spin
 /*
  * Validate the report in the data page and copy what Python needs out of it.
  * Guest code can write the page, so every address is checked before it is
- * followed.  Returns AIOUMM_REPORT_OK or the first check that failed.
+ * followed.  Returns the first check that failed, or (it is what the caller
+ * needs next) minus the frame's offset in the page, which is never 0.
  */
 static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r)
 {
@@ -175,7 +188,7 @@ static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r
 		r->addr = info->u.addr;
 	}
 	r->frame_offset = uc_addr - STUB_DATA_ADDR + offsetof(struct stub_ucontext, mcontext);
-	return AIOUMM_REPORT_OK;
+	return -(int)r->frame_offset;
 }
 
 /*
@@ -209,9 +222,11 @@ static int64_t now_ns(void)
 }
 
 /*
- * Spin up to budget_ns until d's stub hands its page over: 1 when it did,
- * 0 when the time ran out, -1 at once when the stub last reported from this
- * CPU (it could not run while we spin here) or could not tell its CPU.  The
+ * Spin up to budget_ns until d's stub, handed its page back, hands it over
+ * again: AIOUMM_SPUN_REPORT when it did, AIOUMM_SPUN_TIMEOUT when the time
+ * ran out; AIOUMM_SPUN_NOT_RUNNING at once when the page is not the stub's,
+ * AIOUMM_SPUN_NOT_HERE when the stub last reported from this CPU (it could
+ * not run while we spin here) or could not tell its CPU.  The
  * caller answers it then as if its eventfd had been seen; the eventfd write
  * that follows is a spare notification, which the word's re-check makes
  * harmless (see futex_bridge.py).
@@ -222,18 +237,60 @@ static int aioumm_spin_for_report(const struct stub_data *d, int64_t budget_ns)
 
 	uint32_t cpu = __atomic_load_n(&d->report_cpu, __ATOMIC_RELAXED);
 
+	if (__atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE) != STUB_HANDOFF_CHILD)
+		return AIOUMM_SPUN_NOT_RUNNING;
 	if (cpu == current_cpu() || cpu == STUB_CPU_UNKNOWN)
-		return -1;
+		return AIOUMM_SPUN_NOT_HERE;
 	deadline = now_ns() + budget_ns;
 	for (;;) {
 		for (int i = 0; i < 32; i++) {
 			if (aioumm_load_handoff(d) == STUB_HANDOFF_CONTROLLER)
-				return 1;
+				return AIOUMM_SPUN_REPORT;
 			__builtin_ia32_pause();
 		}
 		if (now_ns() >= deadline)
-			return 0;
+			return AIOUMM_SPUN_TIMEOUT;
 	}
+}
+
+/*
+ * Watch a stub's eventfd in the controller's epoll set, edge-triggered (see
+ * futex_bridge.py), the event carrying the controller's address of the
+ * stub's page.  The caller keeps the page mapped while the eventfd is in the
+ * set: aioumm_take_handovers follows that address.  Returns 0 or -errno.
+ */
+static int aioumm_watch(int epfd, int eventfd, struct stub_data *d)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.ptr = d };
+
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, eventfd, &ev) < 0 ? -errno : 0;
+}
+
+/*
+ * What a pass of futex_bridge.py looks at, without sleeping: the pages of the
+ * stubs (at most max, and at most AIOUMM_PASS_MAX) whose eventfd was written
+ * since the last look and whose word says the controller owns the page, in
+ * ready[].  A notification whose word says otherwise is a spare one (its
+ * report was taken by spinning); *last is the page of the last notification
+ * of either kind, or NULL.  Returns how many are in ready[], or -errno.
+ */
+static int aioumm_take_handovers(int epfd, struct stub_data **ready, int max, struct stub_data **last)
+{
+	struct epoll_event events[AIOUMM_PASS_MAX];
+	int n, taken = 0;
+
+	*last = NULL;
+	n = epoll_wait(epfd, events, max < AIOUMM_PASS_MAX ? max : AIOUMM_PASS_MAX, 0);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++) {
+		struct stub_data *d = events[i].data.ptr;
+
+		if (aioumm_load_handoff(d) == STUB_HANDOFF_CONTROLLER)
+			ready[taken++] = d;
+		*last = d;
+	}
+	return taken;
 }
 
 /* What one `pause` costs here, in ns (measured over a few thousand): turns a spin time into a count. */

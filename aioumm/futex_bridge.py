@@ -62,7 +62,8 @@ Controller side (this module):
 5. ``epoll_wait`` on the controller's own epoll set returns the eventfd: it is
    registered edge-triggered, so returning it takes it off the ready list;
 6. loads the word with acquire ordering; only if it is ``CONTROLLER`` or
-   ``SLEEPING`` does it read the page;
+   ``SLEEPING`` does it read the page (both steps in C:
+   ``aioumm_take_handovers``);
 7. to hand back: write the command and edits, exchange the word for ``CHILD``
    (release and acquire), and ``FUTEX_WAKE`` only if the exchange found
    ``SLEEPING`` (``_native.c: aioumm_hand_back``).
@@ -93,7 +94,10 @@ All the stubs' eventfds sit in one epoll set of the controller's
 (``Notifications``), and the loop watches that set's descriptor alone.  One
 readiness of it is one pass: up to ``Notifications.PASS`` ready stubs are
 taken with one ``epoll_wait`` that does not sleep and answered one after the
-other, without going back to the loop in between.  The stubs answered in a
+other, without going back to the loop in between.  Each event carries the
+address of the controller's mapping of the stub's page, so the look at the
+words (steps 5 and 6) is one native call that hands Python only the stubs
+to answer; a page stays mapped until its eventfd has left the set.  The stubs answered in a
 pass are woken together at its end: a stub woken at once would preempt the
 controller (when they share a CPU) before the next answer is written, two
 context switches per stub.  The delay cannot lose a wake-up: the word
@@ -153,11 +157,11 @@ import select
 from collections.abc import Callable
 from typing import Any
 
-from aioumm.abi import Handoff, lib
+from aioumm.abi import Handoff, ffi, lib
 
-_CONTROLLER = int(Handoff.CONTROLLER)
 _CHILD = int(Handoff.CHILD)
-_EDGE = select.EPOLLIN | select.EPOLLET
+_SPUN_TIMEOUT = lib.AIOUMM_SPUN_TIMEOUT
+_SPUN_REPORT = lib.AIOUMM_SPUN_REPORT
 
 
 def _pause_ns() -> float:
@@ -198,7 +202,7 @@ class Notifications:
     """
 
     #: Ready stubs taken per pass at most; more stay ready for the next pass.
-    PASS = 256
+    PASS = lib.AIOUMM_PASS_MAX
     #: Reports one pass may take by spinning before the loop runs again.
     CHAIN = 64
     #: Passes without spinning after a spin that timed out, at most.
@@ -209,9 +213,12 @@ class Notifications:
         "_bridges",
         "_deferring",
         "_epoll",
+        "_last",
         "_loop",
         "_next_backoff",
         "_pending",
+        "_ready",
+        "_ready_keys",
         "_spin_limit",
         "batch_wakes",
         "deferred",
@@ -227,7 +234,11 @@ class Notifications:
         spin_ns = spin_time(spin_ns)
         self._loop = loop
         self._epoll: select.epoll | None = select.epoll()
-        self._bridges: dict[int, HandoffBridge] = {}
+        self._bridges: dict[int, HandoffBridge] = {}  # by the address of the stub's page
+        # A pass's ready pages, written natively and read back as ints (the keys of _bridges).
+        self._ready = ffi.new("struct stub_data *[]", lib.AIOUMM_PASS_MAX)
+        self._ready_keys = memoryview(ffi.buffer(self._ready)).cast("Q")
+        self._last = ffi.new("struct stub_data **")
         self._pending: list[Any] = []  # pages handed back in this pass, not woken yet
         self._deferring = False  # hand-backs store the word now and wake at the end of the pass
         self.batch_wakes = batch_wakes
@@ -245,32 +256,39 @@ class Notifications:
         loop.add_reader(self._epoll.fileno(), self._pass)
 
     def watch(self, eventfd: int, bridge: HandoffBridge) -> None:
-        """Deliver ``eventfd``'s notifications to ``bridge`` (one already readable counts too)."""
+        """Deliver ``eventfd``'s notifications to ``bridge`` (one already readable counts too).
+
+        The bridge's page must stay mapped until ``unwatch``: a pass reads
+        the word of every page whose eventfd it sees.
+        """
         if self._epoll is None:
             raise RuntimeError("the controller's notifications are closed")
-        self._epoll.register(eventfd, _EDGE)
-        self._bridges[eventfd] = bridge
+        res = lib.aioumm_watch(self._epoll.fileno(), eventfd, bridge._data)
+        if res:
+            raise OSError(-res, os.strerror(-res), "epoll_ctl(EPOLL_CTL_ADD)")
+        self._bridges[bridge._key] = bridge
 
-    def unwatch(self, eventfd: int) -> None:
-        """Stop delivering ``eventfd``'s notifications (before it is closed)."""
-        if self._bridges.pop(eventfd, None) is not None and self._epoll is not None:
+    def unwatch(self, eventfd: int, bridge: HandoffBridge) -> None:
+        """Stop delivering ``eventfd``'s notifications (before it is closed, and its page unmapped)."""
+        if self._bridges.pop(bridge._key, None) is not None and self._epoll is not None:
             self._epoll.unregister(eventfd)
 
     def _pass(self) -> None:
         assert self._epoll is not None
-        ready = self._epoll.poll(0, self.PASS)
+        taken = lib.aioumm_take_handovers(self._epoll.fileno(), self._ready, self.PASS, self._last)
+        if taken < 0:
+            raise OSError(-taken, os.strerror(-taken), "epoll_wait")
         self.passes += 1
         bridges = self._bridges
         woken = 0
-        bridge = None
         self._deferring = self.batch_wakes
         try:
-            for fd, _ in ready:
-                bridge = bridges.get(fd)  # None: a stub released by an earlier answer of this pass
+            for key in self._ready_keys[:taken]:
+                bridge = bridges.get(key)  # None: a stub released by an earlier answer of this pass
                 if bridge is None:
                     continue
                 try:
-                    if bridge.notified():
+                    if bridge.handed_over():
                         woken += 1
                 except Exception as exc:
                     # Edge-triggered: an event not handled now is never returned again, so one
@@ -278,8 +296,11 @@ class Notifications:
                     self._loop.call_exception_handler(
                         {"message": "aioumm: a stub's notification failed", "exception": exc}
                     )
-            if bridge is not None and not woken and self.running == 1 and self._spin_limit:
-                self._chain(bridge)
+            if not woken and self.running == 1 and self._spin_limit:
+                # The last stub seen (a spare notification included) may be the lone one running.
+                last = bridges.get(int(ffi.cast("uintptr_t", self._last[0])))
+                if last is not None:
+                    self._chain(last)
         finally:
             if woken > 1 and self.batch_wakes:
                 # The tasks woken run next, in the order woken; this callback runs after them.
@@ -292,21 +313,23 @@ class Notifications:
         if self._backoff:
             self._backoff -= 1
             return
+        data = bridge._data
         for _ in range(self.CHAIN):
-            self.wake_pending()  # a stub asleep must be woken before its next report can come
-            data = bridge._data
-            if bridge._eventfd < 0 or lib.aioumm_load_handoff(data) != _CHILD:
-                return  # released, or not running again: nothing to wait for
+            if self._pending:
+                self.wake_pending()  # a stub asleep must be woken before its next report can come
+            if bridge._eventfd < 0:
+                return  # released
             got = lib.aioumm_spin_for_report(data, self.spin_ns)
-            if got <= 0:
-                if got == 0:  # it computes longer than a spin: stop spinning for a while
+            if got != _SPUN_REPORT:
+                if got == _SPUN_TIMEOUT:  # it computes longer than a spin: stop spinning for a while
                     self.spin_misses += 1
                     self._backoff = self._next_backoff
                     self._next_backoff = min(2 * self._next_backoff, self.BACKOFF_MAX)
                 return
+            woke = bridge.handed_over()  # first: the stub waits for its answer
             self.spun += 1
             self._next_backoff = 1
-            if bridge.notified():
+            if woke:
                 return  # a task takes it from here
 
     def hand_back(self, bridge: HandoffBridge, command: int) -> None:
@@ -357,12 +380,13 @@ class HandoffBridge:
     the stub: one registration at start, not one per round trip.
     """
 
-    __slots__ = ("_data", "_eventfd", "_loop", "_notifications", "_running", "_waiter", "offer")
+    __slots__ = ("_data", "_eventfd", "_key", "_loop", "_notifications", "_running", "_waiter", "offer")
 
     def __init__(self, notifications: Notifications, data: Any, eventfd: int) -> None:
         self._loop = notifications._loop
         self._notifications = notifications
         self._data = data
+        self._key = int(ffi.cast("uintptr_t", data))  # how the notifications know it
         self._eventfd = eventfd
         self._waiter: asyncio.Future[bool] | None = None
         self._running = False  # handed back, not handed over since (counted in notifications.running)
@@ -377,11 +401,11 @@ class HandoffBridge:
         word = lib.aioumm_load_handoff(self._data)
         return Handoff(word) if word in (Handoff.CHILD, Handoff.CONTROLLER) else None
 
-    def notified(self) -> bool:
-        """The stub wrote its eventfd (called by the pass that saw it); True if it woke the waiting task."""
-        if lib.aioumm_load_handoff(self._data) != _CONTROLLER:
-            return False  # a spare notification: the report it announced was taken already
-        self._stopped()
+    def handed_over(self) -> bool:
+        """The stub handed its page over (a pass or a spin saw the word); True if it woke the waiting task."""
+        if self._running:  # what _stopped does, inline: this is per round trip
+            self._running = False
+            self._notifications.running -= 1
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             offer = self.offer
@@ -464,6 +488,6 @@ class HandoffBridge:
         """Stop watching and close the eventfd; safe to call twice."""
         if self._eventfd >= 0:
             self._stopped()
-            self._notifications.unwatch(self._eventfd)
+            self._notifications.unwatch(self._eventfd, self)
             os.close(self._eventfd)
             self._eventfd = -1

@@ -65,6 +65,7 @@ _PROBLEMS = {
 
 # The leading fields of struct aioumm_report, which are a Report's (checked in tests/test_abi.py).
 _REPORT_FIELDS = struct.Struct("=3qQqQq")
+_new_report = tuple.__new__
 
 
 class ReportReader:
@@ -93,11 +94,11 @@ class ReportReader:
         if self._data is None:
             raise StubCorrupt(self._pid, "report read after the stub's page was released")
         r = self._out
-        problem = lib.aioumm_read_report(self._data, r)
-        if problem:
-            raise StubCorrupt(self._pid, _PROBLEMS[problem].format(r=r))
-        report = Report._make(_REPORT_FIELDS.unpack_from(self._fields))
-        offset = r.frame_offset
+        offset = -lib.aioumm_read_report(self._data, r)
+        if offset <= 0:
+            raise StubCorrupt(self._pid, _PROBLEMS[-offset].format(r=r))
+        # Report._make without its length check (the struct has the fields): this is per round trip.
+        report = _new_report(Report, _REPORT_FIELDS.unpack_from(self._fields))
         frame = self._frames.get(offset)
         if frame is None:
             if len(self._frames) > 64:  # a guest moving its frame around: do not grow without bound

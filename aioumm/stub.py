@@ -465,8 +465,8 @@ class Stub:
         self._state = State.RUNNING
         self._report = None
         self._frame = None
-        self.controller.stats.round_trips += 1
         bridge.hand_back(_RESUME)
+        self.controller.stats.round_trips += 1  # after: the stub runs meanwhile
 
     def _offer(self) -> bool:
         """The bridge's callback while ``resume(answer)`` waits (see there); never raises."""

@@ -256,17 +256,17 @@ async def test_a_stub_that_hands_over_and_dies_before_the_task_runs(ctl: Control
     await stub.flush()
     bridge = stub._bridge
     assert bridge is not None
-    real = bridge.notified
+    real = bridge.handed_over
 
     class NotifyThenDie:
-        def notified(self) -> bool:
+        def handed_over(self) -> bool:
             woke = real()
             stub.kill()
             os.waitid(os.P_PID, stub.pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped
             stub._on_exit()  # what the pidfd callback does, before the task resumes
             return woke
 
-    ctl.notifications._bridges[bridge._eventfd] = NotifyThenDie()  # type: ignore[assignment]
+    ctl.notifications._bridges[bridge._key] = NotifyThenDie()  # type: ignore[assignment]
     if call == "flush":
         stub.mmap(0x400000, PAGE, 3)
     with pytest.raises(StubDied, match=f"{call}: stub is dead"):

@@ -137,15 +137,15 @@ async def test_a_failing_notification_costs_the_other_stubs_of_its_pass_nothing(
             def __init__(self, bridge: HandoffBridge) -> None:
                 self.bridge = bridge
 
-            def notified(self) -> bool:
+            def handed_over(self) -> bool:
                 if not raised:
                     raised.append(True)
                     raise RuntimeError("broken on purpose")
-                return self.bridge.notified()
+                return self.bridge.handed_over()
 
         table = ctl.notifications._bridges
-        for fd, bridge in list(table.items()):
-            table[fd] = FirstRaises(bridge)  # type: ignore[assignment]
+        for key, bridge in list(table.items()):
+            table[key] = FirstRaises(bridge)  # type: ignore[assignment]
         waits = [asyncio.ensure_future(s.resume()) for s in stubs]
         await asyncio.sleep(0)  # each task hands its stub back
         deadline = time.monotonic() + 5
