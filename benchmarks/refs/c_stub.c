@@ -26,7 +26,7 @@
  * handed over and makes the FUTEX_WAKEs of the pass at its end.  N is the
  * total, N / K round trips per stub (at least 20).  No spinning: aioumm spins
  * only while one stub alone runs.  This is the floor for aioumm's many-stub
- * throughput figures.
+ * throughput figures (but see benchmarks/refs/README.md on --pin apart).
  *
  * Timing is done by the controller: a round-trip sample is the time between
  * two consecutive hand-overs it observes (so it holds the controller's own
