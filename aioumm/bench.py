@@ -16,8 +16,9 @@ What is measured, and how each figure is defined:
   The references time the same ping-pong (most of them from the guest side,
   around the ``syscall`` instruction: in a strict ping-pong the two agree).
   Both placements: everything pinned to CPU 0, and unpinned.
-* aggregate round trips per second with K stubs on one loop (unpinned), and
-  the per-round-trip latency each stub saw (p50/p99);
+* aggregate round trips per second with K stubs on one loop, and the
+  per-round-trip latency each stub saw (p50/p99), against ``c_stub --stubs
+  K`` (the same protocol driven from C: the floor);
 * a flush of 64 one-page mmaps spread over 4 memfds (one sendmsg), timed
   from queueing the first record to the batch result;
 * memory per idle stub (the stub's VmRSS + VmPTE, plus the controller's own
@@ -680,27 +681,35 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
     refs = tree.refs
     c_refs = {"native": "native", "c_stub": "c_stub", "c_ptrace": "ptrace_sysemu", "c_unotify": "unotify"}
 
+    tp = "throughput_rt_per_s"
+
     def record_rt(ref: str, pin: str, obj: dict[str, Any]) -> None:
         results.put("roundtrip_ns", ref, (PLACEMENTS[pin],), {"median": obj["median_ns"], "p99": obj["p99_ns"]})
-        wall = obj.get("extra", {}).get("wall_s") or 0
-        if ref not in ("native", "aioumm") and wall > 0:
-            figure = {"rt_per_s": round(obj["n"] / wall), "p50_ns": obj["median_ns"], "p99_ns": obj["p99_ns"]}
-            results.put("throughput_rt_per_s", ref, ("1", PLACEMENTS[pin]), figure)
-            results.put("throughput_rt_per_s", ref, ("16+",), {"unavailable": _SINGLE})
+        figure = _rate(obj)
+        if ref not in ("native", "aioumm") and figure is not None:
+            results.put(tp, ref, ("1", PLACEMENTS[pin]), figure)
+            if ref != "c_stub":  # c_stub drives many stubs too (--stubs, below)
+                results.put(tp, ref, ("16+",), {"unavailable": _SINGLE})
 
-    def ref_step(ref: str, cmd: list[str], pin: str, section: str = "roundtrip_ns") -> None:
+    def ref_step(ref: str, cmd: list[str], pin: str, section: str = "roundtrip_ns", stubs: int = 1) -> None:
+        name = THROUGHPUT_PLACEMENTS[pin]
+        where = (str(stubs), name) if section == tp else (name,)
+
         def act() -> None:
             try:
                 obj = run_json(cmd)
             except BenchError as exc:
-                results.unavailable(section, ref, (PLACEMENTS[pin],), str(exc))
+                results.unavailable(section, ref, where, str(exc))
                 return
             if section == "roundtrip_ns":
                 record_rt(ref, pin, obj)
+            elif section == tp:
+                results.put(section, ref, where, _rate(obj) or {"unavailable": f"{ref} reported no wall time"})
             else:
-                results.put(section, ref, (PLACEMENTS[pin],), {"median": obj["median_ns"], "p99": obj["p99_ns"]})
+                results.put(section, ref, where, {"median": obj["median_ns"], "p99": obj["p99_ns"]})
 
-        steps.append((f"{ref} {section.split('_')[0]} ({PLACEMENTS[pin]})", act))
+        what = f"{stubs} stubs at once" if section == tp else section.split("_")[0]
+        steps.append((f"{ref} {what} ({name})", act))
 
     def aioumm_rt(pin: str) -> None:
         with placement(pin):
@@ -745,7 +754,28 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
             continue
         cmd = [str(refs / "build" / "c_stub"), "--mode", "flush", "-n", str(settings.n_flush_c), "--pin", pin]
         ref_step("c_stub", cmd, pin, "flush_ns")
+    # The floor of aioumm's many-stub figures: c_stub drives K stubs from one thread through the same
+    # protocol (one epoll set, wakes at the end of each pass), with aioumm's round trips and placements.
+    for k in (k for k in settings.stub_counts if k > 1):  # one stub: from its round-trip runs (record_rt)
+        for pin, name in THROUGHPUT_PLACEMENTS.items():
+            if refs is None:
+                results.unavailable(tp, "c_stub", (str(k), name), tree.refs_problem)
+            elif pin == "apart" and not os.sched_getaffinity(0) - {0}:
+                results.unavailable(tp, "c_stub", (str(k), name), "one CPU only")
+            else:
+                cmd = [str(refs / "build" / "c_stub"), "--stubs", str(k), "-n", str(settings.rt_total), "--pin", pin]
+                ref_step("c_stub", cmd, pin, tp, k)
+    for k in settings.skipped_counts:
+        results.unavailable(tp, "c_stub", (str(k),), "skipped by --quick")
     return steps
+
+
+def _rate(obj: dict[str, Any]) -> dict[str, int] | None:
+    """A reference's result as a throughput figure: all its round trips over its wall time."""
+    wall = obj.get("extra", {}).get("wall_s") or 0
+    if wall <= 0:
+        return None
+    return {"rt_per_s": round(obj["n"] / wall), "p50_ns": obj["median_ns"], "p99_ns": obj["p99_ns"]}
 
 
 def _ns(s: dict[str, int]) -> dict[str, int]:
@@ -843,13 +873,17 @@ def table(results: Results) -> str:
 
 
 def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
-    """The goals aioumm is measured against: (goal, measured value, met?)."""
+    """The goals aioumm is measured against: (goal, measured value, met?); met is None for a
+    figure shown for information only, and wherever the value is missing."""
     out: list[tuple[str, float | None, bool | None]] = []
 
-    def ratio(goal: str, section: str, ref: str, path: tuple[str, ...], limit: float, at_least: bool = False) -> None:
+    def ratio(
+        goal: str, section: str, ref: str, path: tuple[str, ...], limit: float | None, at_least: bool = False
+    ) -> None:
+        """aioumm's figure over ref's; ``limit`` None: shown for information, no goal."""
         mine, theirs = results.get(section, "aioumm", *path), results.get(section, ref, *path)
         value = mine / theirs if mine is not None and theirs else None
-        met = None if value is None else (value >= limit if at_least else value <= limit)
+        met = None if value is None or limit is None else (value >= limit if at_least else value <= limit)
         out.append((goal, value, met))
 
     def best(ref: str) -> float | None:
@@ -872,6 +906,7 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
     for pin in THROUGHPUT_PLACEMENTS.values():
         rate = results.get(tp, "aioumm", "256", pin, "rt_per_s")
         out.append((f">= 250000 rt/s with 256 stubs ({pin})", rate, None if rate is None else rate >= 250000))
+        ratio(f"256 stubs: rt/s ÷ c_stub's ({pin})", tp, "c_stub", ("256", pin, "rt_per_s"), None)
         r1024, r16 = (
             results.get(tp, "aioumm", "1024", pin, "rt_per_s"),
             results.get(tp, "aioumm", "16", pin, "rt_per_s"),
@@ -904,7 +939,7 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
 def targets_text(results: Results) -> str:
     lines = ["\n== targets"]
     for goal, value, met in targets(results):
-        state = "n/a" if met is None else ("met" if met else "NOT met")
+        state = "n/a" if value is None else "info" if met is None else ("met" if met else "NOT met")
         lines.append(f"  {state:7}  {goal:45}  {'-' if value is None else _fmt(value)}")
     return "\n".join(lines)
 

@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 
+from aioumm.bench import Settings
+
 SECTIONS = {"roundtrip_ns", "throughput_rt_per_s", "flush_ns", "stub_memory_kib", "programs_s"}
 REFERENCES = {"aioumm", "c_stub", "c_ptrace", "c_unotify", "python_ptrace", "native", "strace"}
 PLACEMENTS = {"same_core", "unpinned"}
+REFS = Path(__file__).resolve().parent.parent / "benchmarks" / "refs"
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +118,70 @@ def test_the_references_built_from_this_tree_all_ran(figures: dict[str, Any]) ->
         assert _number(figures["flush_ns"]["c_stub"][pin]["median"]), figures["flush_ns"]["c_stub"]
         for ref in ("c_ptrace", "c_unotify", "native"):
             assert _number(figures["roundtrip_ns"][ref][pin]["median"]), (ref, figures["roundtrip_ns"][ref])
+
+
+def test_c_stub_has_a_floor_for_every_multi_stub_count(figures: dict[str, Any]) -> None:
+    """c_stub --stubs K gives the many-stub figures a C floor, in every placement aioumm has."""
+    node = figures["throughput_rt_per_s"]["c_stub"]
+    placements = PLACEMENTS | ({"apart"} if len(os.sched_getaffinity(0)) > 1 else set())
+    quick = Settings.for_mode(quick=True)
+    for k in (k for k in quick.stub_counts if k > 1):
+        for pin in placements:
+            figure = node[str(k)][pin]
+            assert set(figure) == {"rt_per_s", "p50_ns", "p99_ns"}, (k, pin, figure)
+            assert all(_number(v) for v in figure.values()), (k, pin, figure)
+    for k in quick.skipped_counts:
+        assert "quick" in node[str(k)]["unavailable"]
+    assert "16+" not in node
+    assert "one guest" in figures["throughput_rt_per_s"]["c_ptrace"]["16+"]["unavailable"]
+
+
+# Runs a command as a child subreaper: any process the command leaves behind becomes this
+# one's child when the command exits; the last line says how many there were.
+_REAPER = """
+import ctypes, os, subprocess, sys
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed")
+res = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+left = 0
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    left += 1
+print(res.stdout, end="")
+print(res.returncode, left)
+"""
+
+
+def _c_stub() -> str:
+    """benchmarks/refs/build/c_stub, built if it is not up to date."""
+    build = subprocess.run(["make", "-s", "-C", str(REFS), "build/c_stub"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return str(REFS / "build" / "c_stub")
+
+
+def test_c_stub_drives_many_stubs_and_reaps_them_all() -> None:
+    cmd = [_c_stub(), "--stubs", "4", "-n", "400"]
+    res = subprocess.run([sys.executable, "-c", _REAPER, *cmd], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    *out, status = res.stdout.strip().splitlines()
+    assert status == "0 0", (status, res.stderr)  # c_stub exited 0, and left no process behind
+    obj = json.loads(out[-1])
+    assert obj["name"] == "c_stub" and obj["placement"] == "unpinned"
+    # 100 round trips per stub, all counted; each stub's first (starting its guest) is not sampled.
+    assert obj["n"] == 400
+    extra = obj["extra"]
+    assert (extra["stubs"], extra["rounds_per_stub"], extra["samples"]) == (4, 100, 396)
+    assert extra["wall_s"] > 0 and obj["p99_ns"] >= obj["median_ns"] > 0
+    assert extra["passes"] > 0 and extra["spin_ns"] == 0
+
+
+def test_c_stub_refuses_what_many_stubs_cannot_do() -> None:
+    c_stub = _c_stub()
+    for extra in (["--spin", "1000"], ["--mode", "flush"]):
+        res = subprocess.run([c_stub, "--stubs", "2", *extra], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and "--stubs" in res.stderr, (extra, res.stderr)
+    res = subprocess.run([c_stub, "--stubs", "0"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2

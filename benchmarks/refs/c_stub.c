@@ -19,6 +19,15 @@
  * followed by an untimed batch that unmaps the region again, so every timed
  * batch does the same work on an empty range.
  *
+ * --stubs K (roundtrip only, default 1): K stubs, each with the ASKER guest,
+ * driven at once from this one thread the way aioumm's controller drives
+ * many stubs (futex_bridge.py, "Many stubs, one wake-up"): every eventfd in
+ * one edge-triggered epoll set, never read; a pass answers each stub that
+ * handed over and makes the FUTEX_WAKEs of the pass at its end.  N is the
+ * total, N / K round trips per stub (at least 20).  No spinning: aioumm spins
+ * only while one stub alone runs.  This is the floor for aioumm's many-stub
+ * throughput figures (but see benchmarks/refs/README.md on --pin apart).
+ *
  * Timing is done by the controller: a round-trip sample is the time between
  * two consecutive hand-overs it observes (so it holds the controller's own
  * work on the report as well as the stub's trip through the kernel); a flush
@@ -36,11 +45,12 @@
 #include <sys/auxv.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#define EXTRA_USAGE "[--mode roundtrip|flush] [--bin-dir DIR] [--spin NS]"
+#define EXTRA_USAGE "[--pin apart] [--mode roundtrip|flush] [--bin-dir DIR] [--spin NS] [--stubs K]"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -73,6 +83,9 @@ static const unsigned char asker[] = {
 
 /* A stub that does not answer within this long fails the run instead of hanging it. */
 #define WAIT_MS 10000
+
+/* Ready stubs answered per pass at most, as aioumm's Notifications.PASS. */
+#define PASS 256
 
 /* The stub hands over with CONTROLLER, and turns it into SLEEPING when it stops spinning. */
 static int handed_over(const struct stub_data *d)
@@ -194,8 +207,8 @@ static int high_dup(int fd)
 }
 
 /* fork + exec the bootstrap with the channel at 0, the eventfd at 1, code at 2, data at 3. */
-static void spawn(struct stub *s, const char *bin_dir, int code_fd, uint64_t code_size,
-		  uint32_t flags)
+static void spawn(struct stub *s, const struct opts *o, const char *bin_dir, int code_fd,
+		  uint64_t code_size, uint32_t flags)
 {
 	char path[PATH_MAX];
 	int sv[2], data_fd;
@@ -232,6 +245,8 @@ static void spawn(struct stub *s, const char *bin_dir, int code_fd, uint64_t cod
 		char *argv[] = { "aioumm-stub", NULL };
 		char *envp[] = { NULL };
 
+		if (apply_child_placement(o) != 0)
+			_exit(EXIT_CHILD_SETUP);
 		for (int i = 0; i < 4; i++)
 			if (dup2(src[i], i) != i)
 				_exit(EXIT_CHILD_SETUP);
@@ -311,17 +326,29 @@ static void wait_handover(struct stub *s)
 }
 
 /*
- * Write the command, exchange the word for CHILD, and FUTEX_WAKE only a stub
- * that said it sleeps (the waiter re-checks the word).
+ * Write the command and exchange the word for CHILD; returns whether the stub
+ * must be woken: only a stub that said it sleeps (the waiter re-checks the
+ * word, so the wake may come later, as it does at the end of a pass).
  */
-static void hand_back(struct stub *s, uint32_t command)
+static int hand_back_later(struct stub *s, uint32_t command)
 {
 	s->d->command = command;
 	s->d->spin_limit = s->spin_pauses;
 	s->d->controller_cpu = current_cpu();
-	if (__atomic_exchange_n(&s->d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_ACQ_REL) == STUB_HANDOFF_SLEEPING &&
-	    syscall(SYS_futex, &s->d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
+	return __atomic_exchange_n(&s->d->handoff, STUB_HANDOFF_CHILD, __ATOMIC_ACQ_REL) ==
+	       STUB_HANDOFF_SLEEPING;
+}
+
+static void wake(struct stub *s)
+{
+	if (syscall(SYS_futex, &s->d->handoff, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
 		die_errno("FUTEX_WAKE");
+}
+
+static void hand_back(struct stub *s, uint32_t command)
+{
+	if (hand_back_later(s, command))
+		wake(s);
 }
 
 /* One sendmsg carrying nfds descriptors; its data is the batch's sequence number. */
@@ -419,37 +446,64 @@ static void finish(struct stub *s)
 	untrack_child(s->pid);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
 		die("stub %d ended with wait status %#x before it was killed", s->pid, status);
-	close(s->epfd);
+	if (s->epfd >= 0)
+		close(s->epfd);
 	close(s->pidfd);
 	close(s->evfd);
 	close(s->sock);
 	munmap(s->base, STUB_DATA_SIZE);
 }
 
-static void roundtrip(struct stub *s, uint64_t n, uint64_t *samples)
+/*
+ * The guest's code page and stack, in one memfd that every stub may map: the
+ * loop never touches its stack, and signal frames go to each stub's own
+ * alternate stack.
+ */
+static int guest_memfd(void)
 {
-	int fd = sealed_memfd("c-stub-guest", asker, sizeof(asker), 4096 + GUEST_STACK_SIZE, 0);
+	return sealed_memfd("c-stub-guest", asker, sizeof(asker), 4096 + GUEST_STACK_SIZE, 0);
+}
+
+/* Map the guest in one batch, and point the frame the batch result left in place at it. */
+static void load_guest(struct stub *s, int fd)
+{
 	struct stub_sigcontext *mc;
-	uint64_t prev;
 
 	record(s, 0, STUB_OP_MMAP, 0, PROT_READ | PROT_EXEC, GUEST_CODE_ADDR, 4096, 0);
 	record(s, 1, STUB_OP_MMAP, 0, PROT_READ | PROT_WRITE, GUEST_STACK_TOP - GUEST_STACK_SIZE,
 	       GUEST_STACK_SIZE, 4096);
 	run_batch(s, 2, &fd, 1);
-	close(fd);
-	/* The batch result left the ready report's frame in place: start the guest from it. */
+	/* The ready report's frame: the next RESUME starts the guest from it. */
 	mc = &((struct stub_ucontext *)frame_ptr(s, s->d->ucontext_addr,
 						  sizeof(struct stub_ucontext)))->mcontext;
 	mc->rip = GUEST_CODE_ADDR;
 	mc->rsp = GUEST_STACK_TOP - 64;
+}
+
+/* The current report must be the guest's ask number i; returns its registers. */
+static struct stub_sigcontext *guest_ask(struct stub *s, uint64_t i)
+{
+	struct stub_sigcontext *mc = syscall_report(s, GUEST_SYSCALL);
+
+	if (mc->rdi != i)
+		die("stub %d, report %" PRIu64 ": the guest asked with rdi = %" PRIu64, s->pid, i,
+		    (uint64_t)mc->rdi);
+	return mc;
+}
+
+static void roundtrip(struct stub *s, uint64_t n, uint64_t *samples)
+{
+	int fd = guest_memfd();
+	struct stub_sigcontext *mc;
+	uint64_t prev;
+
+	load_guest(s, fd);
+	close(fd);
 	hand_back(s, STUB_CMD_RESUME);
 	wait_handover(s);
 	prev = now_ns();
 	for (uint64_t i = 0; i <= n; i++) {
-		mc = syscall_report(s, GUEST_SYSCALL);
-		if (mc->rdi != i)
-			die("report %" PRIu64 ": the guest asked with rdi = %" PRIu64, i,
-			    (uint64_t)mc->rdi);
+		mc = guest_ask(s, i);
 		if (i == n)
 			break;	/* asking again proves the last answer passed the guest's check */
 		mc->rax = 3 * i + 1;
@@ -485,6 +539,184 @@ static void flush(struct stub *s, uint64_t n, uint64_t *samples)
 		close(fds[f]);
 }
 
+/* What a --stubs run counts besides its samples. */
+struct pass_count {
+	uint64_t passes, wakes;
+};
+
+/* The FUTEX_WAKEs a pass put off until its end: every answer of the pass is written first. */
+static void wake_asleep(struct stub **asleep, uint32_t *n, struct pass_count *pc)
+{
+	for (uint32_t i = 0; i < *n; i++)
+		wake(asleep[i]);
+	pc->wakes += *n;
+	*n = 0;
+}
+
+/*
+ * Drive k loaded stubs at once, `rounds` round trips each, as aioumm's
+ * controller does (futex_bridge.py, "Many stubs, one wake-up"): every
+ * eventfd in one epoll set, edge-triggered and never read (each write puts
+ * it on the ready list again, so no reset is needed, and a notification
+ * after a pass took the eventfd is returned by the next epoll_wait); a pass
+ * takes up to PASS ready stubs, answers each whose word it owns, and wakes
+ * the ones that said they sleep only at its end, so that on a shared CPU a
+ * stub woken at once does not preempt the controller before the next answer
+ * is written.  The stub's FUTEX_WAIT re-checks the word, so a late wake is
+ * never lost.
+ *
+ * Round trip m of a stub is a hand-back and the hand-over that follows it:
+ * the first starts the guest, which asks 0; round trip m answers ask m - 1,
+ * and the guest asks m only once that answer passed its check.  The last
+ * ask (rounds - 1) is left unanswered.  Every round trip but the first has
+ * a sample, the time between the stub's hand-overs m - 1 and m, which holds
+ * the time it spent queued behind the other stubs; the first, the start of
+ * the guest, is counted in the rate but not sampled, as aioumm's throughput
+ * does it (bench.py).
+ */
+static void drive(struct stub *st, uint32_t k, uint64_t rounds, uint64_t *samples,
+		  struct pass_count *pc)
+{
+	struct epoll_event ev[PASS];
+	uint64_t *seen = calloc(k, sizeof(*seen)), *prev = calloc(k, sizeof(*prev));
+	struct stub **asleep = calloc(k, sizeof(*asleep));
+	uint32_t left = k, n_asleep = 0;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (seen == NULL || prev == NULL || asleep == NULL)
+		die("out of memory for %u stubs", k);
+	if (ep < 0)
+		die_errno("epoll_create1");
+	for (uint32_t j = 0; j < k; j++) {
+		struct epoll_event e = { .events = EPOLLIN | EPOLLET, .data.u64 = j };
+
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, st[j].evfd, &e) != 0)
+			die_errno("epoll_ctl eventfd");
+		/* Level-triggered, and told apart by data >= k: a dead stub is reported until reaped. */
+		e = (struct epoll_event){ .events = EPOLLIN, .data.u64 = (uint64_t)k + j };
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, st[j].pidfd, &e) != 0)
+			die_errno("epoll_ctl pidfd");
+	}
+	/* The first pass starts every guest; its wakes too wait for its end. */
+	for (uint32_t j = 0; j < k; j++) {
+		if (hand_back_later(&st[j], STUB_CMD_RESUME))
+			asleep[n_asleep++] = &st[j];
+	}
+	wake_asleep(asleep, &n_asleep, pc);
+	while (left) {
+		int n = epoll_wait(ep, ev, PASS, WAIT_MS);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die_errno("epoll_wait");
+		}
+		if (n == 0)
+			die("%u of %u stubs did not hand over within %d ms", left, k, WAIT_MS);
+		pc->passes++;
+		for (int e = 0; e < n; e++) {
+			uint64_t j = ev[e].data.u64;
+			struct stub *s;
+			struct stub_sigcontext *mc;
+			uint64_t m, t;
+
+			if (j >= k)
+				stub_died(&st[j - k]);
+			s = &st[j];
+			/* Finished (its last ask stays unanswered), or a spare notification. */
+			if (seen[j] == rounds || !handed_over(s->d))
+				continue;
+			t = now_ns();
+			m = seen[j]++;
+			mc = guest_ask(s, m);
+			if (m)
+				samples[j * (rounds - 1) + m - 1] = t - prev[j];
+			prev[j] = t;
+			if (seen[j] == rounds) {
+				left--;
+				continue;
+			}
+			mc->rax = 3 * m + 1;
+			if (hand_back_later(s, STUB_CMD_RESUME))
+				asleep[n_asleep++] = s;
+		}
+		wake_asleep(asleep, &n_asleep, pc);
+	}
+	close(ep);
+	free(asleep);
+	free(prev);
+	free(seen);
+}
+
+/*
+ * Each stub holds four descriptors while it is set up (channel, eventfd,
+ * pidfd, its own epoll set), more than the usual soft limit of 1024 allows
+ * for 1024 stubs: raise it to the hard limit, and say so if that is short.
+ */
+static void raise_nofile(uint32_t k)
+{
+	uint64_t need = 4ULL * k + 32;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		die_errno("getrlimit RLIMIT_NOFILE");
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			die_errno("setrlimit RLIMIT_NOFILE");
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		die("--stubs %u needs about %" PRIu64 " descriptors, RLIMIT_NOFILE allows %llu", k,
+		    need, (unsigned long long)rl.rlim_cur);
+}
+
+/* --stubs K: spawn K stubs, load the guest in each, drive them all at once, print the result. */
+static void many(struct opts *o, uint32_t k, const char *bin_dir, int code_fd,
+		 uint64_t code_size, uint32_t flags)
+{
+	uint64_t rounds = o->n / k < 20 ? 20 : o->n / k;
+	uint64_t n_samples = (rounds - 1) * k;
+	struct stub *st = calloc(k, sizeof(*st));
+	struct pass_count pc = { 0, 0 };
+	uint64_t *samples, start;
+	double wall_s;
+	int fd;
+
+	if (st == NULL)
+		die("out of memory for %u stubs", k);
+	raise_nofile(k);
+	o->n = rounds * k;	/* every round trip counts, so that rt/s = n / wall_s */
+	samples = shared_samples(n_samples);
+	/* All forked first: they boot in parallel while the first ones are set up. */
+	for (uint32_t j = 0; j < k; j++)
+		spawn(&st[j], o, bin_dir, code_fd, code_size, flags);
+	close(code_fd);
+	fd = guest_memfd();
+	for (uint32_t j = 0; j < k; j++) {
+		await_ready(&st[j]);
+		load_guest(&st[j], fd);
+		/* From now on only the one set watches the eventfd: one epoll wake-up per write. */
+		close(st[j].epfd);
+		st[j].epfd = -1;
+	}
+	close(fd);
+
+	start = now_ns();
+	drive(st, k, rounds, samples, &pc);
+	wall_s = (double)(now_ns() - start) / 1e9;
+	for (uint32_t j = 0; j < k; j++)
+		finish(&st[j]);
+	free(st);
+
+	struct stats stats = compute_stats(samples, n_samples);
+	print_result("c_stub", o, &stats, wall_s,
+		     "\"mechanism\": \"aioumm stub, eventfds in one edge-triggered epoll set,"
+		     " FUTEX_WAKEs at the end of each pass\", \"init_flags\": %u, \"spin_ns\": 0"
+		     ", \"stubs\": %u, \"rounds_per_stub\": %" PRIu64 ", \"samples\": %" PRIu64
+		     ", \"passes\": %" PRIu64 ", \"wakes\": %" PRIu64,
+		     flags, k, rounds, n_samples, pc.passes, pc.wakes);
+}
+
 /* Default: the package's _bin directory, found from this program's place in the tree. */
 static void default_bin_dir(char *out, size_t size)
 {
@@ -500,10 +732,11 @@ static void default_bin_dir(char *out, size_t size)
 
 int main(int argc, char **argv)
 {
-	struct opts o = { .n = 100000, .same_core = 0 };
+	struct opts o = { .n = 100000, .same_core = 0, .can_apart = 1 };
 	char bin_dir[PATH_MAX] = "";
 	int flush_mode = 0, n_set = 0;
 	uint64_t spin_ns = 0;
+	unsigned long stubs = 1;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-n") == 0)
@@ -527,6 +760,19 @@ int main(int argc, char **argv)
 			snprintf(bin_dir, sizeof(bin_dir), "%s", argv[++i]);
 			continue;
 		}
+		if (strcmp(argv[i], "--stubs") == 0 && i + 1 < argc) {
+			char *end;
+
+			stubs = strtoul(argv[++i], &end, 10);
+			if (*end || stubs == 0 || stubs > MAX_TRACKED_CHILDREN)
+				usage(EXTRA_USAGE);
+			continue;
+		}
+		usage(EXTRA_USAGE);
+	}
+	/* aioumm spins only while one stub alone runs, and flushes one stub at a time. */
+	if (stubs > 1 && (flush_mode || spin_ns)) {
+		fprintf(stderr, "--stubs K > 1 takes neither --mode flush nor --spin\n");
 		usage(EXTRA_USAGE);
 	}
 	if (flush_mode && !n_set)
@@ -538,10 +784,16 @@ int main(int argc, char **argv)
 	uint64_t code_size;
 	int code_fd = code_memfd(bin_dir, &code_size);
 	uint32_t flags = init_flags();
+
+	if (stubs > 1) {
+		many(&o, (uint32_t)stubs, bin_dir, code_fd, code_size, flags);
+		return 0;
+	}
+
 	uint64_t *samples = shared_samples(o.n);
 	struct stub s;
 
-	spawn(&s, bin_dir, code_fd, code_size, flags);
+	spawn(&s, &o, bin_dir, code_fd, code_size, flags);
 	s.spin_ns = spin_ns;
 	s.spin_pauses = spin_ns ? (uint32_t)(spin_ns / pause_ns() + 1) : 0;
 	if (s.spin_pauses > STUB_SPIN_MAX)

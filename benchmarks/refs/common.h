@@ -80,8 +80,9 @@ static inline uint64_t now_ns(void)
 /*
  * Children the current process must kill and reap if it fails. A forked
  * child starts with an empty list: it must never touch its siblings.
+ * (c_stub --stubs drives up to this many at once.)
  */
-#define MAX_TRACKED_CHILDREN 256
+#define MAX_TRACKED_CHILDREN 4096
 static pid_t tracked_children[MAX_TRACKED_CHILDREN];
 static int n_tracked_children;
 
@@ -192,6 +193,13 @@ static inline void reap_clean_exit(pid_t pid, const char *who)
 struct opts {
 	uint64_t n;
 	int same_core;
+	/*
+	 * --pin apart: only for a program that sets can_apart, because it must
+	 * call apply_child_placement in each child it forks (a child that only
+	 * inherited the mask would share CPU 0 with the controller).
+	 */
+	int can_apart, apart;
+	cpu_set_t child_cpus;	/* apart: the inherited mask without CPU 0 */
 };
 
 static inline void __attribute__((noreturn)) usage(const char *extra)
@@ -221,10 +229,10 @@ static inline int common_option(struct opts *o, int argc, char **argv, int *i,
 		if (errno || *end || n == 0 || val[0] == '-')
 			usage(extra_usage);
 		o->n = n;
-	} else if (strcmp(val, "same") == 0) {
-		o->same_core = 1;
-	} else if (strcmp(val, "none") == 0) {
-		o->same_core = 0;
+	} else if (strcmp(val, "same") == 0 || strcmp(val, "none") == 0 ||
+		   (strcmp(val, "apart") == 0 && o->can_apart)) {
+		o->same_core = val[0] == 's';
+		o->apart = val[0] == 'a';
 	} else {
 		usage(extra_usage);
 	}
@@ -235,23 +243,40 @@ static inline int common_option(struct opts *o, int argc, char **argv, int *i,
  * Same-core placement pins the calling process to CPU 0 before any child is
  * created; children and threads inherit the mask, so the controller and
  * everything it drives share one CPU. Unpinned leaves the inherited mask
- * alone and lets the scheduler place both sides.
+ * alone and lets the scheduler place both sides. Apart pins the controller
+ * to CPU 0 as well, but gives its children every other CPU it had, so the
+ * controller's CPU is its own (aioumm bench's "apart" throughput figures).
  */
-static inline void apply_placement(const struct opts *o)
+static inline void apply_placement(struct opts *o)
 {
 	cpu_set_t set;
 
-	if (!o->same_core)
+	if (o->apart) {
+		if (sched_getaffinity(0, sizeof(o->child_cpus), &o->child_cpus) != 0)
+			die_errno("sched_getaffinity");
+		CPU_CLR(0, &o->child_cpus);
+		if (CPU_COUNT(&o->child_cpus) == 0)
+			die("--pin apart needs a CPU besides CPU 0");
+	} else if (!o->same_core) {
 		return;
+	}
 	CPU_ZERO(&set);
 	CPU_SET(0, &set);
 	if (sched_setaffinity(0, sizeof(set), &set) != 0)
 		die_errno("sched_setaffinity");
 }
 
+/* In a child just forked: move it off the controller's CPU under --pin apart. 0 or -1. */
+static inline int apply_child_placement(const struct opts *o)
+{
+	if (!o->apart)
+		return 0;
+	return sched_setaffinity(0, sizeof(o->child_cpus), &o->child_cpus);
+}
+
 static inline const char *placement_name(const struct opts *o)
 {
-	return o->same_core ? "same_core" : "unpinned";
+	return o->apart ? "apart" : o->same_core ? "same_core" : "unpinned";
 }
 
 /* ---- samples ----------------------------------------------------------- */
