@@ -15,7 +15,9 @@ What is measured, and how each figure is defined:
   controller receives, so it holds the controller's own work on the report.
   The references time the same ping-pong (most of them from the guest side,
   around the ``syscall`` instruction: in a strict ping-pong the two agree).
-  Both placements: everything pinned to CPU 0, and unpinned.
+  Three placements: everything pinned to CPU 0; unpinned; and apart, the
+  controller alone on CPU 0 and the guest on the other CPUs (where a
+  spinning controller and stub answer each other without a wake-up).
 * aggregate round trips per second with K stubs on one loop, and the
   per-round-trip latency each stub saw (p50/p99), against ``c_stub --stubs
   K`` (the same protocol driven from C: the floor);
@@ -61,9 +63,11 @@ USAGE = 2
 
 SECTIONS = ("roundtrip_ns", "throughput_rt_per_s", "flush_ns", "stub_memory_kib", "programs_s")
 REFERENCES = ("aioumm", "c_stub", "c_ptrace", "c_unotify", "python_ptrace", "native", "strace")
-PLACEMENTS = {"same": "same_core", "none": "unpinned"}
-# Many stubs at once are also measured with the controller's CPU left to the controller alone.
-THROUGHPUT_PLACEMENTS = {**PLACEMENTS, "apart": "apart"}
+# Where the controller and what it drives run: all on CPU 0; wherever the scheduler puts them;
+# and apart, the controller alone on CPU 0 and the rest on the other CPUs.
+PLACEMENTS = {"same": "same_core", "none": "unpinned", "apart": "apart"}
+# A flush waits for 64 mmaps, longer than any spin: apart would only add a cross-CPU wake-up.
+FLUSH_PLACEMENTS = {pin: PLACEMENTS[pin] for pin in ("same", "none")}
 
 # The guest: the ASKER loop of the tests, assembled once by hand (as in c_stub.c).
 #   xor %r12d,%r12d; 1: mov $500,%eax; mov %r12,%rdi; syscall
@@ -410,10 +414,15 @@ async def converse(stub: Stub, rounds: int, out: list[int], *, coroutine: bool =
     await stub.resume(answer)
 
 
-async def aioumm_roundtrip(n: int, *, coroutine: bool = False, adaptive: bool = True) -> list[int]:
-    """Round trips of one stub; ``adaptive``: the placement ``aioumm run`` uses (see placement.py)."""
+async def aioumm_roundtrip(
+    n: int, *, coroutine: bool = False, adaptive: bool = True, cpus: set[int] | None = None
+) -> list[int]:
+    """Round trips of one stub; ``adaptive``: the placement ``aioumm run`` uses (see placement.py);
+    ``cpus``: where the stub runs (else where it was spawned: this process's mask)."""
     async with Controller(placement=adaptive) as ctl:
         stub = await ctl.spawn()
+        if cpus is not None:
+            os.sched_setaffinity(stub.pid, cpus)
         fd = guest_memfd()
         try:
             load_guest(stub, fd)
@@ -502,7 +511,7 @@ async def aioumm_many(settings: Settings, results: Results, progress: Progress) 
                         for stub in fresh:
                             load_guest(stub, fd)
                         stubs += fresh
-                    for pin, name in THROUGHPUT_PLACEMENTS.items():
+                    for pin, name in PLACEMENTS.items():
                         if pin == "apart" and not os.sched_getaffinity(0) - {0}:
                             results.unavailable("throughput_rt_per_s", "aioumm", (str(k), name), "one CPU only")
                             continue
@@ -692,7 +701,7 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
                 results.put(tp, ref, ("16+",), {"unavailable": _SINGLE})
 
     def ref_step(ref: str, cmd: list[str], pin: str, section: str = "roundtrip_ns", stubs: int = 1) -> None:
-        name = THROUGHPUT_PLACEMENTS[pin]
+        name = PLACEMENTS[pin]
         where = (str(stubs), name) if section == tp else (name,)
 
         def act() -> None:
@@ -712,10 +721,19 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
         steps.append((f"{ref} {what} ({name})", act))
 
     def aioumm_rt(pin: str) -> None:
-        with placement(pin):
-            samples = run_on_loop(aioumm_roundtrip(settings.n_aioumm))
-            awaited = summary(run_on_loop(aioumm_roundtrip(settings.n_aioumm, coroutine=True)))
-            free = None if pin == "same" else summary(run_on_loop(aioumm_roundtrip(settings.n_aioumm, adaptive=False)))
+        n = settings.n_aioumm
+        if pin == "apart":
+            # Controller()'s default (no placement of its own, which would bring the stub home).
+            others = os.sched_getaffinity(0) - {0}
+            with placement(pin):
+                samples = run_on_loop(aioumm_roundtrip(n, adaptive=False, cpus=others))
+                awaited = summary(run_on_loop(aioumm_roundtrip(n, coroutine=True, adaptive=False, cpus=others)))
+            free = None
+        else:
+            with placement(pin):
+                samples = run_on_loop(aioumm_roundtrip(n))
+                awaited = summary(run_on_loop(aioumm_roundtrip(n, coroutine=True)))
+                free = None if pin == "same" else summary(run_on_loop(aioumm_roundtrip(n, adaptive=False)))
         record_rt("aioumm", pin, {"n": len(samples), "extra": {}, **_ns(summary(samples))})
         results.samples[PLACEMENTS[pin]] = samples
         # The same asks answered by one `await stub.resume()` each: what a task switch per report
@@ -730,11 +748,19 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
             samples = run_on_loop(aioumm_flush(settings.n_flush_aioumm))
         results.put("flush_ns", "aioumm", (PLACEMENTS[pin],), summary(samples))
 
+    one_cpu = not os.sched_getaffinity(0) - {0}
     for pin in PLACEMENTS:
+        if pin == "apart" and one_cpu:
+            for ref in ("aioumm", *c_refs, "python_ptrace"):
+                results.unavailable("roundtrip_ns", ref, (PLACEMENTS[pin],), "one CPU only")
+            continue
         steps.append((f"aioumm round trip ({PLACEMENTS[pin]})", functools.partial(aioumm_rt, pin)))
         for ref, prog in c_refs.items():
             if refs is None:
                 results.unavailable("roundtrip_ns", ref, (PLACEMENTS[pin],), tree.refs_problem)
+                continue
+            if ref == "native" and pin == "apart":
+                results.unavailable("roundtrip_ns", ref, (PLACEMENTS[pin],), "no controller: nothing to place apart")
                 continue
             cmd = [str(refs / "build" / prog), "-n", str(settings.n_c), "--pin", pin]
             if ref == "c_stub":  # the same protocol as aioumm's, spinning included
@@ -747,7 +773,7 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
             assert refs is not None
             cmd = [sys.executable, str(refs / "python_ptrace_ref.py"), "-n", str(settings.n_python_ptrace)]
             ref_step("python_ptrace", [*cmd, "--pin", pin, "--mode", "syscall"], pin)
-    for pin in PLACEMENTS:
+    for pin in FLUSH_PLACEMENTS:
         steps.append((f"aioumm flush ({PLACEMENTS[pin]})", functools.partial(aioumm_fl, pin)))
         if refs is None:
             results.unavailable("flush_ns", "c_stub", (PLACEMENTS[pin],), tree.refs_problem)
@@ -757,7 +783,7 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
     # The floor of aioumm's many-stub figures: c_stub drives K stubs from one thread through the same
     # protocol (one epoll set, wakes at the end of each pass), with aioumm's round trips and placements.
     for k in (k for k in settings.stub_counts if k > 1):  # one stub: from its round-trip runs (record_rt)
-        for pin, name in THROUGHPUT_PLACEMENTS.items():
+        for pin, name in PLACEMENTS.items():
             if refs is None:
                 results.unavailable(tp, "c_stub", (str(k), name), tree.refs_problem)
             elif pin == "apart" and not os.sched_getaffinity(0) - {0}:
@@ -903,7 +929,7 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
         met = None if value is None else value <= limit
         out.append((f"round trip <= {limit}x {ref} (each at its best)", value, met))
     tp = "throughput_rt_per_s"
-    for pin in THROUGHPUT_PLACEMENTS.values():
+    for pin in PLACEMENTS.values():
         rate = results.get(tp, "aioumm", "256", pin, "rt_per_s")
         out.append((f">= 250000 rt/s with 256 stubs ({pin})", rate, None if rate is None else rate >= 250000))
         ratio(f"256 stubs: rt/s ÷ c_stub's ({pin})", tp, "c_stub", ("256", pin, "rt_per_s"), None)
@@ -921,7 +947,7 @@ def targets(results: Results) -> list[tuple[str, float | None, bool | None]]:
         tail = p99 / med if med and p99 is not None else None
         out.append((f"round trip ({pin}) p99 <= 10x median", tail, None if tail is None else tail <= 10))
     for k in ("1", "16", "256", "1024"):
-        for pin in THROUGHPUT_PLACEMENTS.values():
+        for pin in PLACEMENTS.values():
             p50, p99 = results.get(tp, "aioumm", k, pin, "p50_ns"), results.get(tp, "aioumm", k, pin, "p99_ns")
             tail = p99 / p50 if p50 and p99 is not None else None
             out.append((f"{k} stubs ({pin}): p99 <= 10x p50", tail, None if tail is None else tail <= 10))
@@ -961,13 +987,14 @@ def plot(pyplot: Any, results: Results, path: str) -> None:
     aioumm's round trips, and aioumm's round trips per second against the number of stubs."""
     fig, (rt, dist, scale) = pyplot.subplots(1, 3, figsize=(16, 4.8))
     refs = [r for r in REFERENCES if results.get("roundtrip_ns", r, "same_core", "median") is not None]
+    width = 0.8 / len(PLACEMENTS)
     for i, pin in enumerate(PLACEMENTS.values()):
-        xs = [x + 0.4 * i for x in range(len(refs))]
+        xs = [x + width * i for x in range(len(refs))]
         medians = [(results.get("roundtrip_ns", r, pin, "median") or 0) / 1000 for r in refs]
         p99s = [(results.get("roundtrip_ns", r, pin, "p99") or 0) / 1000 for r in refs]
-        rt.bar(xs, medians, width=0.4, label=f"{pin} median")
+        rt.bar(xs, medians, width=width, label=f"{pin} median")
         rt.scatter(xs, p99s, marker="_", s=200, color="black", label="p99" if i == 0 else None)
-    rt.set_xticks([x + 0.2 for x in range(len(refs))], refs, rotation=30)
+    rt.set_xticks([x + 0.4 - width / 2 for x in range(len(refs))], refs, rotation=30)
     rt.set_yscale("log")
     rt.set_ylabel("round trip (µs)")
     rt.set_title("one trapped syscall, answered")
@@ -982,7 +1009,7 @@ def plot(pyplot: Any, results: Results, path: str) -> None:
     dist.set_title("aioumm: distribution of round trips")
     dist.legend(fontsize="small")
     node = results.data["throughput_rt_per_s"]["aioumm"]
-    for pin in THROUGHPUT_PLACEMENTS.values():
+    for pin in PLACEMENTS.values():
         counts = sorted(int(k) for k in node if k.isdigit() and isinstance(node[k].get(pin), dict))
         rates = [node[str(k)][pin].get("rt_per_s") for k in counts]
         points = [(k, r) for k, r in zip(counts, rates, strict=True) if isinstance(r, int | float)]

@@ -66,7 +66,7 @@ static void __attribute__((noreturn)) ptrace_failed(const char *what, pid_t pid)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {.n = 100000, .same_core = 0};
+	struct opts o = {.n = 100000, .same_core = 0, .can_apart = 1};
 
 	for (int i = 1; i < argc; i++) {
 		if (!common_option(&o, argc, argv, &i, ""))
@@ -77,8 +77,11 @@ int main(int argc, char **argv)
 	uint64_t *samples = shared_samples(o.n);
 	pid_t pid = fork_child();
 
-	if (pid == 0)
+	if (pid == 0) {
+		if (apply_child_placement(&o) != 0)
+			_exit(EXIT_CHILD_SETUP);
 		run_guest(o.n, samples);
+	}
 
 	int status = wait_stop(pid);
 	if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGSTOP)

@@ -163,8 +163,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     guest = Path(args.guest)
     if not os.access(guest, os.X_OK):
         raise RefError(f"guest program {guest} not found: run make in {Path(__file__).parent}")
-    if args.pin == "same":
-        # The guest inherits the mask: tracer and guest share CPU 0.
+    others = os.sched_getaffinity(0) - {0}
+    if args.pin == "apart" and not others:
+        raise RefError("--pin apart needs a CPU besides CPU 0")
+    if args.pin in ("same", "apart"):
+        # The guest inherits the mask: tracer and guest share CPU 0 (apart moves the guest below).
         os.sched_setaffinity(0, {0})
 
     n = args.n
@@ -174,6 +177,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     argv = [str(guest), "-n", str(n), "--samples-fd", str(samples_fd), "--parent", str(os.getpid())]
     pid = createChild(argv, no_stdout=False, pass_fds=(samples_fd,))
     try:
+        if args.pin == "apart":  # stopped at its exec: it starts on the other CPUs
+            os.sched_setaffinity(pid, others)
         process = debugger.addProcess(pid, is_attached=True)
         process.setoptions(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
         tracer = Tracer(debugger, process)
@@ -198,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     return {
         "name": f"python_ptrace_{args.mode}",
-        "placement": "same_core" if args.pin == "same" else "unpinned",
+        "placement": {"same": "same_core", "none": "unpinned"}.get(args.pin, args.pin),
         "n": n,
         "median_ns": percentile(samples, 50),
         "p99_ns": percentile(samples, 99),
@@ -221,7 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description="python-ptrace reference: a Python tracer answers syscalls")
     parser.add_argument("-n", type=int, default=20000, help="number of trapped calls")
-    parser.add_argument("--pin", choices=("same", "none"), default="none")
+    parser.add_argument("--pin", choices=("same", "none", "apart"), default="none")
     parser.add_argument("--mode", choices=tuple(MECHANISMS), default="syscall")
     parser.add_argument("--guest", default=str(Path(__file__).resolve().parent / "build" / "guest"))
     args = parser.parse_args()

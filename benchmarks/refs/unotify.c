@@ -150,7 +150,7 @@ static void __attribute__((noreturn)) guest_died(pid_t pid, uint64_t done)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {.n = 100000, .same_core = 0};
+	struct opts o = {.n = 100000, .same_core = 0, .can_apart = 1};
 	int want_sync = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -186,6 +186,8 @@ int main(int argc, char **argv)
 	pid_t pid = fork_child();
 	if (pid == 0) {
 		close(sv[0]);
+		if (apply_child_placement(&o) != 0)
+			_exit(EXIT_CHILD_SETUP);
 		run_guest(sv[1], o.n, samples);
 	}
 	close(sv[1]);
