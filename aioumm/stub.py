@@ -97,7 +97,10 @@ class State(enum.Enum):
     DEAD = "dead"
 
 
+# The states as module constants: the per-round-trip paths test and set them.
 _DEAD = State.DEAD
+_STOPPED = State.STOPPED
+_RUNNING = State.RUNNING
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +409,7 @@ class Stub:
             raise
         self._report = report
         self._frame = frame
-        self._state = State.STOPPED
+        self._state = _STOPPED
         self._reports += 1
         return report
 
@@ -422,7 +425,7 @@ class Stub:
         is the fast path for reports that need no waiting: it saves a task
         switch per round trip.
         """
-        if self._state is not State.STOPPED or self._busy:
+        if self._state is not _STOPPED or self._busy:
             self._require_stopped("resume")
         bridge = self._bridge
         assert bridge is not None
@@ -462,7 +465,7 @@ class Stub:
         if placement is not None:
             self._resumed_at = now = _clock()
             placement.resumed(self, now)
-        self._state = State.RUNNING
+        self._state = _RUNNING
         self._report = None
         self._frame = None
         bridge.hand_back(_RESUME)
