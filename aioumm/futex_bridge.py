@@ -123,9 +123,11 @@ nobody sleeping, so both sides may spin for up to ``spin_ns`` before they do:
   next report (``aioumm_spin_for_report``), unless the stub last reported from
   the controller's own CPU.  A report taken so is answered at once, as if its
   eventfd had been seen; the eventfd write that follows is a spare
-  notification, harmless by the re-check of step 6.  At most ``CHAIN``
-  reports are taken this way before the loop runs again, so timers and other
-  descriptors wait at most that long.
+  notification, harmless by the re-check of step 6.  A task that answers a
+  lone stub and awaits its next report spins the same way before it
+  suspends (``spin_after_hand_back``).  At most ``CHAIN`` reports are taken
+  by spinning before the loop runs again, so timers and other descriptors
+  wait at most that long.
 
 Spinning is adaptive and off when it cannot pay: spinning happens only while one
 stub alone runs (``running``: handed back and not handed over since), as
@@ -220,6 +222,7 @@ class Notifications:
         "_ready",
         "_ready_keys",
         "_spin_limit",
+        "_unlooped",
         "batch_wakes",
         "deferred",
         "passes",
@@ -246,6 +249,7 @@ class Notifications:
         # The stub spins in pauses: the same time, counted as it counts.
         self._spin_limit = min(round(spin_ns / _pause_ns()), lib.STUB_SPIN_MAX) if spin_ns else 0
         self.running = 0  # stubs handed back and not handed over again: one alone is a ping-pong
+        self._unlooped = 0  # reports taken by spinning since the loop last ran a pass
         self._backoff = 0  # passes left without spinning
         self._next_backoff = 1
         self.deferred = 0  # hand-backs whose wake waited for a later answer of their pass
@@ -279,6 +283,7 @@ class Notifications:
         if taken < 0:
             raise OSError(-taken, os.strerror(-taken), "epoll_wait")
         self.passes += 1
+        self._unlooped = 0
         bridges = self._bridges
         woken = 0
         self._deferring = self.batch_wakes
@@ -314,7 +319,7 @@ class Notifications:
             self._backoff -= 1
             return
         data = bridge._data
-        for _ in range(self.CHAIN):
+        while self._unlooped < self.CHAIN:
             if self._pending:
                 self.wake_pending()  # a stub asleep must be woken before its next report can come
             if bridge._eventfd < 0:
@@ -327,10 +332,22 @@ class Notifications:
                     self._next_backoff = min(2 * self._next_backoff, self.BACKOFF_MAX)
                 return
             woke = bridge.handed_over()  # first: the stub waits for its answer
+            self._unlooped += 1
             self.spun += 1
             self._next_backoff = 1
             if woke:
                 return  # a task takes it from here
+
+    def spin_after_hand_back(self, bridge: HandoffBridge) -> None:
+        """A task gave ``bridge``'s page back and is about to wait: spin for the report first.
+
+        The spin of a pass (see "Spinning"), for the coroutine that awaits
+        each report: a report taken so completes the wait before the task
+        suspends.  The reports a task takes this way count with the pass's
+        towards ``CHAIN``, so the loop still runs after that many.
+        """
+        if self.running == 1 and self._spin_limit:
+            self._chain(bridge)
 
     def hand_back(self, bridge: HandoffBridge, command: int) -> None:
         """Give ``bridge``'s page back with ``command``; within a pass its wake waits for the pass's end."""
@@ -475,6 +492,10 @@ class HandoffBridge:
     def hand_back(self, command: int) -> None:
         """Give the page back with ``command`` (release store, then FUTEX_WAKE, maybe at the pass's end)."""
         self._notifications.hand_back(self, command)
+
+    def spin(self) -> None:
+        """Just handed back by a task that will wait for the next report: spin for it a while first."""
+        self._notifications.spin_after_hand_back(self)
 
     def kick(self) -> None:
         """Wake the stub again (a stuck-wait guard).

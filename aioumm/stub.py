@@ -439,7 +439,9 @@ class Stub:
                 bridge.offer = self._offer
             # No deadline: guest code runs as long as it likes (a batch's wait has one: _run_batch).
             try:
-                await bridge.arm()
+                waiter = bridge.arm()
+                bridge.spin()  # a lone stub's next report may come before this task would suspend
+                await waiter
             except asyncio.CancelledError:
                 self.kill()
                 raise

@@ -96,9 +96,10 @@ async def test_a_lone_stub_is_woken_at_the_end_of_its_own_pass() -> None:
     """Deferring a wake only ever waits for other answers of the same pass, never for a later one.
 
     A stub that dies at its report leaves that report unanswered; the stub after it is
-    still woken as soon as its own answer is written.
+    still woken as soon as its own answer is written.  (No spinning: every report must come
+    through a pass.)
     """
-    async with Controller() as ctl:
+    async with Controller(spin_ns=0) as ctl:
         wakes = ctl.notifications
         dying = await ctl.spawn()
         g = Guest(dying, "mov $39, %eax\nsyscall\n1: jmp 1b")
@@ -121,9 +122,10 @@ async def test_a_failing_notification_costs_the_other_stubs_of_its_pass_nothing(
     """Edge-triggered events come once: a pass goes on past one that raises, and says so.
 
     Four stubs report before the loop runs again, so one pass sees all four; the first
-    notification handled raises.  The other three must still be answered.
+    notification handled raises.  The other three must still be answered.  (No spinning:
+    a task that spins takes its stub's report without any pass.)
     """
-    async with Controller() as ctl:
+    async with Controller(spin_ns=0) as ctl:
         loop = asyncio.get_running_loop()
         seen: list[dict[str, object]] = []
         loop.set_exception_handler(lambda _loop, context: seen.append(context))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -79,6 +80,39 @@ async def test_apart_both_sides_spin_and_every_answer_is_right(cpus: list[int]) 
         assert wakes <= sum(s == lib.STUB_SPUN_SLEPT for s in spun) + 1
         assert wakes < ROUNDS // 2
         assert all(s == lib.STUB_SPUN_SLEPT or s <= lib.STUB_SPIN_MAX for s in spun)
+
+
+@pytest.mark.asyncio
+async def test_a_task_awaiting_each_report_spins_too_and_the_loop_still_runs(cpus: list[int]) -> None:
+    """``await stub.resume()`` per report, apart: the task takes most reports by spinning before
+    it would suspend, and yet the loop runs at least once every CHAIN reports."""
+    async with Controller(spin_ns=200_000) as ctl:
+        stub, g = await asker(ctl, cpus[0], cpus[1])
+        regs = stub.regs
+        loop = asyncio.get_running_loop()
+        turns = 0  # loop iterations so far: a callback due at once runs in every one
+
+        def turn() -> None:
+            nonlocal turns
+            turns += 1
+            loop.call_soon(turn)
+
+        loop.call_soon(turn)
+        report = await stub.resume()
+        seen = []  # the loop's iteration count at each report
+        for i in range(ROUNDS):
+            assert report.syscall == 500 and regs.rdi == i
+            regs.rax = 3 * i + 1
+            report = await stub.resume()
+            seen.append(turns)
+        assert regs.rdi == ROUNDS  # the last answer passed the guest's check
+        g.close()
+        notifications = ctl.notifications
+        assert notifications.spun > ROUNDS // 2
+        # Reports in a row while the loop did not run: one it delivered, then at most CHAIN
+        # taken by spinning.
+        longest = max(len(list(run)) for _, run in itertools.groupby(seen))
+        assert longest <= notifications.CHAIN + 1
 
 
 @pytest.mark.asyncio
