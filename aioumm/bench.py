@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aioumm.loop import Controller, new_event_loop
 from aioumm.report import Report
@@ -415,11 +415,12 @@ async def converse(stub: Stub, rounds: int, out: list[int], *, coroutine: bool =
 
 
 async def aioumm_roundtrip(
-    n: int, *, coroutine: bool = False, adaptive: bool = True, cpus: set[int] | None = None
+    n: int, *, coroutine: bool = False, placement: bool | Literal["auto"] = "auto", cpus: set[int] | None = None
 ) -> list[int]:
-    """Round trips of one stub; ``adaptive``: the placement ``aioumm run`` uses (see placement.py);
-    ``cpus``: where the stub runs (else where it was spawned: this process's mask)."""
-    async with Controller(placement=adaptive) as ctl:
+    """Round trips of one stub; ``placement``: the controller's (by default what ``aioumm run``
+    uses, see placement.py); ``cpus``: where the stub runs (else where it was spawned: this
+    process's mask)."""
+    async with Controller(placement=placement) as ctl:
         stub = await ctl.spawn()
         if cpus is not None:
             os.sched_setaffinity(stub.pid, cpus)
@@ -726,22 +727,27 @@ def plan(settings: Settings, tree: Tree, results: Results) -> list[tuple[str, Ca
             # Controller()'s default (no placement of its own, which would bring the stub home).
             others = os.sched_getaffinity(0) - {0}
             with placement(pin):
-                samples = run_on_loop(aioumm_roundtrip(n, adaptive=False, cpus=others))
-                awaited = summary(run_on_loop(aioumm_roundtrip(n, coroutine=True, adaptive=False, cpus=others)))
-            free = None
+                samples = run_on_loop(aioumm_roundtrip(n, placement=False, cpus=others))
+                awaited = summary(run_on_loop(aioumm_roundtrip(n, coroutine=True, placement=False, cpus=others)))
+            free = placed = None
         else:
             with placement(pin):
                 samples = run_on_loop(aioumm_roundtrip(n))
                 awaited = summary(run_on_loop(aioumm_roundtrip(n, coroutine=True)))
-                free = None if pin == "same" else summary(run_on_loop(aioumm_roundtrip(n, adaptive=False)))
+                free = placed = None
+                if pin != "same":
+                    free = summary(run_on_loop(aioumm_roundtrip(n, placement=False)))
+                    placed = summary(run_on_loop(aioumm_roundtrip(n, placement=True)))
         record_rt("aioumm", pin, {"n": len(samples), "extra": {}, **_ns(summary(samples))})
         results.samples[PLACEMENTS[pin]] = samples
         # The same asks answered by one `await stub.resume()` each: what a task switch per report
-        # costs; and with the controller's placement off: where the scheduler alone puts both sides.
+        # costs; with the controller's placement off: where the scheduler alone puts both sides;
+        # and with it on whether or not the sides spin: what keeping a chatty stub home gives.
         figure = results.data["roundtrip_ns"]["aioumm"][PLACEMENTS[pin]]
         figure.update(coroutine_median=awaited["median"], coroutine_p99=awaited["p99"])
-        if free is not None:  # on one CPU there is nothing to place
+        if free is not None and placed is not None:  # on one CPU there is nothing to place
             figure.update(no_placement_median=free["median"], no_placement_p99=free["p99"])
+            figure.update(placed_median=placed["median"], placed_p99=placed["p99"])
 
     def aioumm_fl(pin: str) -> None:
         with placement(pin):

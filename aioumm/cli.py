@@ -101,7 +101,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         gc.freeze()
 
         async def go() -> int:
-            async with Controller(placement=not args.no_placement) as ctl:
+            async with Controller(placement=args.placement) as ctl:
                 # The program is looked up (in $PATH, inside the root) and checked by the runner.
                 return await run_program(
                     ctl,
@@ -169,11 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strace", action="store_true", help="print every trapped syscall on stderr, as strace does")
     run.add_argument("--strace-file", metavar="FILE", help="write the --strace lines to FILE instead")
     run.add_argument("--root", default="/", metavar="DIR", help="the guest's root directory (default /)")
-    run.add_argument(
+    where = run.add_mutually_exclusive_group()
+    where.add_argument(
+        "--placement",
+        dest="placement",
+        action="store_const",
+        const=True,
+        default="auto",
+        help="keep guests that make syscalls often on the controller's CPU, the others anywhere (default: "
+        "only on a machine where the two sides of a handoff cannot spin, see `aioumm doctor`)",
+    )
+    where.add_argument(
         "--no-placement",
-        action="store_true",
-        help="leave every CPU choice to the scheduler (default: guests that make syscalls often share the "
-        "controller's CPU, the others run anywhere)",
+        dest="placement",
+        action="store_const",
+        const=False,
+        help="leave every CPU choice to the scheduler",
     )
     run.add_argument(
         "--kill-leftovers",

@@ -285,7 +285,7 @@ async def run_guests(programs: Sequence[DemoProgram], env: dict[str, str]) -> tu
     Returns the outcomes, the controller's counters and the loop's name.
     """
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    async with Controller(placement=True) as ctl:
+    async with Controller(placement="auto") as ctl:
         outcomes = await asyncio.gather(*(run_guest(ctl, p, env) for p in programs))
         return list(outcomes), ctl.stats, loop_name
 

@@ -21,7 +21,7 @@ import resource
 import struct
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aioumm.abi import CODE_IMAGE_FILE, CODE_SIZE, lib
 from aioumm.errors import ControllerClosed
@@ -126,9 +126,11 @@ class Controller:
     loop's thread to its CPU while the controller is open and keeps the
     stubs that report often on that CPU, the others on every CPU the thread
     had (see ``aioumm.placement``): on a virtual machine a round trip across
-    CPUs can cost ten times one within a CPU.  Anything else the thread
-    starts meanwhile inherits the pinned mask, so it is off by default;
-    ``aioumm run`` turns it on.
+    CPUs that nobody spins for can cost ten times one within a CPU.
+    Anything else the thread starts meanwhile inherits the pinned mask, so
+    it is off by default.  ``placement="auto"`` (what ``aioumm run`` uses)
+    turns it on only where the two sides cannot spin (``spins``): spinning
+    answers a chatty stub across CPUs faster than sharing a CPU does.
 
     ``spin_ns`` bounds how long either side of a handoff may spin before it
     sleeps, when the stub and the loop's thread run on different CPUs
@@ -141,10 +143,12 @@ class Controller:
         spawn_timeout: float = 10.0,
         handler_timeout: float = 5.0,
         batch_wakes: bool = True,
-        placement: bool | Placement = False,
+        placement: bool | Literal["auto"] | Placement = False,
         spin_ns: int = 30_000,
     ) -> None:
         self.spawn_timeout = spawn_timeout
+        if not (isinstance(placement, (bool, Placement)) or placement == "auto"):
+            raise TypeError(f"placement must be True, False, 'auto' or a Placement, not {placement!r}")
         self._placement_wanted = placement
         #: The adaptive placement while open (None: off, or not possible on this machine).
         self.placement: Placement | None = None
@@ -159,6 +163,12 @@ class Controller:
         self._code_fd = -1
         self.code_size = 0
         self.features = features()
+
+    @property
+    def spins(self) -> bool:
+        """Whether the two sides of a handoff may spin across CPUs: ``spin_ns`` and a CPU with RDTSCP
+        (without it a stub cannot tell which CPU it is on, and nobody spins)."""
+        return self.spin_ns > 0 and self.features.rdtscp
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -195,6 +205,8 @@ class Controller:
         self._notifications = Notifications(self._loop, batch_wakes=self.batch_wakes, spin_ns=self.spin_ns)
         _raise_fd_limit()
         wanted = self._placement_wanted
+        if wanted == "auto":
+            wanted = not self.spins
         if wanted is not False:
             placement = Placement() if wanted is True else wanted
             self.placement = placement if placement.start(self._loop) else None

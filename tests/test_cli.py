@@ -136,7 +136,23 @@ def test_run_without_program_is_a_usage_error() -> None:
     assert len(res.stderr.splitlines()) == 1
 
 
+def test_run_placement_is_auto_unless_told() -> None:
+    """``aioumm run`` places its stubs only where nobody spins, unless --placement or --no-placement says."""
+    parse = cli.build_parser().parse_args
+    assert parse(["run", "--", "true"]).placement == "auto"
+    assert parse(["run", "--placement", "--", "true"]).placement is True
+    assert parse(["run", "--no-placement", "--", "true"]).placement is False
+    res = aioumm("run", "--placement", "--no-placement", "--", "true")
+    assert res.returncode == 2 and "not allowed with argument" in res.stderr
+
+
 # ------------------------------------------------------------------ run: real programs
+
+
+@pytest.mark.parametrize("where", ["--placement", "--no-placement"])
+def test_run_with_either_placement(examples: dict[str, Path], where: str) -> None:
+    res = aioumm("run", where, "--", str(examples["exit_status"]), "3")
+    assert (res.returncode, res.stdout, res.stderr) == (3, "exiting with status 3\n", "this line goes to stderr\n")
 
 
 def test_run_passes_status_output_and_arguments(examples: dict[str, Path]) -> None:

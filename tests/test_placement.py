@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 from guestcode import Guest
 
-from aioumm.loop import Controller
+from aioumm.loop import Controller, features
 from aioumm.placement import Placement
 from aioumm.report import Report
 from aioumm.stub import Stub
@@ -41,6 +42,29 @@ async def test_placement_is_off_by_default_and_leaves_the_thread_alone() -> None
         assert os.sched_getaffinity(0) == WIDE
         stub = await ctl.spawn()
         assert os.sched_getaffinity(stub.pid) == WIDE
+
+
+@pytest.mark.asyncio
+async def test_auto_placement_is_on_exactly_where_nobody_spins(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert len(WIDE) >= 2, "this machine has one CPU: nothing to place"
+    async with Controller(placement="auto", spin_ns=0) as ctl:
+        assert not ctl.spins
+        assert ctl.placement is not None and os.sched_getaffinity(0) == {ctl.placement.home}
+    assert os.sched_getaffinity(0) == WIDE
+    async with Controller(placement="auto") as ctl:
+        assert ctl.spins is ctl.features.rdtscp
+        assert (ctl.placement is None) is ctl.spins
+    # A CPU without RDTSCP: the stubs cannot tell their CPU, nobody spins, so the stubs are placed.
+    monkeypatch.setattr("aioumm.loop._features", replace(features(), rdtscp=False))
+    async with Controller(placement="auto") as ctl:
+        assert not ctl.spins and ctl.placement is not None
+        stub = await ctl.spawn()
+        assert os.sched_getaffinity(stub.pid) == {ctl.placement.home}
+
+
+def test_placement_must_be_a_known_choice() -> None:
+    with pytest.raises(TypeError, match="placement must be True, False, 'auto' or a Placement, not 'yes'"):
+        Controller(placement="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio
