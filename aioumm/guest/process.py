@@ -863,6 +863,10 @@ class GuestProcess:
                     self._in_guest = False
                 waiting, self._waiting = self._waiting, None
                 if waiting is _ANSWERED:
+                    # Stopped on the way out of a syscall the callback answered.  What ends the
+                    # stop (SIGKILL, SIGCONT) may have come before this task ran: it acts now,
+                    # before any guest code, as after a stop this task sat through.
+                    await self._stay_stopped()
                     continue
                 if waiting is not None:
                     await self._finish_waiting(waiting)

@@ -74,6 +74,13 @@ def test_a_wait_into_a_bad_pointer_reaps_the_child(prog_dir: Path) -> None:
     assert got.stdout.count(b"ECHILD") == 3
 
 
+def test_sigkill_to_a_process_that_stopped_itself_ends_it_before_it_goes_on(prog_dir: Path) -> None:
+    """``raise(SIGSTOP); _exit(6)``, then SIGKILL: killed, never exited 6, whatever the timing
+    (the kill may come before the stopped guest's task has run; its stub runs on another CPU)."""
+    got = same_as_native([str(compile_prog("stop_kill", prog_dir))])
+    assert got.stdout == b"killed while stopped: 60 of 60\n"
+
+
 @pytest.fixture
 def exec_dir(tmp_path: Path, busybox: str) -> Path:
     """A directory of things to execve: scripts, and files that are not programs."""
