@@ -147,11 +147,20 @@ static int aioumm_hand_back(struct stub_data *d, uint32_t command, uint32_t spin
  * Validate the report in the data page and copy what Python needs out of it.
  * Guest code can write the page, so every address is checked before it is
  * followed.  Returns the first check that failed, or (it is what the caller
- * needs next) minus the frame's offset in the page, which is never 0.
+ * needs next) minus the frame's offset in the page, which is never 0, with
+ * bit 0 set when the Report's fields are the very ones this call found in *r
+ * (a guest in a loop makes the same call from the same place, report after
+ * report: the caller may reuse the Report it made last time).  The offset
+ * is a multiple of 8 (the ucontext's address is checked to be), so bit 0 is
+ * free.
  */
+_Static_assert(offsetof(struct stub_ucontext, mcontext) % 8 == 0, "bit 0 of a frame offset is free");
+
 static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r)
 {
 	const uint64_t lo = STUB_DATA_ADDR + STUB_ALTSTACK_OFFSET, hi = STUB_DATA_ADDR + STUB_DATA_SIZE;
+	const struct aioumm_report was = *r;
+	int same;
 	/* Each value the checks rely on is read exactly once: the page may change under us. */
 	uint64_t info_addr = __atomic_load_n(&d->siginfo_addr, __ATOMIC_RELAXED);
 	uint64_t uc_addr = __atomic_load_n(&d->ucontext_addr, __ATOMIC_RELAXED);
@@ -188,7 +197,10 @@ static int aioumm_read_report(const struct stub_data *d, struct aioumm_report *r
 		r->addr = info->u.addr;
 	}
 	r->frame_offset = uc_addr - STUB_DATA_ADDR + offsetof(struct stub_ucontext, mcontext);
-	return -(int)r->frame_offset;
+	same = r->signal == was.signal && r->code == was.code && r->errno_ == was.errno_ &&
+	       r->addr == was.addr && r->syscall == was.syscall && r->arch == was.arch &&
+	       r->pid == was.pid;
+	return -(int)(r->frame_offset | same);
 }
 
 /*

@@ -75,7 +75,7 @@ class ReportReader:
     after report, so the register views over it are cached by offset.
     """
 
-    __slots__ = ("_base", "_data", "_fields", "_frames", "_out", "_pid")
+    __slots__ = ("_base", "_data", "_fields", "_frames", "_last", "_out", "_pid")
 
     def __init__(self, pid: int, data: Any, base: int) -> None:
         self._pid = pid
@@ -84,6 +84,8 @@ class ReportReader:
         self._out = ffi.new("struct aioumm_report *")
         self._fields = ffi.buffer(self._out)
         self._frames: dict[int, Any] = {}
+        # The last Report read, while _out holds its fields (a failed read drops it).
+        self._last: Report | None = None
 
     def read(self) -> tuple[Report, Any]:
         """Validate and read the pending report.
@@ -96,9 +98,15 @@ class ReportReader:
         r = self._out
         offset = -lib.aioumm_read_report(self._data, r)
         if offset <= 0:
+            self._last = None
             raise StubCorrupt(self._pid, _PROBLEMS[-offset].format(r=r))
-        # Report._make without its length check (the struct has the fields): this is per round trip.
-        report = _new_report(Report, _REPORT_FIELDS.unpack_from(self._fields))
+        report = self._last
+        if offset & 1 and report is not None:  # the same fields as last time: the same Report
+            offset -= 1
+        else:
+            offset &= ~1
+            # Report._make without its length check (the struct has the fields): this is per round trip.
+            report = self._last = _new_report(Report, _REPORT_FIELDS.unpack_from(self._fields))
         frame = self._frames.get(offset)
         if frame is None:
             if len(self._frames) > 64:  # a guest moving its frame around: do not grow without bound

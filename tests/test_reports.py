@@ -68,6 +68,36 @@ async def test_sigsys_report_for_a_syscall(ctl: Controller) -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_same_call_from_the_same_place_is_the_same_report(ctl: Controller) -> None:
+    """Reports equal field for field are one Report object, read again (a guest in a loop);
+    any field that differs (here the syscall number, then the place) makes a new one."""
+    stub, g = await guest(
+        ctl,
+        """
+        mov $3, %r12d
+    1:  mov $500, %eax
+        syscall
+        dec %r12d
+        jnz 1b
+        mov $501, %eax
+        syscall
+        mov $500, %eax
+        syscall
+        ud2
+        """,
+    )
+    first = await stub.resume()
+    again = [await stub.resume(), await stub.resume()]
+    assert all(r is first for r in again)
+    other = await stub.resume()
+    assert other.syscall == 501 and other is not first
+    moved = await stub.resume()
+    assert moved.syscall == 500 and moved != first and moved.addr == other.addr + 7  # mov $500 + syscall
+    assert (await stub.resume()).signal == signal.SIGILL
+    g.close()
+
+
+@pytest.mark.asyncio
 async def test_sigsegv_report_has_the_faulting_address(ctl: Controller) -> None:
     stub, g = await guest(ctl, "movabs $0x5000000123, %rax\nmovq (%rax), %rbx\nud2")
     report = await stub.resume()
