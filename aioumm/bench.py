@@ -397,17 +397,19 @@ async def converse(stub: Stub, rounds: int, out: list[int], *, coroutine: bool =
     prev = 0
 
     def answer(report: Report) -> bool:
+        # A sample runs from one report seen to the next, this work on the report included (as in
+        # c_stub, and as the coroutine's samples above).
         nonlocal asked, prev
         t = clock()
-        if report.syscall != GUEST_SYSCALL or regs.rdi != asked:
-            raise BenchError(f"stub {stub.pid}: round {asked - 1}: {report}, rdi={regs.rdi} (wrong answer seen?)")
         if asked:
             out.append(t - prev)
+        prev = t
+        if report.syscall != GUEST_SYSCALL or regs.rdi != asked:
+            raise BenchError(f"stub {stub.pid}: round {asked - 1}: {report}, rdi={regs.rdi} (wrong answer seen?)")
         if asked == rounds:
             return False
         regs.rax = 3 * asked + 1
         asked += 1
-        prev = clock()
         return True
 
     answer(report)
