@@ -138,7 +138,7 @@ class Settings:
             stub_counts=(1, 16, 256, 1024),
             skipped_counts=(),
             rt_total=300000,
-            program_repeats=3,
+            program_repeats=5,
             file_mb=20,
             compute_rounds=40,
             # Start-up (see busybox_true) stays small next to it, on a fast machine as on a slow one.
@@ -585,21 +585,37 @@ def run_on_loop(coro: Any) -> Any:
 # --------------------------------------------------------------------- programs
 
 
-def time_program(cmd: list[str], repeats: int, expect: bytes | None) -> tuple[float, bytes]:
-    """Median wall time of ``cmd`` over ``repeats`` runs; its stdout must equal ``expect`` when given."""
-    times = []
-    out = b""
+def time_programs(cmds: dict[str, list[str]], repeats: int) -> dict[str, float | str]:
+    """Median wall time of each command (by runner name) over ``repeats`` rounds, or why it failed.
+
+    Each round runs every command once, in turn, the first one (native) first: a machine whose
+    speed drifts (other work on a shared host) slows every runner alike, where timing one
+    runner's repeats after another's would lay the drift on one of them.  Every run's stdout
+    must equal the first command's.
+    """
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    failed: dict[str, str] = {}
+    first = next(iter(cmds), None)
+    expect: bytes | None = None
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        res = subprocess.run(cmd, capture_output=True, timeout=REF_TIMEOUT)
-        times.append(time.perf_counter() - t0)
-        if res.returncode != 0:
-            err = res.stderr.decode(errors="replace").strip().splitlines()
-            raise BenchError(f"exit status {res.returncode}: {err[-1] if err else ''}".strip())
-        out = res.stdout
-        if expect is not None and out != expect:
-            raise BenchError("its output differs from the native run's")
-    return statistics.median(times), out
+        for name, cmd in cmds.items():
+            if name in failed:
+                continue
+            t0 = time.perf_counter()
+            try:
+                res = subprocess.run(cmd, capture_output=True, timeout=REF_TIMEOUT)
+            except (subprocess.TimeoutExpired, OSError) as exc:
+                failed[name] = str(exc)
+                continue
+            times[name].append(time.perf_counter() - t0)
+            if res.returncode != 0:
+                err = res.stderr.decode(errors="replace").strip().splitlines()
+                failed[name] = f"exit status {res.returncode}: {err[-1] if err else ''}".strip()
+            elif name == first:
+                expect = res.stdout
+            elif expect is not None and res.stdout != expect:
+                failed[name] = "its output differs from the native run's"
+    return {name: failed.get(name) or statistics.median(times[name]) for name in cmds}
 
 
 def compute_rounds(compute: str, settings: Settings) -> int:
@@ -619,8 +635,7 @@ def compute_rounds(compute: str, settings: Settings) -> int:
 def plan_programs(
     settings: Settings, tree: Tree, results: Results, workdir: Path
 ) -> list[tuple[str, Callable[[], None]]]:
-    """The program timings as steps; the native run of each program comes first, so the
-    others can be checked against its output."""
+    """The program timings as steps: one per program, its runners in turn (``time_programs``)."""
     busybox = shutil.which("busybox")
     strace = shutil.which("strace")
     data = workdir / f"data-{settings.file_mb}mb.bin"
@@ -647,7 +662,6 @@ def plan_programs(
         "aioumm": [sys.executable, "-m", "aioumm", "run", "--"],
         "strace": [strace, "-f", "-o", "/dev/null"] if strace else "strace is not installed",
     }
-    expected: dict[str, bytes] = {}
     steps: list[tuple[str, Callable[[], None]]] = []
 
     def make_data() -> None:
@@ -655,15 +669,12 @@ def plan_programs(
             for _ in range(settings.file_mb):
                 f.write(os.urandom(1 << 20))
 
-    def timing(name: str, ref: str, cmd: list[str]) -> None:
-        try:
-            wall, out = time_program(cmd, settings.program_repeats, expected.get(name))
-        except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
-            results.unavailable("programs_s", ref, (name,), str(exc))
-            return
-        if ref == "native":
-            expected[name] = out
-        results.put("programs_s", ref, (name,), round(wall, 4))
+    def timing(name: str, cmds: dict[str, list[str]]) -> None:
+        for ref, wall in time_programs(cmds, settings.program_repeats).items():
+            if isinstance(wall, str):
+                results.unavailable("programs_s", ref, (name,), wall)
+            else:
+                results.put("programs_s", ref, (name,), round(wall, 4))
 
     def compile_package() -> None:
         # What an installed package has: the start-up of `aioumm run` is timed, not the
@@ -674,13 +685,16 @@ def plan_programs(
     if busybox:
         steps.append((f"writing a {settings.file_mb} MB file of random bytes", make_data))
     for name, cmd in progs.items():
+        cmds: dict[str, list[str]] = {}
         for ref, prefix in runners.items():
             if isinstance(cmd, str) or isinstance(prefix, str):
                 reason = cmd if isinstance(cmd, str) else str(prefix)
                 results.unavailable("programs_s", ref, (name,), reason)
-                continue
-            label = f"{name} {'natively' if ref == 'native' else f'under {ref}'}"
-            steps.append((label, functools.partial(timing, name, ref, prefix + cmd)))
+            else:
+                cmds[ref] = prefix + cmd
+        if "native" in cmds:  # the others are checked against its output
+            label = f"{name}: {', '.join(f'under {r}' if r != 'native' else 'natively' for r in cmds)}, in turn"
+            steps.append((label, functools.partial(timing, name, cmds)))
     return steps
 
 
