@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,6 +30,23 @@ def _warm_up_loops() -> None:
 
 
 _warm_up_loops()
+
+
+def _default_interrupts() -> None:
+    """Give SIGINT and SIGQUIT their defaults back if whoever started the suite ignored them.
+
+    A shell starts a background job without job control with both ignored, and an ignored
+    signal stays ignored through fork and exec: the programs the tests run (natively and
+    under ``aioumm run``, which keeps an inherited ignore as exec does) would never see the
+    SIGINT the tests send them.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+_default_interrupts()
 
 
 def _open_fds() -> dict[int, str]:
