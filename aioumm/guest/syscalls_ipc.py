@@ -453,13 +453,17 @@ def sys_msgsnd(p: GuestProcess, msqid: int, msgp: int, msgsz: int, flags: int, *
 
 
 async def _msgsnd_wait(p: GuestProcess, ns: IpcNamespace, q: MsgQueue, mtype: int, text: bytes) -> int:
+    # This runs only once the guest's task takes the call over, after the handler found the
+    # queue full: other guests' calls answered meanwhile may have made room, and a receive
+    # wakes only the senders already waiting.  So every sleep follows a try, with no await
+    # between them.
     who = _who(p)
     while True:
-        await ns.wait_room(q).wait()
         q = ns.queue(q.id)  # EIDRM came through the sleeper; a new queue has a new id
         q.check(who, 0o222)
         if ns.msgsnd(q, mtype, text, who):
             return 0
+        await ns.wait_room(q).wait()
 
 
 @syscall("msgrcv")
@@ -489,10 +493,18 @@ def sys_msgrcv(
 async def _msgrcv_wait(
     p: GuestProcess, ns: IpcNamespace, q: MsgQueue, want: int, size: int, flg: int, msgp: int
 ) -> int:
-    r = ns.wait_message(q, want, size, flg, _who(p))
-    await r.sleeper.wait()
-    assert r.message is not None
-    return _store(p, msgp, r.message)
+    # As in _msgsnd_wait: a message sent since the handler looked went into the queue, as
+    # nobody waited for it yet; it is taken now, and only a receive that finds none sleeps.
+    who = _who(p)
+    q = ns.queue(q.id)
+    q.check(who, 0o444)
+    got = ns.msgrcv(q, want, size, flg, who)
+    if got is None:
+        r = ns.wait_message(q, want, size, flg, who)
+        await r.sleeper.wait()
+        assert r.message is not None
+        got = r.message
+    return _store(p, msgp, got)
 
 
 def _store(p: GuestProcess, msgp: int, message: tuple[int, bytes]) -> int:

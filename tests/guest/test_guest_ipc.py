@@ -56,6 +56,15 @@ def test_shared_memory_after_fork_by_key_and_its_errors(ipc_progs: dict[str, Pat
     assert "shmat(id, (void *)0x7ffffffff000UL, 0) = -1 ENOMEM\n" in out
 
 
+@pytest.mark.parametrize("mode", ["ping-pong", "full"])
+def test_blocked_message_calls_are_woken_however_the_guests_interleave(prog_dir: Path, mode: str) -> None:
+    """msgrcv on an empty queue (or msgsnd on a full one) may sleep only once its task has
+    looked again: the other guest's call, answered before that task ran, must not be lost."""
+    prog = str(compile_prog("ipc_msg_pingpong", prog_dir))
+    out = same_as_native([prog] + (["full"] if mode == "full" else [])).stdout.decode()
+    assert out == f"{'full queue' if mode == 'full' else 'ping-pong'}: 400 of 400 messages, child status 0\n"
+
+
 def test_semaphores_order_parent_and_children(ipc_progs: dict[str, Path]) -> None:
     out = same_as_native([str(ipc_progs["ipc_sem"])]).stdout.decode()
     assert "parent: ncnt 1 zcnt 0; release 0; then value 0 ncnt 0; answer 0" in out
