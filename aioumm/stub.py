@@ -464,6 +464,7 @@ class Stub:
             return outcome
 
     def _go(self, bridge: HandoffBridge) -> None:
+        """Let the guest run on: the registers are out of reach again, and the page is handed back."""
         placement = self._placement
         if placement is not None:
             self._resumed_at = now = _clock()
@@ -471,16 +472,15 @@ class Stub:
         self._state = _RUNNING
         self._report = None
         self._frame = None
-        bridge.hand_back(_RESUME)
-        self.controller.stats.round_trips += 1  # after: the stub runs meanwhile
+        bridge._notifications.hand_back(bridge, _RESUME)
+        self._stats.round_trips += 1  # after: the stub runs meanwhile
 
     def _offer(self) -> bool:
         """The bridge's callback while ``resume(answer)`` waits (see there); never raises.
 
         The round trip of a guest answered from Python runs through here: from the report
         seen to the page handed back, every call is on the guest's critical path.  So what
-        ``_take_report`` and ``_go`` do is written out inline, with the placement's work
-        (off unless the machine cannot spin) on the side.
+        ``_take_report`` does is written out inline.
         """
         answer = self._answer
         bridge = self._bridge
@@ -508,18 +508,11 @@ class Stub:
             # Flushing waits for the stub: only the coroutine can do that.
             self._outcome = _FLUSH_THEN_RESUME
             return False
-        if placement is not None:
-            self._resumed_at = now = _clock()
-            placement.resumed(self, now)
-        self._state = _RUNNING
-        self._report = None
-        self._frame = None
         try:
-            bridge._notifications.hand_back(bridge, _RESUME)
+            self._go(bridge)
         except OSError as exc:
             self._outcome = exc
             return False
-        self._stats.round_trips += 1  # after: the stub runs meanwhile
         return True
 
     # ----------------------------------------------------------------- batches
