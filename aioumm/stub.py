@@ -476,12 +476,7 @@ class Stub:
         self._stats.round_trips += 1  # after: the stub runs meanwhile
 
     def _offer(self) -> bool:
-        """The bridge's callback while ``resume(answer)`` waits (see there); never raises.
-
-        The round trip of a guest answered from Python runs through here: from the report
-        seen to the page handed back, every call is on the guest's critical path.  So what
-        ``_take_report`` does is written out inline.
-        """
+        """The bridge's callback while ``resume(answer)`` waits (see there); never raises."""
         answer = self._answer
         bridge = self._bridge
         if answer is None or bridge is None:
@@ -490,14 +485,7 @@ class Stub:
         if placement is not None:
             placement.ran(self, _clock() - self._resumed_at)
         try:
-            try:
-                report, self._frame = self._reader.read()
-            except StubCorrupt:
-                self.kill()
-                raise
-            self._report = report
-            self._state = _STOPPED
-            self._reports += 1
+            report = self._take_report()
             if not answer(report):
                 self._outcome = report
                 return False
