@@ -39,7 +39,8 @@ enum {
 	AIOUMM_SPUN_TIMEOUT = 0,	/* no report within the budget */
 	AIOUMM_SPUN_REPORT = 1,		/* the stub handed its page over */
 	AIOUMM_SPUN_NOT_HERE = 2,	/* not spun: the stub ran on this CPU, or cannot tell */
-	AIOUMM_SPUN_NOT_RUNNING = 3,	/* not spun: the page was not handed back to the stub */
+	AIOUMM_SPUN_NOT_RUNNING = 3,	/* not spun: the word has a value no state has */
+	AIOUMM_SPUN_ALREADY = 4,	/* not spun: the word already says the controller owns the page */
 };
 
 /* The most notifications one pass takes (Notifications.PASS). */
@@ -236,20 +237,26 @@ static int64_t now_ns(void)
 /*
  * Spin up to budget_ns until d's stub, handed its page back, hands it over
  * again: AIOUMM_SPUN_REPORT when it did, AIOUMM_SPUN_TIMEOUT when the time
- * ran out; AIOUMM_SPUN_NOT_RUNNING at once when the page is not the stub's,
- * AIOUMM_SPUN_NOT_HERE when the stub last reported from this CPU (it could
- * not run while we spin here) or could not tell its CPU.  The
- * caller answers it then as if its eventfd had been seen; the eventfd write
+ * ran out.  At once, without spinning: AIOUMM_SPUN_ALREADY when the word
+ * says the controller owns the page (a stub on this CPU runs as soon as it
+ * is woken, and has often reported again before the caller looks: a report
+ * if the caller knows it handed the page back, else a page still stopped),
+ * AIOUMM_SPUN_NOT_RUNNING when the word holds no state at all (guest code
+ * wrote it), AIOUMM_SPUN_NOT_HERE when the stub last reported from this CPU
+ * (it could not run while we spin here) or could not tell its CPU.  The
+ * caller answers a report as if its eventfd had been seen; the eventfd write
  * that follows is a spare notification, which the word's re-check makes
  * harmless (see futex_bridge.py).
  */
 static int aioumm_spin_for_report(const struct stub_data *d, int64_t budget_ns)
 {
 	int64_t deadline;
-
 	uint32_t cpu = __atomic_load_n(&d->report_cpu, __ATOMIC_RELAXED);
+	uint32_t word = aioumm_load_handoff(d);
 
-	if (__atomic_load_n(&d->handoff, __ATOMIC_ACQUIRE) != STUB_HANDOFF_CHILD)
+	if (word == STUB_HANDOFF_CONTROLLER)
+		return AIOUMM_SPUN_ALREADY;
+	if (word != STUB_HANDOFF_CHILD)
 		return AIOUMM_SPUN_NOT_RUNNING;
 	if (cpu == current_cpu() || cpu == STUB_CPU_UNKNOWN)
 		return AIOUMM_SPUN_NOT_HERE;

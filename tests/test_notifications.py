@@ -98,7 +98,9 @@ def test_a_spin_waits_only_for_a_page_the_stub_holds(pages: Pages, here: int) ->
     page.report_cpu = (here + 1) % 4096  # a CPU this thread is not on
     for word in (Handoff.CONTROLLER, Handoff.SLEEPING):
         page.handoff = word
-        assert _spin(page) == lib.AIOUMM_SPUN_NOT_RUNNING  # not handed back: no report can come
+        assert _spin(page) == lib.AIOUMM_SPUN_ALREADY  # the controller's already: nothing to wait for
+    page.handoff = 0xDEAD  # written by guest code: no state at all
+    assert _spin(page) == lib.AIOUMM_SPUN_NOT_RUNNING
     page.handoff = Handoff.CHILD
     assert _spin(page) == lib.AIOUMM_SPUN_TIMEOUT  # the stub computes: the budget runs out
 
