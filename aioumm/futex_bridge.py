@@ -131,7 +131,10 @@ nobody sleeping, so both sides may spin for up to ``spin_ns`` before they do:
   reported again by the time the controller looks, and that report is
   answered then and there (``early``) instead of after a sleep in epoll
   and a pass: a fifth of a round trip on one CPU.  At most ``CHAIN``
-  reports are taken by spinning or early before the loop runs again, so
+  reports are taken by spinning or early before the loop runs again, and
+  none once ``CHAIN_NS`` has passed since the chain began (a spin's budget bounds
+  the wait for each report taken by spinning, but nothing bounds how long a
+  stub that preempted the controller computes before its early report), so
   timers and other descriptors wait at most that long.
 
 Spinning is adaptive and off when it cannot pay: spinning happens only while one
@@ -162,6 +165,7 @@ import operator
 import os
 import select
 from collections.abc import Callable
+from time import monotonic_ns as _monotonic_ns
 from typing import Any
 
 from aioumm.abi import Handoff, ffi, lib
@@ -211,8 +215,11 @@ class Notifications:
 
     #: Ready stubs taken per pass at most; more stay ready for the next pass.
     PASS = lib.AIOUMM_PASS_MAX
-    #: Reports one pass may take by spinning before the loop runs again.
+    #: Reports one pass may take by spinning (or early) before the loop runs again...
     CHAIN = 64
+    #: ...and for how long (ns): a stub on this CPU that computes between its syscalls runs while
+    #: the controller is preempted, and its early reports are not bounded by a spin's budget.
+    CHAIN_NS = 1_000_000
     #: Passes without spinning after a spin that timed out, at most.
     BACKOFF_MAX = 1024
 
@@ -331,6 +338,7 @@ class Notifications:
         data, spin_ns, spin, handed_over = bridge._data, self.spin_ns, lib.aioumm_spin_for_report, bridge.handed_over
         unlooped = before = self._unlooped
         early = 0
+        deadline = _monotonic_ns() + self.CHAIN_NS
         try:
             while unlooped < self.CHAIN:
                 if self._pending:
@@ -341,7 +349,6 @@ class Notifications:
                 if got == _SPUN_ALREADY:
                     if not bridge._running:
                         return  # a stopped page (a spare notification of a pass), not a new report
-                    early += 1  # it ran on this CPU as soon as it was woken, and reported again
                 elif got != _SPUN_REPORT:
                     if got == _SPUN_TIMEOUT:  # it computes longer than a spin: stop spinning for a while
                         if unlooped != before:
@@ -350,6 +357,9 @@ class Notifications:
                         self._backoff = self._next_backoff
                         self._next_backoff = min(2 * self._next_backoff, self.BACKOFF_MAX)
                     return
+                if _monotonic_ns() > deadline:
+                    return  # the loop has waited long enough: its next pass takes this report
+                early += got == _SPUN_ALREADY  # it ran on this CPU as soon as it was woken
                 unlooped += 1
                 if handed_over():
                     return  # a task takes it from here

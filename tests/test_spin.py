@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -14,6 +15,7 @@ from test_soak import ASKER
 
 from aioumm.abi import ffi, lib
 from aioumm.errors import StubDied
+from aioumm.futex_bridge import Notifications
 from aioumm.loop import Controller
 from aioumm.stub import Stub
 
@@ -39,8 +41,10 @@ async def asker(ctl: Controller, controller_cpu: int, stub_cpu: int, source: str
     return stub, g
 
 
-async def converse(stub: Stub, rounds: int) -> list[int]:
-    """``rounds`` checked answers from the notification's callback; the stub's ``spun`` after each."""
+async def converse(stub: Stub, rounds: int, seen: Callable[[], object] | None = None) -> list[int]:
+    """``rounds`` checked answers from the notification's callback; the stub's ``spun`` after each.
+
+    ``seen`` is called at each report."""
     regs = stub.regs
     data = ffi.cast("struct stub_data *", stub._base)
     asked = 0
@@ -48,6 +52,8 @@ async def converse(stub: Stub, rounds: int) -> list[int]:
 
     def answer(report: object) -> bool:
         nonlocal asked
+        if seen is not None:
+            seen()
         assert regs.rdi == asked  # the guest's counter: no report lost or repeated
         spun.append(data.spun)
         if asked == rounds:
@@ -82,6 +88,19 @@ async def test_apart_both_sides_spin_and_every_answer_is_right(cpus: list[int]) 
         assert all(s == lib.STUB_SPUN_SLEPT or s <= lib.STUB_SPIN_MAX for s in spun)
 
 
+class LoopTurns:
+    """Counts the running loop's iterations: a callback due at once runs in every one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self.count += 1
+        self._loop.call_soon(self._turn)
+
+
 @pytest.mark.asyncio
 async def test_a_task_awaiting_each_report_spins_too_and_the_loop_still_runs(cpus: list[int]) -> None:
     """``await stub.resume()`` per report, apart: the task takes most reports by spinning before
@@ -89,22 +108,14 @@ async def test_a_task_awaiting_each_report_spins_too_and_the_loop_still_runs(cpu
     async with Controller(spin_ns=200_000) as ctl:
         stub, g = await asker(ctl, cpus[0], cpus[1])
         regs = stub.regs
-        loop = asyncio.get_running_loop()
-        turns = 0  # loop iterations so far: a callback due at once runs in every one
-
-        def turn() -> None:
-            nonlocal turns
-            turns += 1
-            loop.call_soon(turn)
-
-        loop.call_soon(turn)
+        turns = LoopTurns()
         report = await stub.resume()
         seen = []  # the loop's iteration count at each report
         for i in range(ROUNDS):
             assert report.syscall == 500 and regs.rdi == i
             regs.rax = 3 * i + 1
             report = await stub.resume()
-            seen.append(turns)
+            seen.append(turns.count)
         assert regs.rdi == ROUNDS  # the last answer passed the guest's check
         g.close()
         notifications = ctl.notifications
@@ -142,6 +153,36 @@ async def test_on_one_cpu_a_report_made_before_the_controller_looks_is_taken_at_
         assert notifications.early > 0
         # Each report came through a pass of the loop or was found early: none twice, none lost.
         assert notifications.passes - passes + notifications.early >= ROUNDS
+
+
+# ASKER with some computing between its syscalls (300000 turns of a loop: a few hundred
+# microseconds here).
+COMPUTING_ASKER = ASKER.replace("    inc %r12\n", "    mov $300000, %ecx\n3:  dec %ecx\n    jnz 3b\n    inc %r12\n")
+
+
+@pytest.mark.asyncio
+async def test_on_one_cpu_a_guest_that_computes_between_syscalls_does_not_keep_the_loop_waiting(
+    cpus: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reports found early are answered without the loop running in between, but only for
+    ``CHAIN_NS``: a guest that computes between its syscalls would otherwise hold every timer
+    and descriptor of the loop for ``CHAIN`` of its computations in a row (about 5 ms here,
+    where the scheduler stops letting the stub preempt the controller)."""
+    assert COMPUTING_ASKER != ASKER
+    monkeypatch.setattr(Notifications, "CHAIN_NS", 200_000)  # well apart from those 5 ms
+    async with Controller(spin_ns=200_000) as ctl:
+        stub, g = await asker(ctl, cpus[0], cpus[0], COMPUTING_ASKER)
+        clock = time.monotonic_ns
+        turns = LoopTurns()
+        seen: list[tuple[int, int]] = []  # (loop iteration, time) of each report
+        await converse(stub, 200, lambda: seen.append((turns.count, clock())))
+        g.close()
+        notifications = ctl.notifications
+        # The reports of one loop iteration: the first came through a pass, the others early,
+        # and those only while the chain had run for less than CHAIN_NS.
+        for _, run in itertools.groupby(seen, key=lambda s: s[0]):
+            times = [t for _, t in run]
+            assert times[-1] - times[0] <= notifications.CHAIN_NS + 2_000_000
 
 
 @pytest.mark.asyncio
