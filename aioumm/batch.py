@@ -1,6 +1,6 @@
 """Batches: the queued mmap/munmap/mprotect records for one stub, with their FD map.
 
-The rules (seed kernel patch, design §5):
+The rules:
 
 * a record names a *slot* of the batch's FD map, not a descriptor; the same
   descriptor reuses its slot, and a map holds at most ``MAX_FDS``;

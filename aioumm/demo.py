@@ -366,7 +366,7 @@ def main(
     dest = Path(build_dir) if build_dir is not None else default_build_dir(src)
     binaries = build_examples(src, dest)
     if build_only:
-        print(f"{len(binaries)} demo programs up to date in {dest}", file=out)
+        print(f"{len(binaries)} demo programs built (or already up to date) in {dest}", file=out)
         return 0
     busybox = _busybox_usable()
     dynamic = [DemoProgram(label, path, argv) for label, path, argv in DYNAMIC if _dynamic_usable(path)]

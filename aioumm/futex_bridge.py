@@ -14,7 +14,7 @@ queued and the wake finds it.
 
 An event loop cannot sleep in ``FUTEX_WAIT``: it waits in ``epoll``.  So the
 stub's hand-over has to become something epoll can see.  Two bridges were
-considered (design §4):
+considered:
 
 (a) the stub writes an eventfd it was given (the seccomp filter allows
     ``write`` from one instruction of the handler, to that fd number only),
@@ -436,7 +436,7 @@ class Notifications:
 
 
 class HandoffBridge:
-    """The eventfd bridge of one stub (design (a) above).
+    """The eventfd bridge of one stub (bridge (a) above).
 
     ``data`` is the controller's ``struct stub_data *`` for the stub; ``eventfd``
     the controller's end of the eventfd the stub writes.  The bridge owns the

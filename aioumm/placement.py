@@ -2,9 +2,9 @@
 
 Where the two sides of a handoff can spin (``futex_bridge.py``), a lone
 chatty stub is answered faster on another CPU than on the controller's, and
-this placement only costs: a busybox pipeline took 0.22 s placed against
+this placement only costs: a busybox pipeline took 0.15 s placed against
 0.13 s left to the scheduler, ``busybox sha256sum`` of 20 MB 0.31 s against
-0.25 s; without spinning 0.20 s against 0.21 s and 0.32 s against 0.51 s.
+0.23 s; without spinning 0.21 s against 0.22 s and 0.32 s against 0.52 s.
 So ``Controller(placement="auto")`` uses it only where nobody spins.
 
 A round trip is two wake-ups: the stub's notification wakes the loop, the

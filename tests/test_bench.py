@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aioumm.bench import Settings
+from aioumm.bench import Results, Settings, targets, targets_text
 
 SECTIONS = {"roundtrip_ns", "throughput_rt_per_s", "flush_ns", "stub_memory_kib", "programs_s"}
 REFERENCES = {"aioumm", "c_stub", "c_ptrace", "c_unotify", "python_ptrace", "native", "strace"}
@@ -191,3 +191,17 @@ def test_c_stub_refuses_what_many_stubs_cannot_do() -> None:
         assert res.returncode == 2 and "--stubs" in res.stderr, (extra, res.stderr)
     res = subprocess.run([c_stub, "--stubs", "0"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
+
+
+def test_a_quick_run_does_not_judge_the_programs_it_runs_too_briefly() -> None:
+    results = Results()
+    for ref, pipeline, compute in (("aioumm", 0.09, 0.1), ("strace", 0.01, 0.02), ("native", 0.001, 0.02)):
+        results.put("programs_s", ref, ("busybox_pipeline",), pipeline)
+        results.put("programs_s", ref, ("compute",), compute)
+    full = {goal: met for goal, _, met in targets(results)}
+    assert full["busybox pipeline faster than under strace -f"] is False
+    assert full["compute-bound program <= 1.05x native"] is False
+    quick = targets(results, judge_programs=False)
+    programs = [(goal, value, met) for goal, value, met in quick if "strace" in goal or "compute" in goal]
+    assert [(value, met) for _, value, met in programs] == [(pytest.approx(9.0), None), (pytest.approx(5.0), None)]
+    assert "NOT met" not in targets_text(results, judge_programs=False)
