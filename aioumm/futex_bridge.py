@@ -131,11 +131,18 @@ nobody sleeping, so both sides may spin for up to ``spin_ns`` before they do:
   reported again by the time the controller looks, and that report is
   answered then and there (``early``) instead of after a sleep in epoll
   and a pass: a fifth of a round trip on one CPU.  At most ``CHAIN``
-  reports are taken by spinning or early before the loop runs again, and
-  none once ``CHAIN_NS`` has passed since the chain began (a spin's budget bounds
-  the wait for each report taken by spinning, but nothing bounds how long a
-  stub that preempted the controller computes before its early report), so
-  timers and other descriptors wait at most that long.
+  reports are taken by spinning or early before the loop runs a pass again,
+  and none once ``CHAIN_NS`` has passed since the first of them (a spin's
+  budget bounds the wait for each report taken by spinning, but nothing
+  bounds how long a stub that preempted the controller computes before its
+  early report).  A chain cut short by ``CHAIN_NS`` leaves its report to the
+  next pass, which answers it without chaining: the loop may run that pass
+  before the timers and callbacks that fell due meanwhile (asyncio's runs
+  the I/O callbacks of an iteration first), and they must not wait for a
+  second chain.  So they wait at most ``CHAIN_NS`` plus one spin and one
+  answer.  Spinning is also only ever for a stub the controller handed back
+  (``running``), never for one whose report it holds, whatever its
+  notifications say.
 
 Spinning is adaptive and off when it cannot pay: spinning happens only while one
 stub alone runs (``running``: handed back and not handed over since), as
@@ -240,6 +247,8 @@ class Notifications:
     __slots__ = (
         "_backoff",
         "_bridges",
+        "_chain_deadline",
+        "_cut",
         "_deferring",
         "_epoll",
         "_last",
@@ -278,6 +287,8 @@ class Notifications:
         self._spin_limit = min(round(spin_ns / _pause_ns()), lib.STUB_SPIN_MAX) if spin_ns else 0
         self.running = 0  # stubs handed back and not handed over again: one alone is a ping-pong
         self._unlooped = 0  # reports taken by spinning since the loop last ran a pass
+        self._chain_deadline = 0  # when the chains since that pass must stop (0: none began)
+        self._cut = False  # a chain stopped at its deadline: the next pass answers but does not chain
         self._backoff = 0  # passes left without spinning
         self._next_backoff = 1
         self.deferred = 0  # hand-backs whose wake waited for a later answer of their pass
@@ -313,6 +324,8 @@ class Notifications:
             raise OSError(-taken, os.strerror(-taken), "epoll_wait")
         self.passes += 1
         self._unlooped = 0
+        self._chain_deadline = 0
+        cut, self._cut = self._cut, False
         bridges = self._bridges
         woken = 0
         # Deferring the wakes pays only when there is a second answer to write before them.
@@ -331,7 +344,7 @@ class Notifications:
                     self._loop.call_exception_handler(
                         {"message": "aioumm: a stub's notification failed", "exception": exc}
                     )
-            if not woken and self.running == 1 and self._spin_limit:
+            if not woken and self.running == 1 and self._spin_limit and not cut:
                 # The last stub seen (a spare notification included) may be the lone one running.
                 last = bridges.get(int(ffi.cast("uintptr_t", self._last[0])))
                 if last is not None:
@@ -352,18 +365,21 @@ class Notifications:
         data, spin_ns, spin, handed_over = bridge._data, self.spin_ns, lib.aioumm_spin_for_report, bridge.handed_over
         unlooped = before = self._unlooped
         early = 0
-        deadline = _monotonic_ns() + self.CHAIN_NS
+        # One deadline for every chain until the loop runs a pass again: a task that awaits
+        # each report chains once per report, and the loop does not run in between.
+        deadline = self._chain_deadline
+        if not deadline:
+            deadline = self._chain_deadline = _monotonic_ns() + self.CHAIN_NS
         try:
             while unlooped < self.CHAIN:
                 if self._pending:
                     self.wake_pending()  # a stub asleep must be woken before its next report can come
-                if bridge._eventfd < 0:
-                    return  # released
+                if bridge._eventfd < 0 or not bridge._running:
+                    # Released, or stopped (a spare notification, or one a guest forged while
+                    # its report waits for a task): no report of its can be waited for.
+                    return
                 got = spin(data, spin_ns)
-                if got == _SPUN_ALREADY:
-                    if not bridge._running:
-                        return  # a stopped page (a spare notification of a pass), not a new report
-                elif got != _SPUN_REPORT:
+                if got != _SPUN_REPORT and got != _SPUN_ALREADY:
                     if got == _SPUN_TIMEOUT:  # it computes longer than a spin: stop spinning for a while
                         if unlooped != before:
                             self._next_backoff = 1  # the reports of this chain count as a success
@@ -372,7 +388,11 @@ class Notifications:
                         self._next_backoff = min(2 * self._next_backoff, self.BACKOFF_MAX)
                     return
                 if _monotonic_ns() > deadline:
-                    return  # the loop has waited long enough: its next pass takes this report
+                    # The loop has waited long enough: its next pass answers this report, and
+                    # does not chain, so that what fell due meanwhile (timers, callbacks,
+                    # other descriptors) runs before another chain can begin.
+                    self._cut = True
+                    return
                 early += got == _SPUN_ALREADY  # it ran on this CPU as soon as it was woken
                 unlooped += 1
                 if handed_over():

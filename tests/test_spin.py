@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 from guestcode import Guest
+from test_hostile import _off, _site
 from test_soak import ASKER
 
 from aioumm.abi import ffi, lib
@@ -155,6 +156,13 @@ async def test_on_one_cpu_a_report_made_before_the_controller_looks_is_taken_at_
         assert notifications.passes - passes + notifications.early >= ROUNDS
 
 
+def longest_hold(seen: list[tuple[int, int]]) -> int:
+    """The longest the loop was held (ns): from the first to the last report seen in one of
+    its iterations, given ``(iteration, time)`` of each report."""
+    runs = ([t for _, t in run] for _, run in itertools.groupby(seen, key=lambda s: s[0]))
+    return max(run[-1] - run[0] for run in runs)
+
+
 # ASKER with some computing between its syscalls (300000 turns of a loop: a few hundred
 # microseconds here).
 COMPUTING_ASKER = ASKER.replace("    inc %r12\n", "    mov $300000, %ecx\n3:  dec %ecx\n    jnz 3b\n    inc %r12\n")
@@ -177,12 +185,112 @@ async def test_on_one_cpu_a_guest_that_computes_between_syscalls_does_not_keep_t
         seen: list[tuple[int, int]] = []  # (loop iteration, time) of each report
         await converse(stub, 200, lambda: seen.append((turns.count, clock())))
         g.close()
-        notifications = ctl.notifications
         # The reports of one loop iteration: the first came through a pass, the others early,
         # and those only while the chain had run for less than CHAIN_NS.
-        for _, run in itertools.groupby(seen, key=lambda s: s[0]):
-            times = [t for _, t in run]
-            assert times[-1] - times[0] <= notifications.CHAIN_NS + 2_000_000
+        assert longest_hold(seen) <= Notifications.CHAIN_NS + 2_000_000
+
+
+@pytest.mark.asyncio
+async def test_a_task_awaiting_each_report_holds_the_loop_chain_ns_at_most(cpus: list[int]) -> None:
+    """A task that awaits each report spins for the next before it suspends, and its waiter is
+    done then, so the loop does not run between its reports: the chains of one such run share
+    one deadline (they once had one each, and held the loop for CHAIN reports, 6-8 ms here)."""
+    rounds = 300
+    async with Controller(spin_ns=200_000) as ctl:
+        stub, g = await asker(ctl, cpus[0], cpus[1], COMPUTING_ASKER)
+        regs = stub.regs
+        turns = LoopTurns()
+        seen: list[tuple[int, int]] = []
+        await stub.resume()
+        for i in range(rounds):
+            assert regs.rdi == i
+            regs.rax = 3 * i + 1
+            await stub.resume()
+            seen.append((turns.count, time.monotonic_ns()))
+        assert regs.rdi == rounds  # the last answer passed the guest's check
+        g.close()
+        assert ctl.notifications.spun > rounds // 2  # the reports were taken by spinning
+        assert longest_hold(seen) <= Notifications.CHAIN_NS + ctl.spin_ns + 1_000_000
+
+
+@pytest.mark.asyncio
+async def test_a_timer_due_during_a_chain_waits_for_that_chain_only(cpus: list[int]) -> None:
+    """A chain cut short by CHAIN_NS leaves its report to the next pass, which asyncio runs
+    before the timers that fell due: that pass answers without chaining, so the timers run
+    next instead of after a second chain (they once waited 1.5 ms in the median here)."""
+    loop = asyncio.get_running_loop()
+    # About 30 us of computing between syscalls: within the default spin, so chains run long.
+    source = ASKER.replace("    inc %r12\n", "    mov $100000, %ecx\n3:  dec %ecx\n    jnz 3b\n    inc %r12\n")
+    async with Controller() as ctl:
+        stub, g = await asker(ctl, cpus[0], cpus[1], source)
+        late: list[float] = []
+        timer: asyncio.TimerHandle | None = None
+
+        def arm() -> None:
+            nonlocal timer
+            timer = loop.call_later(0.0007, fire, loop.time() + 0.0007)
+
+        def fire(due: float) -> None:
+            late.append(loop.time() - due)
+            arm()
+
+        arm()
+        await converse(stub, 3000)
+        assert timer is not None
+        timer.cancel()
+        g.close()
+        assert ctl.notifications.spun > 1500 and len(late) > 20
+        # Due at a random point of a chain, a timer waits for the rest of it: half a chain in
+        # the median (a chain and a half when it waited for a second one).  The median, as
+        # anything else on the machine may preempt the loop for a while now and then.
+        assert sorted(late)[len(late) // 2] < Notifications.CHAIN_NS / 1e9
+
+
+# A guest that forges a hand-over (its stub looks stopped to the controller), then keeps
+# flipping its word between CHILD and CONTROLLER and notifying, as if it reported again.
+FLIPPER = """
+    movabs ${handoff}, %r13
+    lea one(%rip), %r14
+    movl $1, (%r13)
+    call notify
+1:  movl $0, (%r13)
+    call notify
+    mov $20000, %ecx
+2:  dec %ecx
+    jnz 2b
+    movl $1, (%r13)
+    mov $200, %ecx
+3:  dec %ecx
+    jnz 3b
+    jmp 1b
+notify:
+    mov $1, %eax
+    mov $1, %edi
+    mov %r14, %rsi
+    mov $8, %edx
+    movabs ${notify}, %rbx
+    jmp *%rbx
+one: .quad 1
+"""
+
+
+@pytest.mark.asyncio
+async def test_nobody_spins_for_a_stub_whose_report_the_controller_holds(cpus: list[int]) -> None:
+    """Notifications of a stub the controller holds stopped (forged by its guest) make no pass
+    chain on it: spinning is only for a stub handed back.  (They once made the controller take
+    thousands of flips of its word as reports, at a cost to the stub that really ran.)"""
+    async with Controller() as ctl:
+        hostile = await ctl.spawn()
+        forged = FLIPPER.format(handoff=_off("handoff"), notify=_site(1))
+        hostile_guest = Guest(hostile, forged)
+        os.sched_setaffinity(hostile.pid, {cpus[1]})
+        await hostile.resume()  # its forged hand-over: stopped, as far as the controller knows
+        spun = ctl.notifications.spun
+        stub, g = await asker(ctl, cpus[0], cpus[0])  # the one running, on the loop's CPU: never spun for
+        await converse(stub, 3000)
+        assert ctl.notifications.spun == spun
+        g.close()
+        hostile_guest.close()
 
 
 @pytest.mark.asyncio
