@@ -124,6 +124,9 @@ class ProcessTable:
         self.cpus: frozenset[int] = cpus if isinstance(cpus, frozenset) else frozenset(os.sched_getaffinity(0))
         #: Set to stop :meth:`wait_all` early (the runner was told to end the run).
         self._ending: asyncio.Event | None = None
+        #: The foreground process group of the controller's terminal, as the guests of its
+        #: session (:data:`OUTER_GROUP`) see it: theirs to set (``TIOCSPGRP``), never the host's.
+        self.terminal_pgrp = OUTER_GROUP
         self._ipc: IpcNamespace | None = None
 
     @property

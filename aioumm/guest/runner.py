@@ -120,7 +120,9 @@ def _forward(kernel: ProcessTable, sig: int) -> None:
         # Only guests left behind by the first one: the runner's caller wants the run over.
         kernel.end_run()
         return
-    targets = kernel.group(init.pgid) if sig == signal.SIGINT else [init]
+    # A terminal sends SIGINT to its foreground group: the first guest's, unless a guest (an
+    # interactive shell running a job) made another one the foreground (TIOCSPGRP).
+    targets = kernel.group(kernel.terminal_pgrp) if sig == signal.SIGINT else [init]
     for proc in targets:
         proc.post_signal(sig, SigInfo(sig, SI_USER, 0, os.getuid()))
 
@@ -182,7 +184,8 @@ async def run_program(
     Returns the status a shell would show for the first guest: the exit code, or
     ``128 + N`` when it died of signal N.  With ``forward_signals``, SIGINT, SIGTERM
     and SIGHUP sent to the calling process go to the guest instead (SIGINT to every
-    guest of the first one's process group, as a terminal sends it); once the first
+    guest of the terminal's foreground process group, as a terminal sends it: the first
+    one's, unless a guest chose another with ``TIOCSPGRP``); once the first
     guest is gone, any of them ends the run, killing the guests left.  A program that cannot be loaded (missing, not
     executable, not an x86-64 ELF program, its loader missing or unusable) raises :class:`GuestError` naming the path
     and the reason.

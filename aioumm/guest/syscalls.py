@@ -31,6 +31,7 @@ from . import procfs
 from .errors import SyscallError
 from .files import FifoEnd, Loc, OpenFile, guest_fd_alias, wait_fd
 from .futex import futex
+from .kernel import OUTER_GROUP
 from .process import HANDLERS, GuestProcess, Handler
 from .signalfd import SIGNALFD_SIGINFO_SIZE, SignalFile
 from .signals import SI_USER, UNBLOCKABLE, SigInfo
@@ -1316,7 +1317,6 @@ _IOCTLS: dict[int, tuple[int, str]] = {
     0x5402: (36, "in"),  # TCSETS
     0x5403: (36, "in"),  # TCSETSW
     0x5404: (36, "in"),  # TCSETSF
-    0x540F: (4, "out"),  # TIOCGPGRP
     0x5413: (8, "out"),  # TIOCGWINSZ
     0x5414: (8, "in"),  # TIOCSWINSZ
     0x541B: (4, "out"),  # FIONREAD
@@ -1331,10 +1331,55 @@ _IOCTLS: dict[int, tuple[int, str]] = {
 }
 
 
+_TIOCGPGRP, _TIOCSPGRP, _TIOCGSID = 0x540F, 0x5410, 0x5429
+
+
+def _terminal_ioctl(p: GuestProcess, file: OpenFile, req: int, arg: int) -> int:
+    """The terminal's process group and session, in the guests' pids.
+
+    The guests share the controller's controlling terminal (through the
+    descriptors they inherit) from the session :data:`OUTER_GROUP`, whose
+    foreground group they see as ``ProcessTable.terminal_pgrp``.  The host's
+    answer would name a host process group that no guest is in: an
+    interactive shell that compares it with its own group concludes that it
+    runs in the background, stops itself with ``SIGTTIN``, and waits for good.
+    While the controller itself is not in the terminal's foreground, the
+    guests see a group outside their pid namespace, 0 as on Linux.
+    """
+    try:
+        host_pgrp = os.tcgetpgrp(file.host_fd)  # ENOTTY: not a terminal, or not the controller's
+    except OSError as exc:
+        raise _fail(exc.errno or errno.ENOTTY) from None
+    kernel = p.kernel
+    if p.sid != OUTER_GROUP:
+        raise _fail(errno.ENOTTY)  # a new session has no controlling terminal
+    if req == _TIOCGSID:
+        value = OUTER_GROUP
+    elif req == _TIOCGPGRP:
+        value = kernel.terminal_pgrp if host_pgrp == os.getpgrp() else 0
+    else:
+        pgrp = _I32.unpack(p.mm.read(arg, 4))[0]
+        if pgrp < 0:
+            raise _fail(errno.EINVAL)
+        if pgrp != OUTER_GROUP:  # that one has members outside the run: it always exists
+            members = kernel.group(pgrp)
+            if not members:
+                raise _fail(errno.ESRCH)
+            if members[0].sid != p.sid:
+                raise _fail(errno.EPERM)
+        kernel.terminal_pgrp = pgrp
+        return 0
+    p.mm.views(arg, 4, write=True)
+    p.mm.write(arg, _I32.pack(value))
+    return 0
+
+
 @syscall("ioctl")
 def sys_ioctl(p: GuestProcess, fd: int, req: int, arg: int, *_: int) -> int:
     file = p.fds.get(s32(fd))
     req &= 0xFFFFFFFF
+    if req in (_TIOCGPGRP, _TIOCSPGRP, _TIOCGSID):
+        return _terminal_ioctl(p, file, req, arg)
     if req == 0x5451:  # FIOCLEX
         p.fds.set_cloexec(s32(fd), True)
         return 0

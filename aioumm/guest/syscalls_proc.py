@@ -36,7 +36,7 @@ from aioumm.errors import AioummError
 from .binfmt import ExecPlan, prepare_exec
 from .errors import GuestExit, SyscallError
 from .files import Loc
-from .kernel import CLD_EXITED, CLD_KILLED
+from .kernel import CLD_EXITED, CLD_KILLED, OUTER_GROUP
 from .process import CLD_CONTINUED, CLD_STOPPED, UNINTERRUPTIBLE, GuestProcess
 from .signals import NSIG, SI_TKILL, SI_USER, SigInfo
 from .syscalls import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, _locate, _path, s32, syscall
@@ -180,7 +180,10 @@ def sys_setpgid(p: GuestProcess, pid: int, pgid: int, *_: int) -> int:
     if target.pid == target.sid:
         raise _fail(errno.EPERM)  # a session leader stays in its group
     group = want or target.pid
-    if group != target.pid and not any(q.pgid == group and q.sid == p.sid for q in p.kernel.all()):
+    # The first guest's group has members outside the run (whatever started it): it exists
+    # in its session even when no guest is left in it.
+    outer = group == OUTER_GROUP and p.sid == OUTER_GROUP
+    if group != target.pid and not outer and not any(q.pgid == group and q.sid == p.sid for q in p.kernel.all()):
         raise _fail(errno.EPERM)  # no such group in this session
     target.pgid = group
     return 0
