@@ -1455,6 +1455,46 @@ def sys_fcntl(p: GuestProcess, fd: int, cmd: int, arg: int, *_: int) -> int:
     raise _fail(errno.EINVAL)
 
 
+_LOCK_SH, _LOCK_EX, _LOCK_NB, _LOCK_UN = 1, 2, 4, 8
+#: How often a guest waiting for a busy flock tries again, at most (from 1 ms, doubling).
+_FLOCK_RETRY_MAX = 0.01
+
+
+@syscall("flock")
+def sys_flock(p: GuestProcess, fd: int, op: int, *_: int) -> int | Awaitable[int]:
+    """``flock`` on the host descriptor: its locks belong to the open file, and each guest
+    ``open`` is a host open of its own (shared by ``dup`` and ``fork`` as natively), so guests
+    contend with each other, and with host processes, as they would natively.  The loop never
+    blocks: a lock another holds is tried again until it is free."""
+    file = p.fds.get(s32(fd))
+    op = s32(op)
+    kind = op & ~_LOCK_NB
+    if kind not in (_LOCK_SH, _LOCK_EX, _LOCK_UN):
+        raise _fail(errno.EINVAL)
+    try:
+        fcntl.flock(file.host_fd, kind | _LOCK_NB)
+    except BlockingIOError:
+        if op & _LOCK_NB:
+            raise _fail(errno.EWOULDBLOCK) from None
+        return _flock_wait(file, kind)
+    return 0
+
+
+async def _flock_wait(file: OpenFile, kind: int) -> int:
+    # Nothing wakes a waiter when a lock is let go: try again, soon at first.
+    delay = 0.001
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            fcntl.flock(file.host_fd, kind | _LOCK_NB)
+        except BlockingIOError:
+            delay = min(2 * delay, _FLOCK_RETRY_MAX)
+            continue
+        except OSError as exc:  # the file was closed meanwhile, by another thread
+            return -(exc.errno or errno.EBADF)
+        return 0
+
+
 @syscall("dup")
 def sys_dup(p: GuestProcess, fd: int, *_: int) -> int:
     return p.fds.install(p.fds.get(s32(fd)))

@@ -86,3 +86,34 @@ async def test_fifo_waits_on_one_loop_leave_nothing_behind(
         assert await asyncio.gather(*runs) == [0, 0]
     assert files._FIFOS == {}
     assert capfd.readouterr().out.count("SA_RESTART reader                    ok\n") == 2
+
+
+# util-linux flock(1), a dynamically linked program (busybox's has no flock applet).
+FLOCKS = """
+bb=/bin/busybox
+fl=/usr/bin/flock
+$fl -n lk -c "$fl -n lk true; echo 'a second open, exclusive:' \\$?"
+$fl -s lk -c "$fl -s -n lk echo 'a second open, shared:' 0"
+exec 3>lk
+$fl 3
+$bb sh -c "$fl -n 3; echo 'the same open file, forked:' \\$?"
+$fl -u 3
+($fl lk $bb sh -c "$bb sleep 0.3; echo first done") &
+$bb sleep 0.1
+$fl lk echo then the second
+wait
+"""
+
+
+def test_flock_locks_belong_to_the_open_file(busybox: str, tmp_path: Path) -> None:
+    """flock answered ENOSYS: the lock of another open of the file is busy (and waited for),
+    the one of the same open file, shared by a fork, is not."""
+    (tmp_path / "locks.sh").write_text(FLOCKS)
+    got = same_as_native([busybox, "sh", "locks.sh"], cwd=tmp_path)
+    assert got.stdout == (
+        b"a second open, exclusive: 1\n"
+        b"a second open, shared: 0\n"
+        b"the same open file, forked: 0\n"
+        b"first done\n"
+        b"then the second\n"
+    )
