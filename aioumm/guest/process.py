@@ -411,7 +411,9 @@ class GuestProcess:
         and set the start registers."""
         loaded = self._load(self.mm, image, fd, exe_path, interp, argv, envp, execfn)
         self.exe = exe_path
-        self.comm = os.fsencode(os.path.basename(exe_path))[:15]
+        # As Linux: the last part of the name it was started by, not of the file that is (a
+        # symlink's name: python3, not python3.11).
+        self.comm = os.path.basename(execfn)[:15]
         self.cmdline, self.environ = _nul_joined(argv), _nul_joined(envp)
         self._start_at(loaded)
 

@@ -35,6 +35,13 @@ def test_fd_listing_and_links_are_the_guests(busybox: str, tmp_path: Path) -> No
         same_as_native([busybox, "sh", "-c", script], stdin=null, env=ENV)
 
 
+def test_comm_is_the_name_the_program_was_started_by(busybox: str, tmp_path: Path) -> None:
+    """A symlink's name, not its target's: it was ``busybox`` for a busybox started as ``sh``."""
+    (tmp_path / "sh").symlink_to(busybox)
+    got = same_as_native([str(tmp_path / "sh"), "-c", "read c < /proc/self/comm; echo $c"])
+    assert got.stdout == b"sh\n"
+
+
 def test_a_directory_of_proc_as_a_base_and_as_the_working_directory(busybox: str) -> None:
     script = (
         "cd /proc/self && cat comm && pwd | grep -c '^/proc/[0-9]*$'; cd fd && ls; cd ../..;"
