@@ -1596,6 +1596,8 @@ def sys_faccessat2(p: GuestProcess, dirfd: int, path: int, mode: int, flags: int
 
 @syscall("getcwd")
 def sys_getcwd(p: GuestProcess, buf: int, size: int, *_: int) -> int:
+    if p.vfs.cwd_fd >= 0 and os.fstat(p.vfs.cwd_fd).st_nlink == 0:
+        raise _fail(errno.ENOENT)  # removed since: it has no path any more
     raw = os.fsencode(p.vfs.cwd) + b"\0"
     if size < len(raw):
         raise _fail(errno.ERANGE)

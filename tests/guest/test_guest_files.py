@@ -117,3 +117,8 @@ def test_flock_locks_belong_to_the_open_file(busybox: str, tmp_path: Path) -> No
         b"first done\n"
         b"then the second\n"
     )
+
+
+def test_getcwd_of_a_removed_directory_is_enoent(busybox: str, tmp_path: Path) -> None:
+    got = same_as_native([busybox, "sh", "-c", "mkdir z; cd z; rmdir ../z; /bin/busybox pwd -P; echo $?"], cwd=tmp_path)
+    assert got.stdout == b"1\n" and b"No such file or directory" in got.stderr
