@@ -14,8 +14,15 @@ import uvloop
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Every async test runs twice: on asyncio's default loop and on uvloop."""
+    """Every async test runs twice: on asyncio's default loop and on uvloop (a test of what
+    only asyncio's loop does, marked ``asyncio_loop_only``, on that one)."""
+    if item.get_closest_marker("asyncio_loop_only") is not None:
+        return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "asyncio_loop_only: a test of asyncio's own loop, not run on uvloop")
 
 
 def _warm_up_loops() -> None:
