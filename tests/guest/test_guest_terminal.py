@@ -22,7 +22,9 @@ from conftest import RUN, compile_prog
 BASH = "/bin/bash-static"
 
 
-def on_terminal(cmd: list[str], keys: bytes = b"", after: float = 0.0, timeout: float = 30.0) -> tuple[int, bytes]:
+def on_terminal(
+    cmd: list[str], keys: bytes = b"", after: float = 0.0, timeout: float = 30.0, cwd: Path | None = None
+) -> tuple[int, bytes]:
     """Run ``cmd`` as a session leader whose controlling terminal is a new pseudo-terminal,
     typing ``keys`` there ``after`` seconds; return its status and everything it wrote there.
     A run that outlasts ``timeout`` fails."""
@@ -34,6 +36,7 @@ def on_terminal(cmd: list[str], keys: bytes = b"", after: float = 0.0, timeout: 
             stdout=slave,
             stderr=slave,
             start_new_session=True,
+            cwd=cwd,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
         os.close(slave)
@@ -97,6 +100,20 @@ def test_the_terminal_foreground_group_is_the_guests_own(tty_pgrp: Path, busybox
     assert "foreground is mine again: 1\r\n" in out
     # The group the first guest started in has no guest left in it, and still exists.
     assert "tcsetpgrp(the outer group): ok, setpgid(the outer group): ok\r\n" in out
+
+
+def test_a_guest_started_in_the_background_sees_another_group_in_the_foreground(
+    tty_pgrp: Path, busybox: str, tmp_path: Path
+) -> None:
+    """With ``aioumm run`` itself a background job (its shell keeps the terminal), the guests
+    see a foreground group that is not theirs (0: one outside their pid namespace)."""
+    lines = []
+    for runner in ("", " ".join(RUN) + " "):
+        script = f"set -m; {runner}{tty_pgrp} > out 2>&1 & wait; cat out"
+        rc, out = on_terminal([busybox, "sh", "-c", script], cwd=tmp_path)
+        assert rc == 0
+        lines.append(out.splitlines()[0])
+    assert lines == [b"foreground is mine: 0"] * 2
 
 
 def test_an_interactive_bash_runs_its_commands(busybox: str) -> None:
